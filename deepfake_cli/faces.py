@@ -1,0 +1,221 @@
+"""The one preprocessing path from a video frame to (face crop, landmark vector).
+
+`extract`, `evaluate` and `predict` all go through `FaceAnalyzer.faces` and `crop_face`,
+so the features a model sees at prediction time are the ones it was trained on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from dataclasses import asdict, dataclass
+from typing import Iterable
+
+import cv2
+import numpy as np
+
+# Face Mesh (468-point topology) landmark pairs of the 5-d vector, in the reference's order:
+# outer eye corners, mouth corners, nose tip to chin, right eye to mouth, left eye to mouth.
+LANDMARK_PAIRS = ((33, 263), (61, 291), (1, 199), (33, 61), (263, 291))
+
+
+@dataclass(frozen=True)
+class CropSpec:
+    """How a face crop is cut from a frame. Recorded with the data and in checkpoints."""
+
+    size: int = 256
+    margin: float = 0.2  # a fraction of the face box side, or pixels when relative=False
+    relative: bool = True
+    square: bool = True
+
+    def __post_init__(self) -> None:
+        if self.size < 16:
+            raise ValueError(f"crop size must be at least 16 pixels, got {self.size}")
+        if self.margin < 0 or (self.relative and self.margin > 2):
+            raise ValueError(f"--margin must be between 0 and 2 (a fraction of the face size), got {self.margin}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# The notebooks' crop: the landmark box plus a fixed 20 px, stretched to 256x256.
+REFERENCE_CROP = CropSpec(size=256, margin=20, relative=False, square=False)
+
+
+@dataclass(frozen=True)
+class Face:
+    landmarks: np.ndarray  # (468, 2) float64, source-frame pixels
+    score: float  # face-detection confidence, 0..1
+
+    @property
+    def box(self) -> tuple[float, float, float, float]:
+        (x0, y0), (x1, y1) = self.landmarks.min(0), self.landmarks.max(0)
+        return float(x0), float(y0), float(x1), float(y1)
+
+    @property
+    def size(self) -> float:
+        x0, y0, x1, y1 = self.box
+        return max(x1 - x0, y1 - y0)
+
+    @property
+    def center(self) -> np.ndarray:
+        x0, y0, x1, y1 = self.box
+        return np.array([(x0 + x1) / 2, (y0 + y1) / 2])
+
+
+def landmark_vector(landmarks: np.ndarray) -> np.ndarray:
+    """The reference's 5 landmark distances, in source-frame pixels: shape (5,), float64."""
+    a, b = np.array(LANDMARK_PAIRS).T
+    return np.linalg.norm(landmarks[a] - landmarks[b], axis=1)
+
+
+def crop_box(face: Face, frame_shape: tuple[int, ...], spec: CropSpec) -> tuple[int, int, int, int]:
+    """Integer (x0, y0, x1, y1) of the crop around `face`, inside the frame."""
+    height, width = frame_shape[:2]
+    x0, y0, x1, y1 = face.box
+    margin = spec.margin * face.size if spec.relative else spec.margin
+    if spec.square:
+        # A square keeps the face's aspect ratio through the resize; when it meets a frame edge
+        # it slides inwards rather than shrinking, so the face stays whole and centred-ish.
+        side = min(face.size + 2 * margin, width, height)
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        left = min(max(cx - side / 2, 0), width - side)
+        top = min(max(cy - side / 2, 0), height - side)
+        box = (left, top, left + side, top + side)
+    else:
+        box = (max(x0 - margin, 0), max(y0 - margin, 0), min(x1 + margin, width), min(y1 + margin, height))
+    ix0, iy0, ix1, iy1 = (int(round(v)) for v in box)
+    return ix0, iy0, max(ix1, ix0 + 1), max(iy1, iy0 + 1)
+
+
+def crop_face(frame: np.ndarray, face: Face, spec: CropSpec) -> np.ndarray:
+    """The (size, size, 3) uint8 BGR crop of `face`."""
+    x0, y0, x1, y1 = crop_box(face, frame.shape, spec)
+    return resize_square(frame[y0:y1, x0:x1], spec.size)
+
+
+def resize_square(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize to size x size: area averaging when shrinking (no aliasing), cubic when growing."""
+    if image.shape[0] == size and image.shape[1] == size:
+        return image
+    shrinking = image.shape[0] > size or image.shape[1] > size
+    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
+
+
+@contextlib.contextmanager
+def quiet_native_stderr():
+    """Silence what C++ libraries (TFLite, absl) write straight to file descriptor 2."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+class FaceAnalyzer:
+    """MediaPipe face detection + Face Mesh (legacy solutions, models ship in the wheel).
+
+    Build one per process: MediaPipe graphs are not shareable across processes.
+    """
+
+    def __init__(self, max_faces: int = 4, min_confidence: float = 0.5):
+        import mediapipe as mp  # heavy: imported only when faces are needed
+
+        with quiet_native_stderr():
+        # The short-range detector is the one Face Mesh runs internally, so the two agree on
+        # which faces exist; the detector adds the confidence score Face Mesh does not report.
+            self._detector = mp.solutions.face_detection.FaceDetection(
+                model_selection=0, min_detection_confidence=min_confidence
+            )
+            self._mesh = mp.solutions.face_mesh.FaceMesh(
+                static_image_mode=True, max_num_faces=max_faces, refine_landmarks=False,
+                min_detection_confidence=min_confidence,
+            )
+
+    def faces(self, frame_bgr: np.ndarray) -> list[Face]:
+        """Faces in the frame, largest first."""
+        rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
+        with quiet_native_stderr():  # TFLite and the graph calculators log set-up on first use
+            detections = self._detector.process(rgb).detections
+            if not detections:
+                return []  # Face Mesh runs the same detector: it would find nothing either
+            meshes = self._mesh.process(rgb).multi_face_landmarks or []
+        height, width = frame_bgr.shape[:2]
+        scale = np.array([width, height], dtype=np.float64)
+        boxes = []
+        for d in detections:
+            b = d.location_data.relative_bounding_box
+            boxes.append((b.xmin * width, b.ymin * height, (b.xmin + b.width) * width, (b.ymin + b.height) * height, d.score[0]))
+        faces = []
+        for mesh in meshes:
+            points = np.array([(p.x, p.y) for p in mesh.landmark], dtype=np.float64) * scale
+            faces.append(Face(landmarks=points, score=_matching_score(points, boxes)))
+        return sorted(faces, key=lambda f: -f.size)
+
+    def close(self) -> None:
+        self._detector.close()
+        self._mesh.close()
+
+    def __enter__(self) -> "FaceAnalyzer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _matching_score(points: np.ndarray, boxes: list[tuple[float, ...]]) -> float:
+    """Score of the detection whose box centre is nearest the mesh's centre."""
+    center = (points.min(0) + points.max(0)) / 2
+    return min(boxes, key=lambda b: np.hypot((b[0] + b[2]) / 2 - center[0], (b[1] + b[3]) / 2 - center[1]))[4]
+
+
+# ---- following faces across sampled frames -------------------------------------------------
+
+
+@dataclass
+class Track:
+    """One person's faces across frames: frame index -> Face."""
+
+    faces: dict[int, Face]
+
+    def nearest(self, index: int) -> Face:
+        return self.faces[min(self.faces, key=lambda i: abs(i - index))]
+
+    @property
+    def mean_size(self) -> float:
+        return float(np.mean([f.size for f in self.faces.values()]))
+
+
+def same_person(a: Face, b: Face) -> bool:
+    """Sampled frames can be far apart, so we match on centre distance relative to face size."""
+    return bool(np.linalg.norm(a.center - b.center) < 0.75 * max(a.size, b.size))
+
+
+def track_faces(frames: Iterable[tuple[int, list[Face]]]) -> list[Track]:
+    """Group per-frame faces into tracks, most-seen (then largest) first.
+
+    Greedy: in frame order, each face joins the nearest compatible track not yet used in
+    this frame, else starts a new one. Cheap, and enough for the sparse frames we sample.
+    """
+    tracks: list[Track] = []
+    for index, faces in frames:
+        used: set[int] = set()
+        for face in faces:
+            candidates = [
+                (np.linalg.norm(t.nearest(index).center - face.center), k)
+                for k, t in enumerate(tracks)
+                if k not in used and same_person(t.nearest(index), face)
+            ]
+            if candidates:
+                k = min(candidates)[1]
+                tracks[k].faces[index] = face
+            else:
+                k = len(tracks)
+                tracks.append(Track({index: face}))
+            used.add(k)
+    return sorted(tracks, key=lambda t: (-len(t.faces), -t.mean_size))

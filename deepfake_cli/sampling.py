@@ -1,0 +1,101 @@
+"""Sampling face sequences from a video: spread over its whole length, one track per person."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from deepfake_cli.errors import DeepfakeError
+from deepfake_cli.faces import CropSpec, Face, FaceAnalyzer, Track, crop_face, landmark_vector, same_person, track_faces
+from deepfake_cli.video import VideoInfo, open_video, read_frames, sample_frame_indices
+
+# How many other frames of its segment a slot tries when its own frame shows no face.
+ALTERNATES_PER_SLOT = 4
+
+
+class SkipVideo(DeepfakeError):
+    """The video is readable but cannot yield what was asked (too short, too few faces)."""
+
+
+@dataclass(frozen=True)
+class FaceFrame:
+    """One person's face on one source frame."""
+
+    index: int  # source frame index
+    crop: np.ndarray  # (size, size, 3) uint8 BGR
+    vector: np.ndarray  # (5,) float64 landmark distances in source pixels
+    score: float  # detection confidence
+
+
+@dataclass
+class VideoFaces:
+    info: VideoInfo
+    slots: list[tuple[int, int]]  # [start, stop) source frames of each slot
+    people: list[list[FaceFrame | None]]  # per tracked person, one entry per slot (None: no face)
+
+
+def sample_faces(
+    path: Path, analyzer: FaceAnalyzer, n_slots: int, spec: CropSpec, *, max_people: int = 1, threads: int = 0
+) -> VideoFaces:
+    """Cut the video into `n_slots` equal segments and find each tracked person's face in each.
+
+    Each slot reads the frame at its segment's centre. A slot whose frame shows no face (of
+    that person) tries up to ALTERNATES_PER_SLOT other frames of its segment, nearest first,
+    so a video still yields `n_slots` faces when it can. People are tracked across slots so a
+    second person never swaps into another's sequence; the most-seen person comes first.
+    """
+    cap, info = open_video(path)
+    cap.release()
+    if info.frame_count < n_slots:
+        raise SkipVideo(f"too short: {info.frame_count} frames, {n_slots} needed")
+    slots = [(round(i * info.frame_count / n_slots), round((i + 1) * info.frame_count / n_slots)) for i in range(n_slots)]
+    centres = [sample_frame_indices(a, b, 1)[0] for a, b in slots]
+
+    found = _detect(path, analyzer, centres, spec, threads)
+    if not any(found.values()):
+        raise SkipVideo(f"no face found in {n_slots} frames sampled across the video")
+    tracks = track_faces((i, [face for face, _ in found[i]]) for i in centres)[:max_people]
+    people = [[_pick(track, found.get(c, []), c) for c in centres] for track in tracks]
+
+    missing = {s for person in people for s, frame in enumerate(person) if frame is None}
+    if missing:
+        alternates = {s: _alternates(*slots[s], centres[s]) for s in missing}
+        found_alt = _detect(path, analyzer, [i for s in missing for i in alternates[s]], spec, threads)
+        for person, track in zip(people, tracks):
+            for s in missing:
+                if person[s] is None:
+                    person[s] = next(
+                        (f for i in alternates[s] if (f := _pick(track, found_alt.get(i, []), i)) is not None), None
+                    )
+    return VideoFaces(info=info, slots=slots, people=people)
+
+
+def _detect(
+    path: Path, analyzer: FaceAnalyzer, indices: list[int], spec: CropSpec, threads: int
+) -> dict[int, list[tuple[Face, FaceFrame]]]:
+    """Faces on each frame in `indices`, each with its crop (cut while the frame is in hand)."""
+    found = {}
+    for index, frame in read_frames(path, indices, threads):
+        found[index] = [
+            (face, FaceFrame(index, crop_face(frame, face, spec), landmark_vector(face.landmarks), face.score))
+            for face in analyzer.faces(frame)
+        ]
+    return found
+
+
+def _pick(track: Track, candidates: list[tuple[Face, FaceFrame]], index: int) -> FaceFrame | None:
+    """The candidate face that belongs to `track`, judged against its face nearest in time."""
+    reference = track.faces.get(index) or track.nearest(index)
+    matches = [(np.linalg.norm(face.center - reference.center), k) for k, (face, _) in enumerate(candidates)
+               if face is reference or same_person(face, reference)]
+    return candidates[min(matches)[1]][1] if matches else None
+
+
+def _alternates(start: int, stop: int, centre: int) -> list[int]:
+    """Other frames of the segment [start, stop), nearest the centre first."""
+    step = max(1, (stop - start) // (ALTERNATES_PER_SLOT + 2))
+    offsets = [k * step * sign for k in range(1, ALTERNATES_PER_SLOT + 1) for sign in (1, -1)]
+    frames = [centre + o for o in offsets if start <= centre + o < stop]
+    return frames[:ALTERNATES_PER_SLOT]
