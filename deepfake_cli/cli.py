@@ -12,11 +12,12 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
 
 from deepfake_cli import __version__
@@ -148,6 +149,226 @@ def extract(
         raise typer.Exit(130)
     if summary.count("failed") or (summary.rows and not summary.count("ok")):
         raise typer.Exit(1)
+
+
+# ---- train ----------------------------------------------------------------------------------
+
+
+@app.command()
+@user_errors
+def train(
+    data: Path = typer.Argument(..., help="An `extract` OUT folder (or data from the reference preprocessing)."),
+    run: Optional[Path] = typer.Option(None, help="Run folder for checkpoints, metrics and plots [default: runs/<time>]."),
+    epochs: int = typer.Option(10, help="Passes over the training split."),
+    batch_size: int = typer.Option(4, help="Videos per step."),
+    lr: float = typer.Option(1e-4, help="AdamW learning rate."),
+    weight_decay: float = typer.Option(0.0, help="AdamW weight decay."),
+    schedule: str = typer.Option("none", help="Learning-rate schedule: none, cosine or plateau."),
+    clip_grad: float = typer.Option(1.0, help="Clip the gradient norm to this; 0 = off."),
+    seed: int = typer.Option(42, help="Seed for the split, initialisation, augmentation and shuffling."),
+    seq_len: int = typer.Option(16, help="Frames per video fed to the model (files _0.._N-1)."),
+    image_size: int = typer.Option(256, help="Crops are resized to this side before the backbone."),
+    val_fraction: float = typer.Option(0.2, help="Share of videos held out; people never straddle the split."),
+    split_file: Optional[Path] = typer.Option(None, help='JSON {"train": [...], "val": [...], "test": [...]} of video '
+                                               'ids or FF++ pairs, instead of the automatic split.'),
+    real_folders: str = typer.Option("original", help="Comma-separated folders of real videos (e.g. Celeb-real,YouTube-real); "
+                                     "every other folder is fake."),
+    balance: bool = typer.Option(True, help="Weight the loss so real and fake videos count equally."),
+    augment: bool = typer.Option(True, help="Flip, colour, JPEG and crop jitter, the same for all frames of a video."),
+    pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained", show_default="auto",
+                                              help="ImageNet weights for the backbone; default: when they can be had."),
+    backbone_weights: Optional[Path] = typer.Option(None, help="Load EfficientNet-B0 weights from this local file."),
+    freeze_backbone: bool = typer.Option(False, help="Compute backbone features once, train only the LSTM and head: "
+                                         "practical on a laptop CPU."),
+    workers: int = typer.Option(-1, help="Data-loading processes; -1 = one per core (at most 8)."),
+    cache: bool = typer.Option(False, help="Cache decoded frames in the run folder so later epochs skip JPEG decoding."),
+    patience: int = typer.Option(0, help="Stop after this many epochs without a better validation F1; 0 = never."),
+    device: str = typer.Option("auto", help="cpu, cuda, cuda:1, ...; auto picks the GPU when there is one."),
+    amp: str = typer.Option("auto", help="Mixed precision: auto, bf16, fp16 or off."),
+    channels_last: bool = typer.Option(True, help="channels_last memory format for the backbone's convolutions."),
+    skip_bad: bool = typer.Option(False, help="Leave out videos with a missing or broken file instead of stopping."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --run (or the latest run) exactly."),
+    as_json: bool = typer.Option(False, "--json", help="Print the best epoch's metrics as JSON on stdout."),
+) -> None:
+    """Train the EfficientNet-B0 + BiLSTM detector; keep the checkpoint with the best validation F1.
+
+    Writes RUN/best.pt, last.pt, config.json, split.json, metrics.csv and curves.png. For several GPUs or nodes, launch the same command with torchrun.
+    """
+    from deepfake_cli.train import Callbacks, TrainConfig, train as run_train
+
+    if resume:
+        run = run or _latest_run()
+        cfg = TrainConfig.from_dict(json.loads((run / "config.json").read_text()) | {"epochs": epochs})
+    else:
+        cfg = TrainConfig(
+            data=data, run=run, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, schedule=schedule,
+            clip_grad=clip_grad, seed=seed, seq_len=seq_len, image_size=image_size, val_fraction=val_fraction,
+            split_file=split_file, real_folders=tuple(f.strip() for f in real_folders.split(",") if f.strip()),
+            balance=balance, augment=augment, pretrained=pretrained, backbone_weights=backbone_weights,
+            freeze_backbone=freeze_backbone, workers=workers, cache=cache, patience=patience, device=device, amp=amp,
+            channels_last=channels_last, skip_bad=skip_bad,
+        )
+    table = Table(title="validation after each epoch")
+    for column in ("epoch", "train loss", "val loss", "accuracy", "F1", "AUC", "clips/s", ""):
+        table.add_column(column, justify="right")
+    with _progress() as progress:
+        task = progress.add_task("train", total=None, rate="")
+
+        def on_start(info: dict) -> None:
+            split = info["split"]
+            console.print(f"run {info['run']}: device {info['device']}, amp {info['amp']}, backbone {info['backbone']}, "
+                          f"{info['world_size']} process(es)", highlight=False)
+            console.print("split (identity-aware): " + ", ".join(f"{k} {v['real']} real / {v['fake']} fake" for k, v in split.items())
+                          + f"; fake loss weight {info['pos_weight']:.3f}", highlight=False)
+
+        def on_batch(epoch: int, done: int, total: int, loss: float) -> None:
+            progress.update(task, description=f"epoch {epoch}/{cfg.epochs}", total=total, completed=done,
+                            rate=f"loss {loss:.4f}")
+
+        def on_epoch(row: dict) -> None:
+            progress.reset(task)
+            table.add_row(str(row["epoch"]), f"{row['train_loss']:.4f}", f"{row['val_loss']:.4f}", f"{row['accuracy']:.3f}",
+                          f"{row['f1']:.3f}", "-" if row["auc"] is None else f"{row['auc']:.3f}", f"{row['clips_per_s']:.1f}",
+                          "[green]best[/green]" if row["best"] else "")
+            progress.console.print(f"epoch {row['epoch']}: val F1 {row['f1']:.3f}, AUC {row['auc'] if row['auc'] is None else round(row['auc'], 3)}"
+                                   + (" (best, saved)" if row["best"] else ""), highlight=False)
+
+        result = run_train(cfg, Callbacks(on_start, on_batch, on_epoch), resume=resume)
+    console.print(table)
+    best = result.best
+    console.print(f"best epoch {best.get('epoch')}: F1 {best['f1']:.3f} -> {result.run / 'best.pt'}"
+                  + (" (stopped early)" if result.stopped_early else ""), highlight=False)
+    if as_json:
+        print(json.dumps({"run": str(result.run), "best": best, "stopped_early": result.stopped_early}))
+
+
+# ---- evaluate -------------------------------------------------------------------------------
+
+
+@app.command()
+@user_errors
+def evaluate(
+    data: Path = typer.Argument(..., help="An `extract` OUT folder."),
+    model: Path = typer.Option(..., "--model", "-m", help="A best.pt/last.pt, or a reference state_dict (.pth)."),
+    split: str = typer.Option("auto", help="all, val, test, train, or a split JSON file; auto = the run's "
+                              "validation split when the checkpoint has a split.json beside it, else all."),
+    batch_size: int = typer.Option(8, help="Videos per forward pass."),
+    workers: int = typer.Option(2, help="Data-loading processes."),
+    device: str = typer.Option("auto", help="cpu, cuda, cuda:1, ..."),
+    skip_bad: bool = typer.Option(False, help="Leave out videos with a missing or broken file."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write every metric and per-video score to this JSON file."),
+    plots: Optional[Path] = typer.Option(None, help="Write roc.png, pr.png, confusion.png and scores.png to this folder."),
+) -> None:
+    """Classification report, accuracy, F1, ROC AUC, AP, EER and confusion matrix, overall and per method."""
+    from deepfake_cli.evaluate import evaluate as run_evaluate, write_plots
+    from deepfake_cli.files import atomic_write_json
+
+    with console.status("scoring videos..."):
+        result = run_evaluate(data, model, split=split, batch_size=batch_size, workers=workers, device=device,
+                              skip_bad=skip_bad)
+    at_t, at_half = result["at_threshold"], result["at_0.5"]
+    console.print(f"{result['n']} videos ({result['split']} split of {data}) scored by {model}", highlight=False)
+    out_console.print(_report_table(at_t))
+    summary = Table(title="metrics")
+    for column in ("", f"threshold {at_t['threshold']:.3f}", "threshold 0.5"):
+        summary.add_column(column, justify="right")
+    for key in ("accuracy", "f1", "precision", "recall", "auc", "ap", "eer"):
+        summary.add_row(key, _fmt(at_t[key]), _fmt(at_half[key]))
+    (tn, fp), (fn, tp) = at_t["confusion"]
+    summary.add_row("confusion [tn fp; fn tp]", f"[{tn} {fp}; {fn} {tp}]", "[{} {}; {} {}]".format(*sum(at_half["confusion"], [])))
+    out_console.print(summary)
+    methods = Table(title="per method")
+    for column in ("method", "label", "videos", "accuracy", "mean P(fake)", "AUC vs real"):
+        methods.add_column(column, justify="left" if column in ("method", "label") else "right")
+    for row in result["per_method"]:
+        methods.add_row(row["method"], row["label"], str(row["n"]), _fmt(row["accuracy"]), _fmt(row["mean_p_fake"]),
+                        _fmt(row["auc_vs_real"]))
+    out_console.print(methods)
+    if json_out:
+        atomic_write_json(json_out, result)
+        console.print(f"metrics written to {json_out}")
+    if plots:
+        written = write_plots(result, plots)
+        console.print(f"plots written: {', '.join(str(p) for p in written)}", highlight=False)
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _report_table(m: dict) -> Table:
+    report = m["report"]
+    table = Table(title=f"classification report (threshold {m['threshold']:.3f})")
+    for column in ("", "precision", "recall", "f1-score", "support"):
+        table.add_column(column, justify="right")
+    for name in ("real", "fake", "macro avg", "weighted avg"):
+        r = report[name]
+        table.add_row(name, _fmt(r["precision"]), _fmt(r["recall"]), _fmt(r["f1-score"]), str(int(r["support"])))
+    table.add_row("accuracy", "", "", _fmt(report["accuracy"]), str(m["n"]))
+    return table
+
+
+# ---- predict --------------------------------------------------------------------------------
+
+
+@app.command()
+@user_errors
+def predict(
+    videos: list[str] = typer.Argument(..., help="Video files, folders of videos, or glob patterns (quote them)."),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="Checkpoint; default: the newest runs/*/best.pt."),
+    windows: int = typer.Option(4, help="Windows of the model's sequence length, spread over the whole clip."),
+    aggregate: str = typer.Option("mean", help="Combine window scores by mean, or max (more sensitive)."),
+    device: str = typer.Option("auto", help="cpu, cuda, cuda:1, ..."),
+    evidence: Optional[Path] = typer.Option(None, help="Write a contact sheet PNG per clip (crops, window scores) here."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object per input on stdout (JSON lines)."),
+) -> None:
+    """P(fake) for each clip, with the windows, faces and most suspicious moment behind it.
+
+    A clip with several people gets the score of the most suspicious person. Exit code: 0 every input got a verdict; 1 some input could not be scored (its status says why: no_face, too_short, unreadable); 2 bad arguments or model.
+    """
+    from deepfake_cli.predict import Predictor, find_inputs, latest_checkpoint
+
+    paths = find_inputs(videos)
+    if model is None:
+        model = latest_checkpoint()
+        console.print(f"using the newest model: {model}", highlight=False)
+    with console.status("loading the model and MediaPipe..."):
+        predictor = Predictor(model, windows=windows, aggregate=aggregate, device=device)
+    table = Table(title=escape(f"predict ({predictor.detector.describe()})"))
+    table.add_column("video", overflow="fold", ratio=3)
+    for column in ("P(fake)", "verdict", "windows", "faces", "suspicious at", "people"):
+        table.add_column(column, justify="left" if column == "verdict" else "right")
+    verdicts = []
+    with _progress() as progress:
+        task = progress.add_task("predict", total=len(paths), rate="")
+        for path in paths:
+            verdict = predictor.predict(path, evidence)
+            verdicts.append(verdict)
+            progress.update(task, advance=1)
+            if as_json:
+                print(json.dumps(verdict.to_dict()), flush=True)
+    predictor.close()
+    for v in verdicts:
+        if v.status == "ok":
+            colour = "red" if v.label == "fake" else "green"
+            people = " ".join(f"{p['p_fake']:.2f}" for p in v.people)
+            table.add_row(v.path, f"{v.p_fake:.3f}", f"[{colour}]{v.label}[/{colour}]", str(v.windows), str(v.faces),
+                          f"{v.suspicious_time}s", people)
+        else:
+            table.add_row(v.path, "-", f"[yellow]{v.status}[/yellow]", "-", "-", "-", "-")
+    (console if as_json else out_console).print(table)
+    for v in verdicts:
+        if v.status != "ok":
+            console.print(f"[yellow]{v.status}[/yellow] {escape(v.path)}: {escape(v.reason or '')}")
+    if any(v.status != "ok" for v in verdicts):
+        raise typer.Exit(1)
+
+
+def _latest_run() -> Path:
+    runs = sorted(Path("runs").glob("*/last.pt"), key=lambda p: p.stat().st_mtime)
+    if not runs:
+        raise DeepfakeError("no run to resume under runs/; pass --run DIR")
+    return runs[-1].parent
 
 
 def main() -> None:

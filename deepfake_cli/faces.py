@@ -136,6 +136,10 @@ class FaceAnalyzer:
                 static_image_mode=True, max_num_faces=max_faces, refine_landmarks=False,
                 min_detection_confidence=min_confidence,
             )
+            # TFLite logs its set-up on each model's first inference: get that over with here.
+            blank = np.zeros((64, 64, 3), np.uint8)
+            self._detector.process(blank)
+            self._mesh.process(blank)
 
     def faces(self, frame_bgr: np.ndarray) -> list[Face]:
         """Faces in the frame, largest first."""

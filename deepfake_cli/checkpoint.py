@@ -1,0 +1,98 @@
+"""Checkpoints that describe themselves, and the reference notebook's bare state_dicts.
+
+Ours: {"format", "model", "model_args", "inputs", "threshold", "classes", "meta", ...}.
+`evaluate` and `predict` need nothing but the file. Loading never runs code from it
+(`weights_only=True`).
+"""
+
+from __future__ import annotations
+
+import io
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from deepfake_cli import __version__
+from deepfake_cli.errors import DeepfakeError
+from deepfake_cli.files import atomic_write_bytes
+from deepfake_cli.inputs import REFERENCE_INPUTS, InputSpec
+from deepfake_cli.model import FEATURE_DIM, DeepfakeDetector
+
+FORMAT = "deepfake-cli/1"
+CLASSES = ("real", "fake")
+EXPECTED = "a best.pt/last.pt from `deepfake train`, or a reference state_dict (keys cnn.*, lstm.*, fc.0.*, fc.3.*)"
+
+
+@dataclass
+class Detector:
+    """A model ready for inference, with everything needed to feed it."""
+
+    model: DeepfakeDetector
+    inputs: InputSpec
+    threshold: float
+    path: Path
+    meta: dict
+    reference: bool  # a bare state_dict from the reference notebook
+
+    def describe(self) -> str:
+        kind = "reference state_dict" if self.reference else f"deepfake-cli checkpoint (backbone: {self.meta.get('backbone', '?')})"
+        return f"{self.path} [{kind}, threshold {self.threshold:.3f}]"
+
+
+def versions() -> dict:
+    import torchvision
+
+    return {"deepfake_cli": __version__, "torch": str(torch.__version__), "torchvision": str(torchvision.__version__),
+            "python": platform.python_version()}
+
+
+def save_checkpoint(path: Path, model: DeepfakeDetector, model_args: dict, inputs: InputSpec, threshold: float,
+                    meta: dict, **training_state) -> None:
+    """Atomically save weights plus everything `load_detector` needs; `training_state` is for --resume."""
+    payload = {"format": FORMAT, "model": model.state_dict(), "model_args": model_args, "inputs": inputs.to_dict(),
+               "threshold": float(threshold), "classes": list(CLASSES), "meta": {**meta, "versions": versions()},
+               **training_state}
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def read_checkpoint(path: Path) -> dict:
+    if not path.is_file():
+        raise DeepfakeError(f"{path}: no such checkpoint; expected {EXPECTED}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated zip, not a pickle, a pickle that needs code to load
+        reason = str(e).strip().splitlines()[0][:120]
+        raise DeepfakeError(f"{path}: not a readable PyTorch checkpoint ({reason}); expected {EXPECTED}") from None
+    if not isinstance(payload, dict):
+        raise DeepfakeError(f"{path}: holds a {type(payload).__name__}, not a checkpoint; expected {EXPECTED}")
+    return payload
+
+
+def load_detector(path: Path, device: str | torch.device = "cpu") -> Detector:
+    payload = read_checkpoint(path)
+    if payload.get("format") == FORMAT:
+        model = DeepfakeDetector(**payload["model_args"])
+        _load_state(model, payload["model"], path)
+        return Detector(model.to(device).eval(), InputSpec.from_dict(payload["inputs"]), payload["threshold"], path,
+                        payload["meta"], reference=False)
+    if "lstm.weight_ih_l0" in payload and any(k.startswith("cnn.") for k in payload):
+        # The notebook's DeepfakeDetector: last-step read-out, BGR 0..1, raw distances, 0.5.
+        hidden = payload["lstm.weight_hh_l0"].shape[1]
+        landmark_dim = payload["lstm.weight_ih_l0"].shape[1] - FEATURE_DIM
+        model = DeepfakeDetector(hidden_size=hidden, landmark_dim=landmark_dim, readout="last")
+        _load_state(model, payload, path)
+        return Detector(model.to(device).eval(), REFERENCE_INPUTS, 0.5, path, {"backbone": "reference"}, reference=True)
+    keys = ", ".join(list(payload)[:3])
+    raise DeepfakeError(f"{path}: a state_dict of another model (keys {keys}, ...); expected {EXPECTED}")
+
+
+def _load_state(model: DeepfakeDetector, state: dict, path: Path) -> None:
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        first = str(e).splitlines()[1].strip() if "\n" in str(e) else str(e)
+        raise DeepfakeError(f"{path}: weights do not fit the EfficientNet-B0 + BiLSTM detector ({first[:160]})") from None

@@ -1,0 +1,248 @@
+"""Reading extracted data (ours or the reference preprocessing's) for training and evaluation."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from deepfake_cli.errors import DeepfakeError
+from deepfake_cli.extract import REAL_FOLDERS
+from deepfake_cli.files import atomic_write
+from deepfake_cli.inputs import InputSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, order=True)
+class Sample:
+    folder: str  # label folder: a manipulation method, or a real folder
+    video: str  # video id: the file stem before the last underscore
+    label: int  # 0 real, 1 fake
+
+    @property
+    def key(self) -> str:
+        return f"{self.folder}/{self.video}"
+
+    def stem(self, root: Path, i: int) -> Path:
+        return root / self.folder / f"{self.video}_{i}"
+
+
+def scan(root: Path, seq_len: int, real_folders: tuple[str, ...] = REAL_FOLDERS) -> list[Sample]:
+    """Videos with frames 0..seq_len-1 under root/<folder>/. Files and hidden folders at the top are ignored."""
+    if not root.is_dir():
+        raise DeepfakeError(f"{root}: no such folder; pass the OUT folder of `deepfake extract`")
+    samples = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        frames: dict[str, set[int]] = {}
+        for path in folder.glob("*.jpg"):
+            video, _, index = path.stem.rpartition("_")
+            if video and index.isdigit():
+                frames.setdefault(video, set()).add(int(index))
+        label = 0 if folder.name in real_folders else 1
+        samples += [Sample(folder.name, v, label) for v, idx in frames.items() if idx.issuperset(range(seq_len))]
+    if not samples:
+        raise DeepfakeError(f"{root}: no video with {seq_len} frames (<video>_0.jpg .. _{seq_len - 1}.jpg in label folders); "
+                            "run `deepfake extract` first, or lower --seq-len")
+    return sorted(samples)
+
+
+def check_samples(root: Path, samples: list[Sample], seq_len: int, skip_bad: bool) -> list[Sample]:
+    """Up-front check of every file a sample will read, so a bad file fails now and by name.
+
+    Cheap: .npy headers and values, JPEG start/end markers (a truncated JPEG lacks its end).
+    """
+    good = []
+    for sample in samples:
+        problem = next((p for i in range(seq_len) if (p := _file_problem(sample.stem(root, i)))), None)
+        if problem is None:
+            good.append(sample)
+        elif skip_bad:
+            log.warning("skipping %s: %s", sample.key, problem)
+        else:
+            raise DeepfakeError(f"{problem}; fix or delete that video's files, or pass --skip-bad to leave such videos out")
+    if not good:
+        raise DeepfakeError(f"{root}: every video had a bad file; see the warnings above")
+    return good
+
+
+def _file_problem(stem: Path) -> str | None:
+    jpg, npy = stem.with_suffix(".jpg"), stem.with_suffix(".npy")
+    if not npy.is_file():
+        return f"{npy}: missing (every .jpg needs its landmark .npy)"
+    try:
+        vector = np.load(npy)
+    except (ValueError, OSError) as e:
+        return f"{npy}: unreadable ({e})"
+    if vector.shape != (5,) or not np.isfinite(vector).all():
+        return f"{npy}: expected 5 finite landmark distances, got shape {vector.shape}"
+    with open(jpg, "rb") as f:
+        head = f.read(2)
+        f.seek(max(0, jpg.stat().st_size - 2))
+        tail = f.read(2)
+    if head != b"\xff\xd8" or tail != b"\xff\xd9":
+        return f"{jpg}: not a complete JPEG image"
+    return None
+
+
+# ---- splitting without identity leakage ------------------------------------------------------
+
+
+def identity_tokens(video: str) -> frozenset[str]:
+    """The people in a video, from its id.
+
+    FaceForensics++: `033` is person 033; the fake `033_097` shows 033 and 097.
+    Celeb-DF: `id0_0003` is person id0; `id0_id16_0003` shows id0 and id16.
+    Anything else: the video is its own identity.
+    """
+    parts = video.split("_")
+    if all(p.isdigit() for p in parts):
+        return frozenset(parts)
+    people = [p for p in parts if re.fullmatch(r"id\d+", p)]
+    return frozenset(people) if people else frozenset([video])
+
+
+def identity_split(samples: list[Sample], val_fraction: float, seed: int) -> dict[str, list[Sample]]:
+    """Split so that videos sharing a person land on the same side (union-find over identities)."""
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for s in samples:
+        first, *rest = sorted(identity_tokens(s.video))
+        for other in rest:
+            parent[find(other)] = find(first)
+    groups: dict[str, list[Sample]] = {}
+    for s in samples:
+        groups.setdefault(find(min(identity_tokens(s.video))), []).append(s)
+    order = sorted(groups)
+    random.Random(seed).shuffle(order)
+    val, target = [], val_fraction * len(samples)
+    for g in order:
+        if len(val) >= target:
+            break
+        val += groups[g]
+    val_keys = {s.key for s in val}
+    return {"train": [s for s in samples if s.key not in val_keys], "val": sorted(val)}
+
+
+def read_split_file(path: Path, samples: list[Sample]) -> dict[str, list[Sample]]:
+    """A JSON object {"train": [...], "val": [...], "test": [...]}.
+
+    Entries are video ids (`033`, `033_097`), folder-qualified keys (`Deepfakes/033_097`), or
+    FaceForensics++ pairs (`["033", "097"]`: the real videos and both fakes of the pair).
+    """
+    try:
+        spec = json.loads(path.read_text())
+        assert isinstance(spec, dict) and {"train", "val"} <= set(spec)
+    except (OSError, ValueError, AssertionError):
+        raise DeepfakeError(f"--split-file {path}: expected a JSON object with 'train' and 'val' lists") from None
+    split: dict[str, list[Sample]] = {}
+    for name, entries in spec.items():
+        wanted = set()
+        for e in entries:
+            if isinstance(e, list):
+                wanted |= {*e, "_".join(e), "_".join(reversed(e))}
+            else:
+                wanted.add(e)
+        split[name] = [s for s in samples if s.video in wanted or s.key in wanted]
+    return split
+
+
+def describe_split(split: dict[str, list[Sample]]) -> dict[str, dict[str, int]]:
+    return {name: {"real": sum(s.label == 0 for s in part), "fake": sum(s.label == 1 for s in part)}
+            for name, part in split.items()}
+
+
+def method_counts(samples: list[Sample]) -> Counter:
+    return Counter(s.folder for s in samples)
+
+
+# ---- loading sequences -----------------------------------------------------------------------
+
+
+def load_vectors(root: Path, sample: Sample, seq_len: int) -> np.ndarray:
+    return np.stack([np.load(sample.stem(root, i).with_suffix(".npy")) for i in range(seq_len)]).astype(np.float32)
+
+
+def augment(frames: np.ndarray, vectors: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Augment a (T, H, W, 3) uint8 sequence with one draw for all its frames.
+
+    Per-frame draws would make frames flicker, a temporal artefact the LSTM could learn.
+    """
+    t, h, w, _ = frames.shape
+    if rng.random() < 0.5:  # mirror: left and right eye-to-mouth distances swap places
+        frames = frames[:, :, ::-1]
+        vectors = vectors[:, [0, 1, 2, 4, 3]]
+    scale = rng.uniform(0.9, 1.0)  # crop jitter
+    ch, cw = int(h * scale), int(w * scale)
+    y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+    gain = rng.uniform(0.8, 1.2) * rng.uniform(0.92, 1.08, size=3)  # contrast and colour
+    shift = rng.uniform(-20, 20)  # brightness
+    quality = int(rng.integers(40, 96)) if rng.random() < 0.5 else None  # re-compression
+    out = np.empty_like(frames)
+    for i in range(t):
+        f = cv2.resize(np.ascontiguousarray(frames[i, y:y + ch, x:x + cw]), (w, h), interpolation=cv2.INTER_LINEAR)
+        f = np.clip(f.astype(np.float32) * gain + shift, 0, 255).astype(np.uint8)
+        if quality is not None:
+            f = cv2.imdecode(cv2.imencode(".jpg", f, [cv2.IMWRITE_JPEG_QUALITY, quality])[1], cv2.IMREAD_COLOR)
+        out[i] = f
+    return out, vectors
+
+
+class SequenceDataset(Dataset):
+    """(frames, vectors, label) per video: (T, 3, S, S) uint8 BGR, (T, 5) float32 raw distances, float.
+
+    Normalisation happens on the model's device (`InputSpec.images`), so only uint8 crosses
+    the bus. With `cache_dir`, each video's decoded, resized frames are stored once as .npy and
+    memory-mapped on later epochs instead of decoding T JPEGs again.
+    """
+
+    def __init__(self, root: Path, samples: list[Sample], inputs: InputSpec, augment: bool = False,
+                 cache_dir: Path | None = None):
+        self.root, self.samples, self.inputs = root, samples, inputs
+        self.augment, self.cache_dir = augment, cache_dir
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def frames(self, sample: Sample) -> np.ndarray:
+        """(T, S, S, 3) uint8 BGR."""
+        cached = self.cache_dir / f"{sample.folder}__{sample.video}.npy" if self.cache_dir else None
+        if cached is not None and cached.is_file():
+            return np.load(cached, mmap_mode="r")
+        crops = []
+        for i in range(self.inputs.seq_len):
+            path = sample.stem(self.root, i).with_suffix(".jpg")
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if image is None:
+                raise DeepfakeError(f"{path}: unreadable image")
+            crops.append(image)
+        frames = self.inputs.frames(crops)
+        if cached is not None:
+            atomic_write(cached, lambda f: np.save(f, frames))
+        return frames
+
+    def __getitem__(self, index: int):
+        sample = self.samples[index]
+        frames = self.frames(sample)
+        vectors = load_vectors(self.root, sample, self.inputs.seq_len)
+        if self.augment:
+            # Seeded from torch's per-worker RNG, so a seeded DataLoader reproduces the draws.
+            rng = np.random.default_rng(int(torch.randint(2**62, (1,))))
+            frames, vectors = augment(frames, vectors, rng)
+        images = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)  # (T, 3, S, S)
+        return images, torch.from_numpy(vectors), torch.tensor(float(sample.label))

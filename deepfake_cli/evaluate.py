@@ -1,0 +1,91 @@
+"""`evaluate`: the metrics the field reports, from the same loader and inference routine as training."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+from torch.utils.data import DataLoader
+
+from deepfake_cli import data as D
+from deepfake_cli.checkpoint import load_detector
+from deepfake_cli.errors import DeepfakeError
+from deepfake_cli.extract import REAL_FOLDERS
+from deepfake_cli.metrics import classification_metrics, predict_batches
+from deepfake_cli.train import resolve_amp, resolve_device
+
+log = logging.getLogger(__name__)
+
+
+def select_samples(data: Path, checkpoint: Path, split: str, samples: list[D.Sample]) -> tuple[str, list[D.Sample]]:
+    """`auto`: the run's validation split when the checkpoint sits in a run folder, else everything."""
+    split_json = checkpoint.parent / "split.json"
+    if split == "auto":
+        split = "val" if split_json.is_file() else "all"
+    if split == "all":
+        return "all", samples
+    if split in ("train", "val", "test"):
+        if not split_json.is_file():
+            raise DeepfakeError(f"--split {split}: {checkpoint.parent} has no split.json; use --split all or a split file")
+        keys = set(json.loads(split_json.read_text()).get(split, []))
+        chosen = [s for s in samples if s.key in keys]
+    else:
+        path = Path(split)
+        if not path.is_file():
+            raise DeepfakeError(f"--split {split}: not all|val|test|train and not a file")
+        spec = D.read_split_file(path, samples)
+        chosen = spec.get("test") or spec.get("val") or []
+    if not chosen:
+        raise DeepfakeError(f"--split {split}: none of its videos are in {data}; check DATA or use --split all")
+    return split, chosen
+
+
+def evaluate(data: Path, checkpoint: Path, split: str = "auto", batch_size: int = 8, workers: int = 2,
+             device: str = "auto", skip_bad: bool = False) -> dict:
+    """Score every selected video; metrics at the checkpoint's threshold and at 0.5, and per method."""
+    device_ = resolve_device(device)
+    detector = load_detector(checkpoint, device_)
+    inputs = detector.inputs
+    real_folders = tuple(detector.meta.get("real_folders", REAL_FOLDERS))
+    samples = D.check_samples(data, D.scan(data, inputs.seq_len, real_folders), inputs.seq_len, skip_bad)
+    split, samples = select_samples(data, checkpoint, split, samples)
+    dataset = D.SequenceDataset(data, samples, inputs)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, pin_memory=device_.type == "cuda")
+    probs, labels = predict_batches(detector.model, loader, inputs, device_, resolve_amp("auto", device_))
+    return {
+        "checkpoint": str(checkpoint), "data": str(data), "split": split, "n": len(samples),
+        "at_threshold": classification_metrics(labels, probs, detector.threshold),
+        "at_0.5": classification_metrics(labels, probs, 0.5),
+        "per_method": per_method(samples, labels, probs, detector.threshold),
+        "scores": [{"video": s.key, "label": int(y), "p_fake": float(p)} for s, y, p in zip(samples, labels, probs)],
+    }
+
+
+def per_method(samples: list[D.Sample], labels: np.ndarray, probs: np.ndarray, threshold: float) -> list[dict]:
+    """One row per folder, as FaceForensics++ tables report: accuracy on it, and AUC of it against the real videos."""
+    folders = np.array([s.folder for s in samples])
+    real = labels == 0
+    rows = []
+    for folder in sorted(set(folders)):
+        mine = folders == folder
+        label = int(labels[mine][0])
+        correct = (probs[mine] >= threshold) == (labels[mine] == 1)
+        auc = None
+        if label == 1 and real.any():
+            both = mine | real
+            auc = float(roc_auc_score(labels[both], probs[both]))
+        rows.append({"method": folder, "label": "fake" if label else "real", "n": int(mine.sum()),
+                     "accuracy": float(correct.mean()), "mean_p_fake": float(probs[mine].mean()), "auc_vs_real": auc})
+    return rows
+
+
+def write_plots(result: dict, out: Path) -> list[Path]:
+    from deepfake_cli.plots import evaluation_plots
+
+    labels = np.array([s["label"] for s in result["scores"]])
+    probs = np.array([s["p_fake"] for s in result["scores"]])
+    return evaluation_plots(labels, probs, result["at_threshold"]["threshold"], out)

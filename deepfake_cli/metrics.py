@@ -1,0 +1,79 @@
+"""The one evaluation routine: used for model selection inside `train` and by `evaluate`."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterable
+
+import numpy as np
+import torch
+from sklearn import metrics as skm
+
+from deepfake_cli.inputs import InputSpec
+from deepfake_cli.model import DeepfakeDetector
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """Mixed precision where asked for; a no-op context otherwise."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@torch.no_grad()
+def predict_batches(model: DeepfakeDetector, batches: Iterable, inputs: InputSpec, device: torch.device,
+                    amp: torch.dtype | None = None, from_features: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """P(fake) and labels over batches of (uint8 frames or cached features, raw vectors, labels)."""
+    model.eval()
+    probs, labels = [], []
+    for x, vectors, y in batches:
+        x = x.to(device, non_blocking=True)
+        vectors = vectors.to(device, non_blocking=True)
+        with autocast(device, amp):
+            logits = model(x if from_features else inputs.images(x), inputs.landmark_features(vectors), from_features)
+        probs.append(torch.sigmoid(logits.float()).cpu())
+        labels.append(y)
+    return torch.cat(probs).numpy().astype(np.float64), torch.cat(labels).numpy().astype(int)
+
+
+def best_f1_threshold(labels: np.ndarray, probs: np.ndarray) -> float:
+    """The decision threshold that maximises F1 on these scores (0.5 when undefined)."""
+    if labels.min() == labels.max():
+        return 0.5
+    precision, recall, thresholds = skm.precision_recall_curve(labels, probs)
+    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+    return float(thresholds[np.argmax(f1[:-1])])
+
+
+def equal_error_rate(labels: np.ndarray, probs: np.ndarray) -> float | None:
+    if labels.min() == labels.max():
+        return None
+    fpr, tpr, _ = skm.roc_curve(labels, probs)
+    fnr = 1 - tpr
+    i = int(np.nanargmin(np.abs(fnr - fpr)))
+    return float((fpr[i] + fnr[i]) / 2)
+
+
+def classification_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float) -> dict:
+    """Accuracy, F1, precision, recall, confusion matrix at `threshold`; AUC, AP, EER over all thresholds."""
+    predicted = (probs >= threshold).astype(int)
+    both = labels.min() != labels.max()
+    return {
+        "threshold": float(threshold),
+        "accuracy": float(skm.accuracy_score(labels, predicted)),
+        "f1": float(skm.f1_score(labels, predicted, zero_division=0)),
+        "precision": float(skm.precision_score(labels, predicted, zero_division=0)),
+        "recall": float(skm.recall_score(labels, predicted, zero_division=0)),
+        "auc": float(skm.roc_auc_score(labels, probs)) if both else None,
+        "ap": float(skm.average_precision_score(labels, probs)) if both else None,
+        "eer": equal_error_rate(labels, probs),
+        "confusion": skm.confusion_matrix(labels, predicted, labels=[0, 1]).tolist(),  # rows: true real, fake
+        "report": skm.classification_report(labels, predicted, labels=[0, 1], target_names=["real", "fake"],
+                                            zero_division=0, output_dict=True),
+        "n": int(len(labels)),
+    }
+
+
+def bce(labels: np.ndarray, probs: np.ndarray) -> float:
+    p = np.clip(probs, 1e-7, 1 - 1e-7)
+    return float(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)))

@@ -1,0 +1,106 @@
+"""PNG figures: training curves, ROC/PR curves, confusion matrix, score histograms, contact sheets."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+
+from deepfake_cli.files import atomic_write_bytes
+
+
+def _figure(*shape, size=(10, 4)):
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, never a window
+    import matplotlib.pyplot as plt
+
+    return plt, *plt.subplots(*shape, figsize=size)
+
+
+def _save(plt, fig, path: Path) -> None:
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def training_curves(history: list[dict], path: Path) -> None:
+    plt, fig, (left, right) = _figure(1, 2)
+    epochs = [r["epoch"] for r in history]
+    left.plot(epochs, [r["train_loss"] for r in history], "o-", label="train loss")
+    left.plot(epochs, [r["val_loss"] for r in history], "o-", label="validation loss")
+    left.set_xlabel("epoch"), left.legend(), left.set_title("loss")
+    for key in ("f1", "auc", "accuracy"):
+        right.plot(epochs, [np.nan if r[key] is None else r[key] for r in history], "o-", label=f"validation {key}")
+    right.set_ylim(0, 1.02), right.set_xlabel("epoch"), right.legend(), right.set_title("validation")
+    _save(plt, fig, path)
+
+
+def evaluation_plots(labels: np.ndarray, probs: np.ndarray, threshold: float, out: Path) -> list[Path]:
+    """roc.png, pr.png, confusion.png and scores.png in `out`."""
+    from sklearn import metrics as skm
+
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    both = labels.min() != labels.max()
+    if both:
+        plt, fig, ax = _figure(size=(5, 5))
+        fpr, tpr, _ = skm.roc_curve(labels, probs)
+        ax.plot(fpr, tpr, label=f"AUC {skm.auc(fpr, tpr):.3f}")
+        ax.plot([0, 1], [0, 1], "--", color="grey")
+        ax.set_xlabel("false positive rate (real called fake)"), ax.set_ylabel("true positive rate"), ax.legend()
+        ax.set_title("ROC")
+        _save(plt, fig, out / "roc.png")
+        plt, fig, ax = _figure(size=(5, 5))
+        precision, recall, _ = skm.precision_recall_curve(labels, probs)
+        ax.plot(recall, precision, label=f"AP {skm.average_precision_score(labels, probs):.3f}")
+        ax.set_xlabel("recall (fakes caught)"), ax.set_ylabel("precision"), ax.legend(), ax.set_title("precision-recall")
+        _save(plt, fig, out / "pr.png")
+        written += [out / "roc.png", out / "pr.png"]
+    plt, fig, ax = _figure(size=(4.5, 4))
+    matrix = skm.confusion_matrix(labels, probs >= threshold, labels=[0, 1])
+    ax.imshow(matrix, cmap="Blues")
+    for (i, j), v in np.ndenumerate(matrix):
+        ax.text(j, i, str(v), ha="center", va="center", color="black", fontsize=14)
+    ax.set_xticks([0, 1], ["real", "fake"]), ax.set_yticks([0, 1], ["real", "fake"])
+    ax.set_xlabel("predicted"), ax.set_ylabel("true"), ax.set_title(f"confusion at threshold {threshold:.3f}")
+    _save(plt, fig, out / "confusion.png")
+    plt, fig, ax = _figure(size=(6, 4))
+    bins = np.linspace(0, 1, 26)
+    for label, name in ((0, "real"), (1, "fake")):
+        if (labels == label).any():
+            ax.hist(probs[labels == label], bins=bins, alpha=0.6, label=name)
+    ax.axvline(threshold, color="black", linestyle="--", label="threshold")
+    ax.set_xlabel("P(fake)"), ax.set_ylabel("videos"), ax.legend(), ax.set_title("scores per class")
+    _save(plt, fig, out / "scores.png")
+    return written + [out / "confusion.png", out / "scores.png"]
+
+
+def contact_sheet(rows, top_window: int, fps: float, slots, seq_len: int, verdict, path: Path, thumb: int = 72) -> None:
+    """One row per window: its face crops and its score; the most suspicious window framed in red."""
+    import cv2
+
+    label_width = 170
+    width = label_width + thumb * seq_len
+    header = np.full((40, width, 3), 255, np.uint8)
+    cv2.putText(header, f"{Path(verdict.path).name}: P(fake) {verdict.p_fake:.3f} -> {verdict.label}", (8, 26),
+                cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
+    blocks = [header]
+    for window, score, frames in rows:
+        row = np.full((thumb + 8, width, 3), 255, np.uint8)
+        for i, f in enumerate(frames):
+            row[4:4 + thumb, label_width + i * thumb:label_width + (i + 1) * thumb] = cv2.resize(f.crop, (thumb, thumb))
+        start = slots[window * seq_len][0] / fps if fps else 0.0
+        stop = slots[(window + 1) * seq_len - 1][1] / fps if fps else 0.0
+        color = (0, 0, 220) if window == top_window else (0, 0, 0)
+        cv2.putText(row, f"{start:.1f}-{stop:.1f}s", (6, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.5, color, 1, cv2.LINE_AA)
+        cv2.putText(row, f"P(fake) {score:.3f}", (6, 55), cv2.FONT_HERSHEY_SIMPLEX, 0.5, color, 1, cv2.LINE_AA)
+        if window == top_window:
+            cv2.rectangle(row, (0, 0), (width - 1, thumb + 7), color, 3)
+        blocks.append(row)
+    ok, png = cv2.imencode(".png", np.vstack(blocks))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, png.tobytes())

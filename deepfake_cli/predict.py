@@ -1,0 +1,175 @@
+"""`predict`: P(fake) for whole clips, from windows spread over their full length, per tracked person."""
+
+from __future__ import annotations
+
+import glob
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from deepfake_cli.errors import DeepfakeError
+from deepfake_cli.faces import FaceAnalyzer
+from deepfake_cli.sampling import FaceFrame, SkipVideo, sample_faces
+from deepfake_cli.video import VIDEO_SUFFIXES
+
+log = logging.getLogger(__name__)
+
+AGGREGATES = ("mean", "max")
+MAX_PEOPLE = 4
+
+
+@dataclass
+class Verdict:
+    """One input file's result; `status` is ok, no_face, too_short or unreadable."""
+
+    path: str
+    status: str
+    reason: str | None = None
+    p_fake: float | None = None
+    label: str | None = None
+    threshold: float | None = None
+    windows: int = 0
+    faces: int = 0
+    suspicious_time: float | None = None  # seconds: centre of the highest-scoring window
+    people: list[dict] = field(default_factory=list)
+    timings: dict = field(default_factory=dict)
+    evidence: str | None = None
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def find_inputs(items: list[str]) -> list[Path]:
+    """Files, folders (their videos) and glob patterns, in order, without duplicates."""
+    paths: list[Path] = []
+    for item in items:
+        matches = [Path(p) for p in sorted(glob.glob(item))] if any(c in item for c in "*?[") else [Path(item)]
+        if not matches:
+            raise DeepfakeError(f"{item}: the pattern matches no file")
+        for path in matches:
+            if path.is_dir():
+                videos = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+                if not videos:
+                    raise DeepfakeError(f"{path}: no videos in this folder")
+                paths += videos
+            elif path.exists():
+                paths.append(path)
+            else:
+                raise DeepfakeError(f"{path}: no such file or folder")
+    return list(dict.fromkeys(paths))
+
+
+def latest_checkpoint(runs: Path = Path("runs")) -> Path:
+    found = sorted(runs.glob("*/best.pt"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise DeepfakeError("no model given and none found in runs/*/best.pt; train one with "
+                            "`deepfake train OUT` or pass --model FILE")
+    return found[-1]
+
+
+class Predictor:
+    """Holds the model and MediaPipe for a whole batch of files: both start once per process."""
+
+    def __init__(self, checkpoint: Path, windows: int = 4, aggregate: str = "mean", device: str = "auto"):
+        from deepfake_cli.checkpoint import load_detector
+        from deepfake_cli.train import resolve_amp, resolve_device
+
+        if windows < 1:
+            raise DeepfakeError(f"--windows must be at least 1, got {windows}")
+        if aggregate not in AGGREGATES:
+            raise DeepfakeError(f"--aggregate must be one of {', '.join(AGGREGATES)}, got {aggregate!r}")
+        self.windows, self.aggregate = windows, aggregate
+        self.device = resolve_device(device)
+        self.amp = resolve_amp("auto", self.device)
+        self.detector = load_detector(checkpoint, self.device)
+        self.analyzer = FaceAnalyzer(max_faces=MAX_PEOPLE)
+
+    def close(self) -> None:
+        self.analyzer.close()
+
+    def predict(self, path: Path, evidence_dir: Path | None = None) -> Verdict:
+        started = time.perf_counter()
+        inputs = self.detector.inputs
+        t = inputs.seq_len
+        try:
+            from deepfake_cli.video import probe_video
+
+            info = probe_video(path)
+            windows = min(self.windows, info.frame_count // t)
+            if windows < 1:
+                raise SkipVideo(f"too short: {info.frame_count} frames, {t} needed")
+            sampled = sample_faces(path, self.analyzer, windows * t, inputs.crop, max_people=MAX_PEOPLE)
+        except SkipVideo as e:
+            status = "too_short" if str(e).startswith("too short") else "no_face"
+            return Verdict(str(path), status, str(e))
+        except DeepfakeError as e:
+            return Verdict(str(path), "unreadable", str(e).removeprefix(f"{path}: "))
+        decoded = time.perf_counter()
+
+        people, batches = [], []
+        for person in sampled.people:
+            for w in range(windows):
+                frames = window_frames(person[w * t:(w + 1) * t])
+                if frames is not None:
+                    batches.append((len(people), w, frames))
+            people.append(person)
+        if not batches:
+            return Verdict(str(path), "no_face", f"no window with a face in at least half of its {t} frames")
+        scores = self.score([frames for _, _, frames in batches])
+        scored = time.perf_counter()
+
+        per_person = []
+        for p, person in enumerate(people):
+            mine = [(w, float(s)) for (q, w, _), s in zip(batches, scores) if q == p]
+            if not mine:
+                continue
+            values = np.array([s for _, s in mine])
+            per_person.append({
+                "person": p, "p_fake": float(values.mean() if self.aggregate == "mean" else values.max()),
+                "faces": sum(f is not None for f in person), "window_scores": [round(s, 4) for _, s in mine],
+                "windows": [w for w, _ in mine],
+            })
+        worst = max(per_person, key=lambda r: r["p_fake"])
+        top_window = worst["windows"][int(np.argmax(worst["window_scores"]))]
+        start, stop = sampled.slots[top_window * t][0], sampled.slots[(top_window + 1) * t - 1][1]
+        verdict = Verdict(
+            str(path), "ok", p_fake=worst["p_fake"], threshold=self.detector.threshold,
+            label="fake" if worst["p_fake"] >= self.detector.threshold else "real",
+            windows=len(worst["windows"]), faces=worst["faces"], people=per_person,
+            suspicious_time=round((start + stop) / 2 / info.fps, 2) if info.fps else None,
+            timings={"decode_and_faces": round(decoded - started, 3), "model": round(scored - decoded, 3)},
+        )
+        if evidence_dir is not None:
+            from deepfake_cli.plots import contact_sheet
+
+            person = people[worst["person"]]
+            rows = [(w, s, window_frames(person[w * t:(w + 1) * t])) for w, s in zip(worst["windows"], worst["window_scores"])]
+            sheet = evidence_dir / f"{path.stem}.png"
+            contact_sheet(rows, top_window, info.fps, sampled.slots, t, verdict, sheet)
+            verdict.evidence = str(sheet)
+        return verdict
+
+    def score(self, windows: list[list[FaceFrame]]) -> np.ndarray:
+        """P(fake) per window, one batched forward pass."""
+        import torch
+
+        from deepfake_cli.metrics import autocast
+
+        inputs = self.detector.inputs
+        frames = torch.from_numpy(np.stack([inputs.frames([f.crop for f in w]) for w in windows]))  # (N, T, S, S, 3)
+        vectors = torch.from_numpy(np.stack([[f.vector for f in w] for w in windows]))  # (N, T, 5)
+        frames = frames.permute(0, 1, 4, 2, 3).to(self.device)  # (N, T, 3, S, S) uint8 BGR
+        with torch.inference_mode(), autocast(self.device, self.amp):
+            logits = self.detector.model(inputs.images(frames), inputs.landmark_features(vectors.to(self.device)))
+        return torch.sigmoid(logits.float()).cpu().numpy()
+
+
+def window_frames(window: list[FaceFrame | None]) -> list[FaceFrame] | None:
+    """A window's faces with gaps filled by the nearest face in time; None if under half are present."""
+    present = [i for i, f in enumerate(window) if f is not None]
+    if len(present) * 2 < len(window):
+        return None
+    return [window[i] if window[i] is not None else window[min(present, key=lambda j: abs(j - i))] for i in range(len(window))]

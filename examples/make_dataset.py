@@ -1,0 +1,329 @@
+"""Generate small synthetic deepfake-detection video datasets in the FaceForensics++ layout.
+
+Faces are the 100 face crops of ``skimage.data.lfw_subset()``, upscaled, tinted with a skin
+colour and moved smoothly over a synthetic background::
+
+    OUT/original/000.mp4         one real video per identity
+    OUT/FaceSwap/000_001.mp4     <target>_<source>: the source's inner face on the target
+    OUT/SelfBlend/000.mp4        the identity's own inner face, colour-shifted, enlarged and
+                                 blended back (self-blended images, Shiohara & Yamasaki 2022)
+
+A fake reuses its target's background and motion exactly, so only the face region differs
+from the real video. Everything is derived from ``numpy.random.default_rng`` streams keyed by
+(seed, identity), so the same arguments always give the same frames.
+
+    python examples/make_dataset.py OUT [--identities 8] [--seed 0] [--size 320x240]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from skimage import data
+
+METHODS = ("FaceSwap", "SelfBlend")
+LFW_FACES = 100  # lfw_subset() holds 100 faces followed by 100 non-faces
+# Independent random streams per (seed, identity), so e.g. the blend parameters drawn for a
+# fake never shift the looks of the real video.
+_TINT, _SCENE, _BLEND, _SECOND, _EMPTY = range(5)
+_INNER_CENTRE, _INNER_AXES = (0.5, 0.56), (0.31, 0.35)  # eyes-nose-mouth in an LFW crop
+_FACE_HEIGHT = (0.45, 0.6)  # face size range as a fraction of the frame height
+
+Size = tuple[int, int]  # (width, height), as OpenCV wants it
+
+
+@dataclass(frozen=True)
+class _Track:
+    """Smooth sinusoidal path of a face centre plus a slow breathing of its scale."""
+
+    centre: np.ndarray  # (x, y) rest position, pixels
+    amplitude: np.ndarray  # (x, y) sway either side of the rest position, pixels
+    omega: np.ndarray  # (x, y, scale) angular frequencies, rad/s
+    phase: np.ndarray  # (x, y, scale)
+    wobble: float  # relative scale change
+
+    def at(self, t: float) -> tuple[np.ndarray, float]:
+        wave = np.sin(self.omega * t + self.phase)
+        return self.centre + self.amplitude * wave[:2], 1.0 + self.wobble * wave[2]
+
+
+@dataclass(frozen=True)
+class _Person:
+    texture: np.ndarray  # square BGR float32 face image at its base size
+    track: _Track
+
+
+def _rng(seed: int, identity: int, stream: int) -> np.random.Generator:
+    return np.random.default_rng([seed, identity, stream])
+
+
+@functools.lru_cache(maxsize=1)
+def _lfw_faces() -> np.ndarray:
+    """The LFW face crops in identity order: the ones MediaPipe often misses once downscaled
+    (turned heads, sunglasses, low contrast) come last, so identities 0-92 detect reliably."""
+    hard = (30, 4, 76, 47, 32, 9, 21)
+    order = [index for index in range(LFW_FACES) if index not in hard] + list(hard)
+    return data.lfw_subset()[order].astype(np.float32)
+
+
+def _skin_tint(identity: int, seed: int) -> np.ndarray:
+    """Per-identity BGR skin colour from light to dark; the spread makes swaps mismatch."""
+    rng = _rng(seed, identity, _TINT)
+    light, dark = np.array([0.72, 0.84, 1.0]), np.array([0.42, 0.55, 0.78])
+    return (light + (dark - light) * rng.random()) * rng.uniform(0.95, 1.05, 3)
+
+
+def _face_texture(identity: int, size: int, tint: np.ndarray) -> np.ndarray:
+    gray = _lfw_faces()[identity]
+    # Stretch contrast: MediaPipe misses the dimmest LFW faces once tinted and downscaled.
+    low, high = np.percentile(gray, [2, 98])
+    gray = np.clip((gray - low) / max(high - low, 1e-3), 0, 1)
+    gray = cv2.resize(gray, (size, size), interpolation=cv2.INTER_CUBIC)
+    return np.clip(gray[..., None] * tint * 255.0, 0, 255).astype(np.float32)
+
+
+def _ellipse_mask(size: int, centre, axes, feather: float, angle: float = 0.0) -> np.ndarray:
+    """Soft elliptical mask in [0, 1]; centre, axes and feather are fractions of ``size``."""
+    mask = np.zeros((size, size), np.float32)
+    cv2.ellipse(mask, (round(centre[0] * size), round(centre[1] * size)),
+                (round(axes[0] * size), round(axes[1] * size)), angle, 0, 360, 1.0, -1)
+    return cv2.GaussianBlur(mask, (0, 0), feather * size)
+
+
+def _blend(face: np.ndarray, inner: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    return face * (1.0 - mask[..., None]) + inner * mask[..., None]
+
+
+def _face_swap(target: int, source: int, size: int, seed: int) -> np.ndarray:
+    """Target face with the source's inner face, in the source's own skin colour."""
+    target_face = _face_texture(target, size, _skin_tint(target, seed))
+    source_face = _face_texture(source, size, _skin_tint(source, seed))
+    return _blend(target_face, source_face, _ellipse_mask(size, _INNER_CENTRE, _INNER_AXES, 0.03))
+
+
+def _self_blend(face: np.ndarray, identity: int, seed: int) -> np.ndarray:
+    """Blend a colour-shifted, slightly enlarged copy of the inner face back onto itself."""
+    rng = _rng(seed, identity, _BLEND)
+    size = face.shape[0]
+    zoom = cv2.getRotationMatrix2D((size * _INNER_CENTRE[0], size * _INNER_CENTRE[1]), 0.0,
+                                   rng.uniform(1.03, 1.08))
+    inner = cv2.warpAffine(face, zoom, (size, size), borderMode=cv2.BORDER_REFLECT)
+    # Shift warmth (red against blue) and brightness by at least 7 % each, so the seam always
+    # shows, while the skin stays skin-coloured for the face detector (green casts hurt it).
+    warmth, brightness = rng.choice([-1.0, 1.0], 2) * rng.uniform(0.07, 0.16, 2)
+    gain = (1.0 + brightness) * (1.0 + warmth * np.array([-1.0, 0.0, 1.0]))
+    mean = inner.mean(axis=(0, 1))
+    inner = np.clip((inner - mean) * rng.uniform(0.9, 1.2) + mean * gain, 0, 255)
+    axes = np.multiply(_INNER_AXES, rng.uniform(0.9, 1.1, 2))  # a jittered, tilted outline
+    mask = _ellipse_mask(size, _INNER_CENTRE, axes, 0.015, angle=rng.uniform(-12, 12))
+    return _blend(face, inner, mask)
+
+
+def _background(rng: np.random.Generator, size: Size) -> np.ndarray:
+    """Colour gradient, two blurred shapes and mild noise: texture that is not a face."""
+    width, height = size
+    low, high = rng.uniform(30, 225, (2, 3))
+    angle = rng.uniform(0, 2 * np.pi)
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    ramp = xs * np.cos(angle) + ys * np.sin(angle)
+    ramp = (ramp - ramp.min()) / max(float(np.ptp(ramp)), 1.0)
+    image = (low + (high - low) * ramp[..., None]).astype(np.float32)
+    for _ in range(2):
+        colour = rng.uniform(0, 255, 3).tolist()
+        x, y = int(rng.uniform(0, width)), int(rng.uniform(0, height))
+        extent = int(rng.uniform(0.06, 0.18) * min(size))
+        if rng.random() < 0.5:
+            cv2.circle(image, (x, y), extent, colour, -1)
+        else:
+            cv2.rectangle(image, (x - extent, y - extent // 2), (x + extent, y + extent // 2),
+                          colour, -1)
+    image = cv2.GaussianBlur(image, (0, 0), 1.5)
+    return image + rng.normal(0.0, 4.0, image.shape).astype(np.float32)
+
+
+def _track(rng: np.random.Generator, region: tuple[float, float, float, float],
+           face_size: int) -> _Track:
+    """A path that keeps the whole (largest) face square inside ``region`` = (x0, y0, x1, y1)."""
+    x0, y0, x1, y1 = region
+    wobble = rng.uniform(0.03, 0.07)
+    room = np.array([x1 - x0, y1 - y0]) / 2 - face_size * (1 + wobble) / 2 - 1
+    if (room < 0).any():
+        raise ValueError(f"frame too small for a {face_size} px face")
+    return _Track(centre=np.array([(x0 + x1) / 2, (y0 + y1) / 2]),
+                  amplitude=room * rng.uniform(0.5, 0.95, 2),
+                  omega=2 * np.pi / rng.uniform(1.5, 4.0, 3),
+                  phase=rng.uniform(0, 2 * np.pi, 3), wobble=wobble)
+
+
+def _scene(identity: int, seed: int, size: Size, faces: int = 1) -> tuple[np.ndarray, list[_Person]]:
+    """Background and people of an identity's video; fakes of it reuse exactly this scene."""
+    if not 0 <= identity < LFW_FACES:
+        raise ValueError(f"identity must be in 0..{LFW_FACES - 1}, got {identity}")
+    if faces not in (1, 2):
+        raise ValueError(f"faces must be 1 or 2, got {faces}")
+    width, height = size
+    rng = _rng(seed, identity, _SCENE)
+    background = _background(rng, size)
+    # Two faces get separate halves so they never overlap; the first stays the larger one.
+    split = width * (0.56 if faces == 2 else 1.0)
+    face_size = round(min(height * rng.uniform(*_FACE_HEIGHT), split * 0.8))
+    texture = _face_texture(identity, face_size, _skin_tint(identity, seed))
+    people = [_Person(texture, _track(rng, (0, 0, split, height), face_size))]
+    if faces == 2:
+        other = (identity + LFW_FACES // 2) % LFW_FACES
+        other_size = round(min(face_size * 0.7, (width - split) * 0.85))
+        other_rng = _rng(seed, identity, _SECOND)
+        people.append(_Person(_face_texture(other, other_size, _skin_tint(other, seed)),
+                              _track(other_rng, (split, 0, width, height), other_size)))
+    return background, people
+
+
+@functools.lru_cache(maxsize=8)
+def _outline(size: int) -> np.ndarray:
+    """Feathered oval that hides the square corners of a pasted LFW crop."""
+    return _ellipse_mask(size, (0.5, 0.5), (0.47, 0.5), 0.03)
+
+
+def _render(background: np.ndarray, people: list[_Person], frames: int,
+            fps: float) -> Iterator[np.ndarray]:
+    """Paste every person along their track onto the background, frame by frame (BGR uint8)."""
+    height, width = background.shape[:2]
+    # Premultiplied BGRA warps cleanly: resampling never bleeds black into the soft edge.
+    sprites = []
+    for person in people:
+        alpha = _outline(person.texture.shape[0])[..., None]
+        sprites.append((np.dstack([person.texture * alpha, alpha]), person.track))
+    for index in range(frames):
+        frame = background.copy()
+        for sprite, track in sprites:
+            (cx, cy), scale = track.at(index / fps)
+            half = scale * sprite.shape[0] / 2
+            warp = np.float32([[scale, 0, cx - half], [0, scale, cy - half]])
+            layer = cv2.warpAffine(sprite, warp, (width, height), flags=cv2.INTER_LINEAR)
+            frame = frame * (1.0 - layer[..., 3:]) + layer[..., :3]
+        yield np.clip(frame + 0.5, 0, 255).astype(np.uint8)
+
+
+def _write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], size: Size,
+                 fps: float) -> Path:
+    """Encode to a temporary file next to ``path`` and rename it, so readers never see half a video."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".mp4", dir=path.parent)
+    os.close(handle)
+    try:
+        writer = cv2.VideoWriter(temporary, cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+        if not writer.isOpened():
+            raise OSError(f"OpenCV cannot write {path}")
+        try:
+            for frame in frames:
+                writer.write(frame)
+        finally:
+            writer.release()
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _manipulate(people: list[_Person], identity: int, seed: int,
+                manipulation: str | None) -> list[_Person]:
+    """Swap the first person's texture for a fake one; background and motion stay the same."""
+    first = people[0]
+    size = first.texture.shape[0]
+    if manipulation is None:
+        return people
+    if manipulation == "FaceSwap":  # the FF++ pairing (0, 1), (2, 3), ...: identity XOR 1
+        texture = _face_swap(identity, identity ^ 1, size, seed)
+    elif manipulation == "SelfBlend":
+        texture = _self_blend(first.texture, identity, seed)
+    else:
+        raise ValueError(f"unknown manipulation {manipulation!r}; expected one of {METHODS}")
+    return [_Person(texture.astype(np.float32), first.track), *people[1:]]
+
+
+def make_clip(path: str | os.PathLike, *, identity: int = 0, seed: int = 0,
+              size: Size = (320, 240), seconds: float = 2.0, fps: float = 25,
+              faces: int = 1, manipulation: str | None = None) -> Path:
+    """Write one clip of ``identity`` (plus, with ``faces=2``, a smaller second person).
+
+    ``manipulation`` (None, "FaceSwap" or "SelfBlend") applies to the first face. With one
+    face the clip equals the matching video of :func:`make_dataset` for the same seed, size,
+    length and fps: FaceSwap pairs identity with ``identity ^ 1`` as the source.
+    """
+    background, people = _scene(identity, seed, size, faces)
+    people = _manipulate(people, identity, seed, manipulation)
+    return _write_video(path, _render(background, people, round(seconds * fps), fps), size, fps)
+
+
+def make_no_face_clip(path: str | os.PathLike, *, seed: int = 0, size: Size = (320, 240),
+                      seconds: float = 1.0, fps: float = 25) -> Path:
+    """Write a clip of background only, for the no-face code paths."""
+    background = _background(_rng(seed, 0, _EMPTY), size)
+    return _write_video(path, _render(background, [], round(seconds * fps), fps), size, fps)
+
+
+def make_dataset(out: str | os.PathLike, *, identities: int = 8, seed: int = 0,
+                 size: Size = (320, 240), seconds: float = 2.0, fps: float = 25,
+                 methods: Iterable[str] = METHODS) -> list[Path]:
+    """Write ``original/<id>.mp4`` and one fake per identity and method under ``out``.
+
+    FaceSwap pairs identities (0, 1), (2, 3), ... and writes both directions as
+    ``FaceSwap/<target>_<source>.mp4``; with an odd count the last identity has no swap.
+    SelfBlend writes ``SelfBlend/<id>.mp4``. Returns the written paths, sorted.
+    """
+    methods = tuple(methods)
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        raise ValueError(f"unknown methods {unknown}; expected some of {METHODS}")
+    if not 1 <= identities <= LFW_FACES:
+        raise ValueError(f"identities must be in 1..{LFW_FACES}, got {identities}")
+    out, frames = Path(out), round(seconds * fps)
+    written = []
+    for identity in range(identities):
+        name = f"{identity:03d}"
+        background, people = _scene(identity, seed, size)
+        videos = {out / "original" / f"{name}.mp4": None}
+        if "FaceSwap" in methods and identity ^ 1 < identities:
+            videos[out / "FaceSwap" / f"{name}_{identity ^ 1:03d}.mp4"] = "FaceSwap"
+        if "SelfBlend" in methods:
+            videos[out / "SelfBlend" / f"{name}.mp4"] = "SelfBlend"
+        for path, manipulation in videos.items():
+            fake = _manipulate(people, identity, seed, manipulation)
+            written.append(_write_video(path, _render(background, fake, frames, fps), size, fps))
+    return sorted(written)
+
+
+def _parse_size(text: str) -> Size:
+    width, _, height = text.lower().partition("x")
+    return int(width), int(height)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path, help="dataset folder to write")
+    parser.add_argument("--identities", type=int, default=8, help="number of people (1-100)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--size", type=_parse_size, default=(320, 240), help="WIDTHxHEIGHT")
+    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--fps", type=float, default=25)
+    args = parser.parse_args(argv)
+    paths = make_dataset(args.out, identities=args.identities, seed=args.seed, size=args.size,
+                         seconds=args.seconds, fps=args.fps)
+    counts = {folder: sum(p.parent.name == folder for p in paths)
+              for folder in ("original", *METHODS)}
+    print(f"wrote {len(paths)} videos to {args.out}: "
+          + ", ".join(f"{folder}={count}" for folder, count in counts.items()))
+
+
+if __name__ == "__main__":
+    main()

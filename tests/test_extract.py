@@ -1,0 +1,171 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from conftest import FRAMES
+from deepfake_cli.cli import app
+from deepfake_cli.errors import DeepfakeError
+from deepfake_cli.extract import ExtractConfig, extract, find_videos, in_shard, read_manifest
+from reference_notebook import DeepfakeDataset
+
+runner = CliRunner()
+
+
+def test_output_follows_the_reference_format(extracted):
+    assert sorted(p.name for p in extracted.iterdir()) == [".deepfake", "FaceSwap", "SelfBlend", "original"]
+    rows = [r for r in read_manifest(extracted).values() if r["status"] == "ok"]
+    for row in rows:
+        for i in range(FRAMES):
+            image = cv2.imread(str(extracted / row["folder"] / f"{row['video']}_{i}.jpg"))
+            vector = np.load(extracted / row["folder"] / f"{row['video']}_{i}.npy")
+            assert image.shape == (256, 256, 3)
+            assert vector.shape == (5,) and vector.dtype == np.float64 and (vector > 0).all()
+        assert not (extracted / row["folder"] / f"{row['video']}_{FRAMES}.jpg").exists()
+    assert {r["folder"] for r in rows} == {"original", "FaceSwap", "SelfBlend"}
+    assert any(r["video"] == "000_001" for r in rows)  # FF++ <target>_<source> names kept
+
+
+def test_the_reference_notebook_reader_reads_our_output_unchanged(extracted):
+    dataset = DeepfakeDataset(str(extracted), sequence_length=FRAMES, split="train", val_split=0.2)
+    images, vectors, label = dataset[0]
+    assert images.shape == (FRAMES, 3, 256, 256) and vectors.shape == (FRAMES, 5)
+    assert len(dataset) + len(DeepfakeDataset(str(extracted), FRAMES, split="val")) >= 15
+
+
+def test_manifest_records_each_video_for_auditing(extracted, videos):
+    rows = read_manifest(extracted)
+    assert len(rows) == len(find_videos(videos))
+    row = rows["original/000"]
+    assert row["status"] == "ok" and row["label"] == 0 and row["frames"] == FRAMES
+    assert (row["width"], row["height"], row["fps"]) == (320, 240, 25.0)
+    indices = row["frame_indices"]
+    assert len(indices) == FRAMES and indices == sorted(indices) and indices[-1] > 30  # spread over all 40 frames
+    assert 0.5 <= row["face_confidence"] <= 1
+    assert rows["FaceSwap/000_001"]["label"] == 1
+
+
+def test_bad_videos_are_recorded_and_do_not_stop_the_others(tmp_path, clips):
+    videos = tmp_path / "in" / "original"
+    videos.mkdir(parents=True)
+    for name in ("real", "no_face", "text", "empty", "short"):
+        (videos / clips[name].name).write_bytes(clips[name].read_bytes())
+    result = runner.invoke(app, ["extract", str(tmp_path / "in"), str(tmp_path / "out"), "--frames", "4", "--workers", "1", "--json"])
+    assert result.exit_code == 1  # something failed
+    summary = json.loads(result.stdout)
+    by_video = {r["video"]: r for r in summary["videos"]}
+    assert by_video["real"]["status"] == "ok"
+    assert by_video["noface"]["status"] == "skipped" and "no face" in by_video["noface"]["reason"]
+    assert by_video["short"]["status"] == "skipped" and "too short" in by_video["short"]["reason"]
+    assert by_video["notes"]["status"] == "failed" and "not a readable video" in by_video["notes"]["reason"]
+    assert by_video["empty"]["status"] == "failed" and "empty file" in by_video["empty"]["reason"]
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p / "missing", "no such file or folder"),
+    (lambda p: p, "no videos found"),
+])
+def test_bad_input_folders_get_one_clear_line(tmp_path, make, message):
+    result = runner.invoke(app, ["extract", str(make(tmp_path)), str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_an_unwritable_out_gets_one_clear_line(tmp_path, clips):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a folder should be")
+    result = runner.invoke(app, ["extract", str(clips["real"]), str(blocker / "out")])
+    assert result.exit_code == 2 and "cannot write to" in result.output
+
+
+def test_rerun_skips_done_videos_and_redoes_partial_ones(tmp_path, clips):
+    videos = tmp_path / "in"
+    videos.mkdir()
+    for name in ("real", "fake"):
+        (videos / clips[name].name).write_bytes(clips[name].read_bytes())
+    out = tmp_path / "out"
+    cfg = ExtractConfig(frames=4, workers=1)
+    assert extract(videos, out, cfg).count("ok") == 2
+    # A half-done video: its row lost, one file torn. It must be redone; the other kept.
+    manifest = out / ".deepfake" / "manifest.jsonl"
+    manifest.write_text(manifest.read_text().splitlines()[0] + "\n")
+    done = json.loads(manifest.read_text())["video"]
+    partial = "real" if done == "fake" else "fake"
+    (out / "in" / f"{partial}_2.jpg").write_bytes(b"torn")
+    again = extract(videos, out, cfg)
+    assert again.already_done == 1 and [r["video"] for r in again.rows] == [partial]
+    assert cv2.imread(str(out / "in" / f"{partial}_2.jpg")) is not None
+    assert len(read_manifest(out)) == 2
+
+
+def test_changed_settings_are_refused_without_overwrite(tmp_path, clips):
+    extract(clips["real"], tmp_path / "out", ExtractConfig(frames=4, workers=1))
+    with pytest.raises(DeepfakeError, match="other settings"):
+        extract(clips["real"], tmp_path / "out", ExtractConfig(frames=6, workers=1))
+    assert extract(clips["real"], tmp_path / "out", ExtractConfig(frames=6, workers=1, overwrite=True)).count("ok") == 1
+
+
+def test_a_killed_run_resumes_where_it_stopped(tmp_path, videos):
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "deepfake_cli", "extract", str(videos), str(out), "--frames", "4", "--workers", "1"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    manifest = out / ".deepfake" / "manifest.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not manifest.exists() or len(manifest.read_text().splitlines()) < 3):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)  # no clean-up at all: the worst case
+    process.wait()
+    before = len(read_manifest(out))
+    assert 3 <= before < len(find_videos(videos))
+    resumed = subprocess.run(command + ["--json"], capture_output=True, text=True)
+    summary = json.loads(resumed.stdout)
+    assert summary["already_done"] >= before - 1  # the row being written at the kill may be torn
+    assert len(read_manifest(out)) == len(find_videos(videos))
+
+
+def test_ctrl_c_stops_cleanly_with_a_summary(tmp_path, videos):
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "deepfake_cli", "extract", str(videos), str(out), "--frames", "4", "--workers", "2"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    manifest = out / ".deepfake" / "manifest.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not manifest.exists() or not manifest.read_text()):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    assert read_manifest(out)  # finished videos kept
+
+
+def test_shards_split_the_videos_deterministically_and_completely(videos):
+    jobs = find_videos(videos)
+    parts = [[j.key for j in jobs if in_shard(j, (k, 3))] for k in (1, 2, 3)]
+    assert sorted(sum(parts, [])) == sorted(j.key for j in jobs)
+    assert all(parts)
+
+
+def test_parallel_workers_write_the_same_files_as_one(tmp_path, clips):
+    videos = tmp_path / "in"
+    videos.mkdir()
+    for name in ("real", "fake", "two_people"):
+        (videos / clips[name].name).write_bytes(clips[name].read_bytes())
+    one = extract(videos, tmp_path / "one", ExtractConfig(frames=4, workers=1))
+    two = extract(videos, tmp_path / "two", ExtractConfig(frames=4, workers=2))
+    assert sorted(r["video"] for r in one.rows) == sorted(r["video"] for r in two.rows)
+    for path in (tmp_path / "one").rglob("*.npy"):
+        np.testing.assert_array_equal(np.load(path), np.load(tmp_path / "two" / path.relative_to(tmp_path / "one")))
+
+
+def test_extract_cli_help_and_version_do_not_import_torch():
+    code = "import sys; from deepfake_cli.cli import app; assert 'torch' not in sys.modules and 'mediapipe' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and "deepfake-cli" in result.stdout

@@ -1,0 +1,58 @@
+import cv2
+import mediapipe as mp
+import numpy as np
+
+from deepfake_cli.faces import CropSpec, Face, FaceAnalyzer, crop_box, crop_face, landmark_vector, track_faces
+from deepfake_cli.video import read_frames
+
+
+def test_landmark_vector_matches_an_independent_face_mesh_computation(clips):
+    index, frame = next(read_frames(clips["real"], [10]))
+    with FaceAnalyzer() as analyzer:
+        ours = landmark_vector(analyzer.faces(frame)[0].landmarks)
+    # Independently: MediaPipe as the reference notebooks called it, distances by hand.
+    with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1) as mesh:
+        points = mesh.process(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)).multi_face_landmarks[0].landmark
+    h, w = frame.shape[:2]
+
+    def d(a, b):
+        return ((points[a].x * w - points[b].x * w) ** 2 + (points[a].y * h - points[b].y * h) ** 2) ** 0.5
+
+    expected = [d(33, 263), d(61, 291), d(1, 199), d(33, 61), d(263, 291)]
+    np.testing.assert_allclose(ours, expected, rtol=1e-4)
+    assert ours.dtype == np.float64 and ours.shape == (5,)
+
+
+def face_at(x0, y0, x1, y1, score=0.9) -> Face:
+    return Face(landmarks=np.array([[x0, y0], [x1, y1]], dtype=np.float64), score=score)
+
+
+def test_square_crop_scales_margin_with_face_size_and_stays_inside_the_frame():
+    spec = CropSpec(size=64, margin=0.25)
+    assert crop_box(face_at(100, 100, 140, 140), (480, 640), spec) == (90, 90, 150, 150)
+    x0, y0, x1, y1 = crop_box(face_at(0, 5, 40, 45), (480, 640), spec)  # at the left edge: slides, same size
+    assert (x0, x1 - x0, y1 - y0) == (0, 60, 60)
+    crop = crop_face(np.zeros((480, 640, 3), np.uint8), face_at(600, 440, 639, 479), spec)
+    assert crop.shape == (64, 64, 3) and crop.dtype == np.uint8
+
+
+def test_reference_crop_is_the_box_plus_20_pixels():
+    spec = CropSpec(size=256, margin=20, relative=False, square=False)
+    assert crop_box(face_at(100, 120, 150, 200), (480, 640), spec) == (80, 100, 170, 220)
+
+
+def test_tracking_keeps_people_apart_and_puts_the_most_seen_first():
+    a = [face_at(100 + 5 * i, 100, 160 + 5 * i, 160) for i in range(4)]  # walks right
+    b = [face_at(400, 300, 440, 340) for _ in range(3)]  # smaller, appears from frame 1
+    frames = [(0, [a[0]]), (10, [b[0], a[1]]), (20, [a[2], b[1]]), (30, [b[2], a[3]])]
+    first, second = track_faces(frames)
+    assert [f.box[0] for f in first.faces.values()] == [100, 105, 110, 115]
+    assert sorted(second.faces) == [10, 20, 30]
+
+
+def test_two_people_are_both_found_largest_first(clips):
+    _, frame = next(read_frames(clips["two_people"], [12]))
+    with FaceAnalyzer() as analyzer:
+        faces = analyzer.faces(frame)
+    assert len(faces) == 2 and faces[0].size > faces[1].size
+    assert all(0 < f.score <= 1 for f in faces)
