@@ -158,7 +158,9 @@ def extract(
 @user_errors
 def train(
     data: Path = typer.Argument(..., help="An `extract` OUT folder (or data from the reference preprocessing)."),
-    run: Optional[Path] = typer.Option(None, help="Run folder for checkpoints, metrics and plots [default: runs/<time>]."),
+    # Not --run: torchrun's argument parser would take it for an abbreviation of its --run-path.
+    run: Optional[Path] = typer.Option(None, "--run-dir", help="Run folder for checkpoints, metrics and plots "
+                                       "[default: runs/<time>]."),
     epochs: int = typer.Option(10, help="Passes over the training split."),
     batch_size: int = typer.Option(4, help="Videos per step."),
     lr: float = typer.Option(1e-4, help="AdamW learning rate."),
@@ -187,7 +189,7 @@ def train(
     amp: str = typer.Option("auto", help="Mixed precision: auto, bf16, fp16 or off."),
     channels_last: bool = typer.Option(True, help="channels_last memory format for the backbone's convolutions."),
     skip_bad: bool = typer.Option(False, help="Leave out videos with a missing or broken file instead of stopping."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --run (or the latest run) exactly."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --run-dir (or the latest run) exactly."),
     as_json: bool = typer.Option(False, "--json", help="Print the best epoch's metrics as JSON on stdout."),
 ) -> None:
     """Train the EfficientNet-B0 + BiLSTM detector; keep the checkpoint with the best validation F1.
@@ -367,7 +369,7 @@ def predict(
 def _latest_run() -> Path:
     runs = sorted(Path("runs").glob("*/last.pt"), key=lambda p: p.stat().st_mtime)
     if not runs:
-        raise DeepfakeError("no run to resume under runs/; pass --run DIR")
+        raise DeepfakeError("no run to resume under runs/; pass --run-dir DIR")
     return runs[-1].parent
 
 

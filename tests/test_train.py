@@ -1,0 +1,138 @@
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from conftest import SEQ_LEN, tiny_config
+from deepfake_cli.checkpoint import load_detector, read_checkpoint
+from deepfake_cli.cli import app
+from deepfake_cli.data import Sample, identity_split, identity_tokens, read_split_file
+from deepfake_cli.errors import DeepfakeError
+from deepfake_cli.train import train
+
+runner = CliRunner()
+
+
+def test_a_run_writes_every_run_folder_file(trained_run):
+    for name in ("best.pt", "last.pt", "config.json", "split.json", "metrics.csv", "curves.png"):
+        assert (trained_run / name).stat().st_size > 0, name
+    rows = list(csv.DictReader(open(trained_run / "metrics.csv")))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert all(0 <= float(r["f1"]) <= 1 and float(r["train_loss"]) > 0 for r in rows)
+    assert (trained_run / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_checkpoint_describes_itself(trained_run):
+    payload = read_checkpoint(trained_run / "best.pt")
+    assert payload["format"] == "deepfake-cli/1" and payload["classes"] == ["real", "fake"]
+    inputs = payload["inputs"]
+    assert inputs["seq_len"] == SEQ_LEN and inputs["rgb"] and inputs["landmarks"] == "face_scale"
+    assert len(inputs["landmark_mean"]) == 5 and inputs["crop"]["relative"]
+    assert payload["meta"]["backbone"] == "scratch" and "torch" in payload["meta"]["versions"]
+    assert 0 < payload["threshold"] < 1
+    detector = load_detector(trained_run / "best.pt")
+    assert detector.model.readout == "final" and not detector.reference
+
+
+def test_split_keeps_each_person_on_one_side(trained_run):
+    split = json.loads((trained_run / "split.json").read_text())
+    people = [set().union(*(identity_tokens(k.split("/")[1]) for k in split[part])) for part in ("train", "val")]
+    assert not people[0] & people[1]
+
+
+def test_identity_tokens_for_ff_and_celeb_df_names():
+    assert identity_tokens("033") == {"033"}
+    assert identity_tokens("033_097") == {"033", "097"}
+    assert identity_tokens("id0_id16_0003") == {"id0", "id16"}
+    assert identity_tokens("id0_0003") == {"id0"}
+    assert identity_tokens("some_clip") == {"some_clip"}
+
+
+def test_identity_split_never_leaks_a_person_across_ff_pairs():
+    samples = [Sample("original", f"{i:03d}", 0) for i in range(20)]
+    samples += [Sample(m, f"{a:03d}_{b:03d}", 1) for m in ("Deepfakes", "Face2Face") for a, b in
+                [(i, i + 1) for i in range(0, 20, 2)] + [(i + 1, i) for i in range(0, 20, 2)]]
+    split = identity_split(samples, 0.2, seed=1)
+    people = [set().union(*(identity_tokens(s.video) for s in split[p])) for p in ("train", "val")]
+    assert not people[0] & people[1]
+    assert 0.15 <= len(split["val"]) / len(samples) <= 0.3
+
+
+def test_split_file_accepts_ff_pairs(tmp_path):
+    samples = [Sample("original", "000", 0), Sample("original", "001", 0), Sample("Deepfakes", "000_001", 1),
+               Sample("Deepfakes", "001_000", 1), Sample("original", "002", 0)]
+    path = tmp_path / "split.json"
+    path.write_text(json.dumps({"train": [["000", "001"]], "val": ["002"]}))
+    split = read_split_file(path, samples)
+    assert len(split["train"]) == 4 and [s.video for s in split["val"]] == ["002"]
+
+
+def test_resume_continues_exactly(extracted, tmp_path):
+    straight = train(tiny_config(extracted, tmp_path / "straight", epochs=2))
+    train(tiny_config(extracted, tmp_path / "resumed", epochs=1))
+    resumed = train(tiny_config(extracted, tmp_path / "resumed", epochs=2), resume=True)
+    assert [r["train_loss"] for r in resumed.history] == pytest.approx([r["train_loss"] for r in straight.history])
+    a = read_checkpoint(tmp_path / "straight" / "last.pt")["model"]
+    b = read_checkpoint(tmp_path / "resumed" / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_second_run_into_the_same_folder_is_refused(trained_run, extracted):
+    with pytest.raises(DeepfakeError, match="--resume"):
+        train(tiny_config(extracted, trained_run))
+
+
+def test_freeze_backbone_caches_features_and_trains_the_head(extracted, tmp_path):
+    result = train(tiny_config(extracted, tmp_path / "frozen", epochs=2, freeze_backbone=True))
+    assert len(list((tmp_path / "frozen" / "cache").glob("features-*.npy"))) == 2
+    first = read_checkpoint(tmp_path / "frozen" / "last.pt")["model"]
+    assert result.history[-1]["clips_per_s"] > 0
+    fresh = load_detector(tmp_path / "frozen" / "best.pt").model.state_dict()
+    assert torch.equal(first["cnn.features.0.0.weight"], fresh["cnn.features.0.0.weight"])
+
+
+def test_ddp_with_two_gloo_processes(extracted, tmp_path):
+    run = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29512",
+               "-m", "deepfake_cli", "train", str(extracted), "--run-dir", str(run), "--epochs", "1", "--seq-len", str(SEQ_LEN),
+               "--image-size", "32", "--no-pretrained", "--workers", "0", "--json"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (run / "best.pt").is_file() and len(list(csv.DictReader(open(run / "metrics.csv")))) == 1
+
+
+def test_bad_data_is_named_before_training(extracted, tmp_path):
+    broken = tmp_path / "broken"
+    subprocess.run(["cp", "-r", str(extracted), str(broken)], check=True)
+    (broken / "original" / "000_1.npy").unlink()
+    np.save(broken / "original" / "001_0.npy", np.zeros(3))
+    result = runner.invoke(app, ["train", str(broken), "--run-dir", str(tmp_path / "r"), "--seq-len", "4", "--no-pretrained"])
+    assert result.exit_code == 2 and "000_1.npy: missing" in result.output and "Traceback" not in result.output
+    (broken / "original" / "000_1.npy").write_bytes((extracted / "original" / "000_1.npy").read_bytes())
+    result = runner.invoke(app, ["train", str(broken), "--run-dir", str(tmp_path / "r"), "--seq-len", "4", "--no-pretrained"])
+    assert result.exit_code == 2 and "001_0.npy: expected 5" in result.output
+    skipped = train(tiny_config(broken, tmp_path / "skip", skip_bad=True))
+    assert "original/001" not in json.loads((tmp_path / "skip" / "split.json").read_text())["train"]
+    assert skipped.best["f1"] >= 0
+
+
+def test_train_cli_rejects_bad_options_by_flag_name(extracted, tmp_path):
+    result = runner.invoke(app, ["train", str(extracted), "--run-dir", str(tmp_path / "r"), "--schedule", "sometimes"])
+    assert result.exit_code == 2 and "--schedule must be one of" in result.output
+    result = runner.invoke(app, ["train", str(tmp_path / "nothing"), "--run-dir", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "no such folder" in result.output
+
+
+def test_reference_layout_with_a_stray_file_at_the_top_trains(extracted, tmp_path):
+    """The notebook's reader crashed on a plain file next to the label folders; ours ignores it."""
+    data = tmp_path / "data"
+    subprocess.run(["cp", "-r", str(extracted), str(data)], check=True)
+    (data / "notes.txt").write_text("a manifest a user keeps beside the data")
+    assert train(tiny_config(data, tmp_path / "r")).history
