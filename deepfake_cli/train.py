@@ -180,18 +180,22 @@ def landmark_stats(cfg: TrainConfig, samples: list[D.Sample]) -> tuple[tuple[flo
 
 
 class FeatureDataset(Dataset):
-    """Cached backbone features (N, T, 1280) float16 + raw vectors, for --freeze-backbone."""
+    """Cached backbone features (N, T, 1280) float16 + raw vectors, for --freeze-backbone.
+
+    The vectors are read once up front: per-step file reads would dominate a step that is
+    only an LSTM and a small head.
+    """
 
     def __init__(self, features: np.ndarray, base: D.SequenceDataset):
-        self.features, self.base = features, base
+        self.features = features
+        self.vectors = torch.from_numpy(np.stack([D.load_vectors(base.root, s, base.inputs.seq_len) for s in base.samples]))
+        self.labels = torch.tensor([float(s.label) for s in base.samples])
 
     def __len__(self) -> int:
-        return len(self.base)
+        return len(self.labels)
 
     def __getitem__(self, index: int):
-        sample = self.base.samples[index]
-        vectors = D.load_vectors(self.base.root, sample, self.base.inputs.seq_len)
-        return torch.from_numpy(self.features[index].astype(np.float32)), torch.from_numpy(vectors), torch.tensor(float(sample.label))
+        return torch.from_numpy(self.features[index].astype(np.float32)), self.vectors[index], self.labels[index]
 
 
 def cached_features(model: DeepfakeDetector, dataset: D.SequenceDataset, path: Path, device: torch.device,
@@ -289,6 +293,7 @@ def _train(cfg: TrainConfig, callbacks: Callbacks, resume: bool, rank: int, worl
                 dist.barrier()
             features[name] = np.load(path, mmap_mode="r")
         train_ds, val_ds = FeatureDataset(features["train"], train_ds), FeatureDataset(features["val"], val_ds)
+        workers = 0  # everything is in memory or memory-mapped: worker processes would only add start-up
 
     net: nn.Module = model
     if world > 1:
