@@ -16,7 +16,7 @@ from deepfake_cli.checkpoint import load_detector
 from deepfake_cli.errors import DeepfakeError
 from deepfake_cli.extract import REAL_FOLDERS
 from deepfake_cli.metrics import classification_metrics, predict_batches
-from deepfake_cli.train import resolve_amp, resolve_device
+from deepfake_cli.device import resolve_amp, resolve_device
 
 log = logging.getLogger(__name__)
 

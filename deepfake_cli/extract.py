@@ -174,15 +174,22 @@ def manifest_path(out: Path, shard: tuple[int, int]) -> Path:
 
 
 def read_manifest(out: Path) -> dict[str, dict]:
-    """Latest row per video over every shard's manifest; a torn last line (a kill mid-write) is ignored."""
+    """Latest row per video over every shard's manifest."""
     rows = {}
     for path in sorted((out / META_DIR).glob("manifest*.jsonl")):
-        for line in path.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            rows[f"{row['folder']}/{row['video']}"] = row
+        rows.update(_manifest_rows(path))
+    return rows
+
+
+def _manifest_rows(path: Path) -> dict[str, dict]:
+    """Latest row per video in one manifest; a torn last line (a kill mid-write) is ignored."""
+    rows = {}
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        rows[f"{row['folder']}/{row['video']}"] = row
     return rows
 
 
@@ -259,14 +266,8 @@ def _prepare_out(out: Path) -> None:
 
 def _compact_manifest(path: Path) -> None:
     """One row per video, latest wins; rewritten atomically."""
-    rows: dict[str, str] = {}
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        rows[f"{row['folder']}/{row['video']}"] = line
-    atomic_write_bytes(path, "".join(line + "\n" for line in rows.values()).encode())
+    rows = _manifest_rows(path).values()
+    atomic_write_bytes(path, "".join(json.dumps(row) + "\n" for row in rows).encode())
 
 
 def _run(jobs: list[VideoJob], out: Path, cfg: ExtractConfig) -> Iterator[dict]:

@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 from typing import Iterable
 
 import numpy as np
 import torch
 from sklearn import metrics as skm
 
+from deepfake_cli.device import autocast
 from deepfake_cli.inputs import InputSpec
 from deepfake_cli.model import DeepfakeDetector
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None):
-    """Mixed precision where asked for; a no-op context otherwise."""
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 @torch.no_grad()

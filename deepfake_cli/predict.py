@@ -13,7 +13,7 @@ import numpy as np
 from deepfake_cli.errors import DeepfakeError
 from deepfake_cli.faces import FaceAnalyzer
 from deepfake_cli.sampling import FaceFrame, SkipVideo, sample_faces
-from deepfake_cli.video import VIDEO_SUFFIXES
+from deepfake_cli.video import VIDEO_SUFFIXES, probe_video
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class Predictor:
 
     def __init__(self, checkpoint: Path, windows: int = 4, aggregate: str = "mean", device: str = "auto"):
         from deepfake_cli.checkpoint import load_detector
-        from deepfake_cli.train import resolve_amp, resolve_device
+        from deepfake_cli.device import resolve_amp, resolve_device
 
         if windows < 1:
             raise DeepfakeError(f"--windows must be at least 1, got {windows}")
@@ -95,8 +95,6 @@ class Predictor:
         inputs = self.detector.inputs
         t = inputs.seq_len
         try:
-            from deepfake_cli.video import probe_video
-
             info = probe_video(path)
             windows = min(self.windows, info.frame_count // t)
             if windows < 1:
@@ -156,7 +154,7 @@ class Predictor:
         """P(fake) per window, one batched forward pass."""
         import torch
 
-        from deepfake_cli.metrics import autocast
+        from deepfake_cli.device import autocast
 
         inputs = self.detector.inputs
         frames = torch.from_numpy(np.stack([inputs.frames([f.crop for f in w]) for w in windows]))  # (N, T, S, S, 3)

@@ -30,7 +30,8 @@ from deepfake_cli.errors import DeepfakeError
 from deepfake_cli.extract import REAL_FOLDERS
 from deepfake_cli.files import atomic_write_bytes, atomic_write_json
 from deepfake_cli.inputs import InputSpec, face_scale
-from deepfake_cli.metrics import autocast, bce, best_f1_threshold, classification_metrics, predict_batches
+from deepfake_cli.device import autocast, resolve_amp, resolve_device
+from deepfake_cli.metrics import bce, best_f1_threshold, classification_metrics, predict_batches
 from deepfake_cli.model import DeepfakeDetector, init_backbone
 
 log = logging.getLogger(__name__)
@@ -123,29 +124,6 @@ class TrainResult:
 def distributed() -> tuple[int, int, int]:
     """(rank, world size, local rank) as torchrun sets them; (0, 1, 0) for a plain process."""
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise DeepfakeError(f"--device {name}: no CUDA GPU is visible; use --device cpu")
-    return torch.device(name)
-
-
-def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
-    """auto: bf16 on GPUs that have it, fp16 on older ones; off on CPU.
-
-    CPU bf16 autocast is opt-in (--amp bf16): measured here, on an AVX-512 BF16 CPU it ran
-    up to 25x slower than fp32 for small crops (depthwise convolutions in channels_last).
-    """
-    if mode == "off":
-        return None
-    if mode == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return None
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}[mode]
 
 
 def seed_everything(seed: int) -> None:
