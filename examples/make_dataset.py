@@ -21,6 +21,7 @@ import argparse
 import functools
 import os
 import tempfile
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,9 @@ from skimage import data
 
 METHODS = ("FaceSwap", "SelfBlend")
 LFW_FACES = 100  # lfw_subset() holds 100 faces followed by 100 non-faces
+# LFW faces MediaPipe often misses once downscaled (turned heads, sunglasses, low contrast):
+# they become the last identities, so that identities 0-90 are detected reliably.
+_HARD_FACES = (30, 4, 76, 47, 32, 9, 21, 13, 28)
 # Independent random streams per (seed, identity), so e.g. the blend parameters drawn for a
 # fake never shift the looks of the real video.
 _TINT, _SCENE, _BLEND, _SECOND, _EMPTY = range(5)
@@ -67,11 +71,16 @@ def _rng(seed: int, identity: int, stream: int) -> np.random.Generator:
 
 @functools.lru_cache(maxsize=1)
 def _lfw_faces() -> np.ndarray:
-    """The LFW face crops in identity order: the ones MediaPipe often misses once downscaled
-    (turned heads, sunglasses, low contrast) come last, so identities 0-92 detect reliably."""
-    hard = (30, 4, 76, 47, 32, 9, 21)
-    order = [index for index in range(LFW_FACES) if index not in hard] + list(hard)
+    """The LFW face crops in identity order, the hard ones last."""
+    order = [index for index in range(LFW_FACES) if index not in _HARD_FACES]
+    order += _HARD_FACES
     return data.lfw_subset()[order].astype(np.float32)
+
+
+@functools.lru_cache(maxsize=1)
+def _astronaut_face() -> np.ndarray:
+    """Head of skimage's astronaut (BGR): a real colour face for the second person."""
+    return data.astronaut()[30:210, 135:315, ::-1].astype(np.float32)
 
 
 def _skin_tint(identity: int, seed: int) -> np.ndarray:
@@ -102,11 +111,11 @@ def _blend(face: np.ndarray, inner: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return face * (1.0 - mask[..., None]) + inner * mask[..., None]
 
 
-def _face_swap(target: int, source: int, size: int, seed: int) -> np.ndarray:
-    """Target face with the source's inner face, in the source's own skin colour."""
-    target_face = _face_texture(target, size, _skin_tint(target, seed))
-    source_face = _face_texture(source, size, _skin_tint(source, seed))
-    return _blend(target_face, source_face, _ellipse_mask(size, _INNER_CENTRE, _INNER_AXES, 0.03))
+def _face_swap(face: np.ndarray, source: int, seed: int) -> np.ndarray:
+    """The target ``face`` with the source's inner face, still in the source's skin colour."""
+    size = face.shape[0]
+    inner = _face_texture(source, size, _skin_tint(source, seed))
+    return _blend(face, inner, _ellipse_mask(size, _INNER_CENTRE, _INNER_AXES, 0.03))
 
 
 def _self_blend(face: np.ndarray, identity: int, seed: int) -> np.ndarray:
@@ -151,7 +160,7 @@ def _background(rng: np.random.Generator, size: Size) -> np.ndarray:
 
 def _track(rng: np.random.Generator, region: tuple[float, float, float, float],
            face_size: int) -> _Track:
-    """A path that keeps the whole (largest) face square inside ``region`` = (x0, y0, x1, y1)."""
+    """A path keeping the face square, even at its largest, inside (x0, y0, x1, y1)."""
     x0, y0, x1, y1 = region
     wobble = rng.uniform(0.03, 0.07)
     room = np.array([x1 - x0, y1 - y0]) / 2 - face_size * (1 + wobble) / 2 - 1
@@ -163,7 +172,8 @@ def _track(rng: np.random.Generator, region: tuple[float, float, float, float],
                   phase=rng.uniform(0, 2 * np.pi, 3), wobble=wobble)
 
 
-def _scene(identity: int, seed: int, size: Size, faces: int = 1) -> tuple[np.ndarray, list[_Person]]:
+def _scene(identity: int, seed: int, size: Size,
+           faces: int = 1) -> tuple[np.ndarray, list[_Person]]:
     """Background and people of an identity's video; fakes of it reuse exactly this scene."""
     if not 0 <= identity < LFW_FACES:
         raise ValueError(f"identity must be in 0..{LFW_FACES - 1}, got {identity}")
@@ -178,11 +188,11 @@ def _scene(identity: int, seed: int, size: Size, faces: int = 1) -> tuple[np.nda
     texture = _face_texture(identity, face_size, _skin_tint(identity, seed))
     people = [_Person(texture, _track(rng, (0, 0, split, height), face_size))]
     if faces == 2:
-        other = (identity + LFW_FACES // 2) % LFW_FACES
         other_size = round(min(face_size * 0.7, (width - split) * 0.85))
-        other_rng = _rng(seed, identity, _SECOND)
-        people.append(_Person(_face_texture(other, other_size, _skin_tint(other, seed)),
-                              _track(other_rng, (split, 0, width, height), other_size)))
+        other = cv2.resize(_astronaut_face(), (other_size, other_size),
+                           interpolation=cv2.INTER_AREA)
+        other_track = _track(_rng(seed, identity, _SECOND), (split, 0, width, height), other_size)
+        people.append(_Person(other, other_track))
     return background, people
 
 
@@ -214,24 +224,22 @@ def _render(background: np.ndarray, people: list[_Person], frames: int,
 
 def _write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], size: Size,
                  fps: float) -> Path:
-    """Encode to a temporary file next to ``path`` and rename it, so readers never see half a video."""
+    """Encode next to ``path`` under a temporary name, then rename: never half a video."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".mp4", dir=path.parent)
     os.close(handle)
+    writer = cv2.VideoWriter(temporary, cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
     try:
-        writer = cv2.VideoWriter(temporary, cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
         if not writer.isOpened():
             raise OSError(f"OpenCV cannot write {path}")
-        try:
-            for frame in frames:
-                writer.write(frame)
-        finally:
-            writer.release()
+        for frame in frames:
+            writer.write(frame)
+        writer.release()  # finish the file before it gets its final name
         os.replace(temporary, path)
-    except BaseException:
+    finally:
+        writer.release()
         Path(temporary).unlink(missing_ok=True)
-        raise
     return path
 
 
@@ -239,11 +247,10 @@ def _manipulate(people: list[_Person], identity: int, seed: int,
                 manipulation: str | None) -> list[_Person]:
     """Swap the first person's texture for a fake one; background and motion stay the same."""
     first = people[0]
-    size = first.texture.shape[0]
     if manipulation is None:
         return people
     if manipulation == "FaceSwap":  # the FF++ pairing (0, 1), (2, 3), ...: identity XOR 1
-        texture = _face_swap(identity, identity ^ 1, size, seed)
+        texture = _face_swap(first.texture, identity ^ 1, seed)
     elif manipulation == "SelfBlend":
         texture = _self_blend(first.texture, identity, seed)
     else:
@@ -254,7 +261,7 @@ def _manipulate(people: list[_Person], identity: int, seed: int,
 def make_clip(path: str | os.PathLike, *, identity: int = 0, seed: int = 0,
               size: Size = (320, 240), seconds: float = 2.0, fps: float = 25,
               faces: int = 1, manipulation: str | None = None) -> Path:
-    """Write one clip of ``identity`` (plus, with ``faces=2``, a smaller second person).
+    """Write one clip of ``identity``; ``faces=2`` adds skimage's astronaut, smaller, on the right.
 
     ``manipulation`` (None, "FaceSwap" or "SelfBlend") applies to the first face. With one
     face the clip equals the matching video of :func:`make_dataset` for the same seed, size,
@@ -279,7 +286,8 @@ def make_dataset(out: str | os.PathLike, *, identities: int = 8, seed: int = 0,
 
     FaceSwap pairs identities (0, 1), (2, 3), ... and writes both directions as
     ``FaceSwap/<target>_<source>.mp4``; with an odd count the last identity has no swap.
-    SelfBlend writes ``SelfBlend/<id>.mp4``. Returns the written paths, sorted.
+    SelfBlend writes ``SelfBlend/<id>.mp4``. Returns the written paths, sorted. Identities
+    91-99 use the LFW faces MediaPipe often misses (see ``_HARD_FACES``).
     """
     methods = tuple(methods)
     unknown = sorted(set(methods) - set(METHODS))
@@ -304,8 +312,11 @@ def make_dataset(out: str | os.PathLike, *, identities: int = 8, seed: int = 0,
 
 
 def _parse_size(text: str) -> Size:
-    width, _, height = text.lower().partition("x")
-    return int(width), int(height)
+    try:
+        width, height = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 320x240, got {text!r}")
+    return width, height
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -319,10 +330,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     paths = make_dataset(args.out, identities=args.identities, seed=args.seed, size=args.size,
                          seconds=args.seconds, fps=args.fps)
-    counts = {folder: sum(p.parent.name == folder for p in paths)
-              for folder in ("original", *METHODS)}
+    counts = Counter(path.parent.name for path in paths)
     print(f"wrote {len(paths)} videos to {args.out}: "
-          + ", ".join(f"{folder}={count}" for folder, count in counts.items()))
+          + ", ".join(f"{folder}={count}" for folder, count in sorted(counts.items())))
 
 
 if __name__ == "__main__":
