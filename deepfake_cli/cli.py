@@ -161,7 +161,8 @@ def train(
     # Not --run: torchrun's argument parser would take it for an abbreviation of its --run-path.
     run: Optional[Path] = typer.Option(None, "--run-dir", help="Run folder for checkpoints, metrics and plots "
                                        "[default: runs/<time>]."),
-    epochs: int = typer.Option(10, help="Passes over the training split."),
+    epochs: Optional[int] = typer.Option(None, show_default="10", help="Passes over the training split; with "
+                                         "--resume, the run's own unless given."),
     batch_size: int = typer.Option(4, help="Videos per step."),
     lr: float = typer.Option(1e-4, help="AdamW learning rate."),
     weight_decay: float = typer.Option(0.0, help="AdamW weight decay."),
@@ -200,10 +201,13 @@ def train(
 
     if resume:
         run = run or _latest_run()
-        cfg = TrainConfig.from_dict(json.loads((run / "config.json").read_text()) | {"epochs": epochs})
+        config = run / "config.json"
+        if not config.is_file():
+            raise DeepfakeError(f"{run} holds no run to resume (no config.json); check --run-dir")
+        cfg = TrainConfig.from_dict(json.loads(config.read_text()) | ({"epochs": epochs} if epochs else {}))
     else:
         cfg = TrainConfig(
-            data=data, run=run, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, schedule=schedule,
+            data=data, run=run, epochs=epochs or 10, batch_size=batch_size, lr=lr, weight_decay=weight_decay, schedule=schedule,
             clip_grad=clip_grad, seed=seed, seq_len=seq_len, image_size=image_size, val_fraction=val_fraction,
             split_file=split_file, real_folders=tuple(f.strip() for f in real_folders.split(",") if f.strip()),
             balance=balance, augment=augment, pretrained=pretrained, backbone_weights=backbone_weights,

@@ -241,9 +241,13 @@ def _train(cfg: TrainConfig, callbacks: Callbacks, resume: bool, rank: int, worl
     split = prepare_split(cfg)
     seed_everything(cfg.seed)
     model = DeepfakeDetector(readout="final")
-    backbone = init_backbone(model, cfg.pretrained, cfg.backbone_weights) if state is None else state["meta"]["backbone"]
-    mean, std = landmark_stats(cfg, split["train"])
-    inputs = InputSpec(image_size=cfg.image_size, seq_len=cfg.seq_len, landmark_mean=mean, landmark_std=std)
+    if state is None:
+        backbone = init_backbone(model, cfg.pretrained, cfg.backbone_weights)
+        mean, std = landmark_stats(cfg, split["train"])
+        inputs = InputSpec(image_size=cfg.image_size, seq_len=cfg.seq_len, landmark_mean=mean, landmark_std=std)
+    else:  # before anything uses the weights: the frozen-backbone feature cache is keyed by them
+        model.load_state_dict(state["model"])
+        backbone, inputs = state["meta"]["backbone"], InputSpec.from_dict(state["inputs"])
     counts = D.describe_split(split)
     n_real, n_fake = counts["train"]["real"], counts["train"]["fake"]
     # Weighting positives by real/fake makes both classes count equally in the loss (FF++ has ~4 fakes per real).
@@ -284,7 +288,6 @@ def _train(cfg: TrainConfig, callbacks: Callbacks, resume: bool, rank: int, worl
 
     start_epoch, best, history, bad_epochs = 1, {"f1": -1.0}, [], 0
     if state is not None:
-        model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None and state.get("scheduler"):
             scheduler.load_state_dict(state["scheduler"])
