@@ -340,10 +340,6 @@ def predict(
         console.print(f"using the newest model: {model}", highlight=False)
     with console.status("loading the model and MediaPipe..."):
         predictor = Predictor(model, windows=windows, aggregate=aggregate, device=device)
-    table = Table(title=escape(f"predict ({predictor.detector.describe()})"))
-    table.add_column("video", overflow="fold", ratio=3)
-    for column in ("P(fake)", "verdict", "windows", "faces", "suspicious at", "people"):
-        table.add_column(column, justify="left" if column == "verdict" else "right")
     verdicts = []
     with _progress() as progress:
         task = progress.add_task("predict", total=len(paths), rate="")
@@ -353,6 +349,11 @@ def predict(
             progress.update(task, advance=1)
             if as_json:
                 print(json.dumps(verdict.to_dict()), flush=True)
+    # Built after the loop: asking for the model sooner would wait for it before the first clip.
+    table = Table(title=escape(f"predict ({predictor.detector.describe()})"))
+    table.add_column("video", overflow="fold", ratio=3)
+    for column in ("P(fake)", "verdict", "windows", "faces", "suspicious at", "people"):
+        table.add_column(column, justify="left" if column == "verdict" else "right")
     predictor.close()
     for v in verdicts:
         if v.status == "ok":

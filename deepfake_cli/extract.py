@@ -137,7 +137,7 @@ def extract_video(job: VideoJob, out: Path, cfg: ExtractConfig, analyzer: FaceAn
     try:
         info = probe_video(job.source)
         row.update(fps=round(info.fps, 3), width=info.width, height=info.height)
-        person = sample_faces(job.source, analyzer, cfg.frames, cfg.crop, threads=threads).people[0]
+        person = sample_faces(job.source, analyzer, cfg.frames, cfg.crop, threads=threads, info=info).people[0]
         have = [f for f in person if f is not None]
         if len(have) < cfg.frames:
             raise SkipVideo(f"a face in only {len(have)} of {cfg.frames} frame segments")

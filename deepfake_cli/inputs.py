@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import io
+import pickle
+import zipfile
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -76,3 +81,34 @@ def face_scale(vectors: np.ndarray) -> np.ndarray:
 
 # The reference notebook's conventions: ToTensor() on BGR, raw distances, 20 px stretched crop.
 REFERENCE_INPUTS = InputSpec(rgb=False, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), landmarks="raw", crop=REFERENCE_CROP)
+
+
+class _SettingsOnly(pickle.Unpickler):
+    """Unpickles a torch.save archive's plain data, with every tensor left as None.
+
+    Only tensor-rebuilding globals are allowed, and they are stubbed: no code from the file runs.
+    """
+
+    def find_class(self, module: str, name: str):
+        if module == "collections" and name == "OrderedDict":
+            return OrderedDict
+        if module.startswith("torch"):
+            return lambda *args, **kwargs: None
+        raise pickle.UnpicklingError(f"{module}.{name} is not allowed")
+
+    def persistent_load(self, pid):
+        return None
+
+
+def peek_inputs(path: Path) -> InputSpec | None:
+    """A deepfake-cli checkpoint's InputSpec, read without importing torch (None when it has none).
+
+    Lets `predict` start decoding and face detection while torch and the model still load.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            name = next(n for n in archive.namelist() if n.endswith("/data.pkl"))
+            payload = _SettingsOnly(io.BytesIO(archive.read(name))).load()
+        return InputSpec.from_dict(payload["inputs"])
+    except Exception:  # not ours, not a zip, truncated: the real loader will say what is wrong
+        return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import numpy as np
 
 from deepfake_cli.errors import DeepfakeError
 from deepfake_cli.faces import FaceAnalyzer
+from deepfake_cli.inputs import peek_inputs
 from deepfake_cli.sampling import FaceFrame, SkipVideo, sample_faces
 from deepfake_cli.video import VIDEO_SUFFIXES, probe_video
 
@@ -74,32 +76,36 @@ class Predictor:
     """Holds the model and MediaPipe for a whole batch of files: both start once per process."""
 
     def __init__(self, checkpoint: Path, windows: int = 4, aggregate: str = "mean", device: str = "auto"):
-        from deepfake_cli.checkpoint import load_detector
-        from deepfake_cli.device import resolve_amp, resolve_device
-
         if windows < 1:
             raise DeepfakeError(f"--windows must be at least 1, got {windows}")
         if aggregate not in AGGREGATES:
             raise DeepfakeError(f"--aggregate must be one of {', '.join(AGGREGATES)}, got {aggregate!r}")
         self.windows, self.aggregate = windows, aggregate
-        self.device = resolve_device(device)
-        self.amp = resolve_amp("auto", self.device)
-        self.detector = load_detector(checkpoint, self.device)
+        # Importing torch and torchvision takes seconds: do it in the background while MediaPipe
+        # starts and the first clip is decoded, which needs only the checkpoint's input settings.
+        self._loader = ThreadPoolExecutor(1, thread_name_prefix="load-model")
+        self._model = self._loader.submit(_load, checkpoint, device)
+        self.inputs = peek_inputs(checkpoint) or self.detector.inputs
         self.analyzer = FaceAnalyzer(max_faces=MAX_PEOPLE)
+
+    @property
+    def detector(self):
+        return self._model.result()[0]
 
     def close(self) -> None:
         self.analyzer.close()
+        self._loader.shutdown()
 
     def predict(self, path: Path, evidence_dir: Path | None = None) -> Verdict:
         started = time.perf_counter()
-        inputs = self.detector.inputs
+        inputs = self.inputs
         t = inputs.seq_len
         try:
             info = probe_video(path)
             windows = min(self.windows, info.frame_count // t)
             if windows < 1:
                 raise SkipVideo(f"too short: {info.frame_count} frames, {t} needed")
-            sampled = sample_faces(path, self.analyzer, windows * t, inputs.crop, max_people=MAX_PEOPLE)
+            sampled = sample_faces(path, self.analyzer, windows * t, inputs.crop, max_people=MAX_PEOPLE, info=info)
         except SkipVideo as e:
             status = "too_short" if str(e).startswith("too short") else "no_face"
             return Verdict(str(path), status, str(e))
@@ -116,6 +122,8 @@ class Predictor:
             people.append(person)
         if not batches:
             return Verdict(str(path), "no_face", f"no window with a face in at least half of its {t} frames")
+        self.detector  # wait for the model here, not in the timing of the model itself
+        loaded = time.perf_counter()
         scores = self.score([frames for _, _, frames in batches])
         scored = time.perf_counter()
 
@@ -138,7 +146,8 @@ class Predictor:
             label="fake" if worst["p_fake"] >= self.detector.threshold else "real",
             windows=len(worst["windows"]), faces=worst["faces"], people=per_person,
             suspicious_time=round((start + stop) / 2 / info.fps, 2) if info.fps else None,
-            timings={"decode_and_faces": round(decoded - started, 3), "model": round(scored - decoded, 3)},
+            timings={"decode_and_faces": round(decoded - started, 3), "waiting_for_model": round(loaded - decoded, 3),
+                     "model": round(scored - loaded, 3)},
         )
         if evidence_dir is not None:
             from deepfake_cli.plots import contact_sheet
@@ -156,13 +165,22 @@ class Predictor:
 
         from deepfake_cli.device import autocast
 
-        inputs = self.detector.inputs
+        inputs = self.inputs
+        device, amp = self._model.result()[1:]
         frames = torch.from_numpy(np.stack([inputs.frames([f.crop for f in w]) for w in windows]))  # (N, T, S, S, 3)
         vectors = torch.from_numpy(np.stack([[f.vector for f in w] for w in windows]))  # (N, T, 5)
-        frames = frames.permute(0, 1, 4, 2, 3).to(self.device)  # (N, T, 3, S, S) uint8 BGR
-        with torch.inference_mode(), autocast(self.device, self.amp):
-            logits = self.detector.model(inputs.images(frames), inputs.landmark_features(vectors.to(self.device)))
+        frames = frames.permute(0, 1, 4, 2, 3).to(device)  # (N, T, 3, S, S) uint8 BGR
+        with torch.inference_mode(), autocast(device, amp):
+            logits = self.detector.model(inputs.images(frames), inputs.landmark_features(vectors.to(device)))
         return torch.sigmoid(logits.float()).cpu().numpy()
+
+
+def _load(checkpoint: Path, device: str):
+    from deepfake_cli.checkpoint import load_detector
+    from deepfake_cli.device import resolve_amp, resolve_device
+
+    device_ = resolve_device(device)
+    return load_detector(checkpoint, device_), device_, resolve_amp("auto", device_)
 
 
 def window_frames(window: list[FaceFrame | None]) -> list[FaceFrame] | None:

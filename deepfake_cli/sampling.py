@@ -9,7 +9,7 @@ import numpy as np
 
 from deepfake_cli.errors import DeepfakeError
 from deepfake_cli.faces import CropSpec, Face, FaceAnalyzer, Track, crop_face, landmark_vector, same_person, track_faces
-from deepfake_cli.video import VideoInfo, open_video, read_frames, sample_frame_indices
+from deepfake_cli.video import VideoInfo, probe_video, read_frames, sample_frame_indices
 
 # How many other frames of its segment a slot tries when its own frame shows no face.
 ALTERNATES_PER_SLOT = 4
@@ -37,7 +37,8 @@ class VideoFaces:
 
 
 def sample_faces(
-    path: Path, analyzer: FaceAnalyzer, n_slots: int, spec: CropSpec, *, max_people: int = 1, threads: int = 0
+    path: Path, analyzer: FaceAnalyzer, n_slots: int, spec: CropSpec, *, max_people: int = 1, threads: int = 0,
+    info: VideoInfo | None = None,
 ) -> VideoFaces:
     """Cut the video into `n_slots` equal segments and find each tracked person's face in each.
 
@@ -45,9 +46,9 @@ def sample_faces(
     that person) tries up to ALTERNATES_PER_SLOT other frames of its segment, nearest first,
     so a video still yields `n_slots` faces when it can. People are tracked across slots so a
     second person never swaps into another's sequence; the most-seen person comes first.
+    Pass `info` when the video was already probed, to open it once less.
     """
-    cap, info = open_video(path)
-    cap.release()
+    info = info or probe_video(path)
     if info.frame_count < n_slots:
         raise SkipVideo(f"too short: {info.frame_count} frames, {n_slots} needed")
     slots = [(round(i * info.frame_count / n_slots), round((i + 1) * info.frame_count / n_slots)) for i in range(n_slots)]
