@@ -351,7 +351,7 @@ def predict(
                 print(json.dumps(verdict.to_dict()), flush=True)
     # Built after the loop: asking for the model sooner would wait for it before the first clip.
     table = Table(title=escape(f"predict ({predictor.detector.describe()})"))
-    table.add_column("video", overflow="fold", ratio=3)
+    table.add_column("video", overflow="fold", min_width=30)
     for column in ("P(fake)", "verdict", "windows", "faces", "suspicious at", "people"):
         table.add_column(column, justify="left" if column == "verdict" else "right")
     predictor.close()

@@ -199,6 +199,25 @@ def cached_features(model: DeepfakeDetector, dataset: D.SequenceDataset, path: P
     return np.load(path, mmap_mode="r")
 
 
+@torch.no_grad()
+def calibrate_batchnorm(model: DeepfakeDetector, dataset: D.SequenceDataset, device: torch.device, workers: int,
+                        batch_size: int) -> None:
+    """Set the backbone's BatchNorm statistics from the data, for a frozen from-scratch backbone.
+
+    A randomly initialised backbone in eval mode normalises with mean 0 / variance 1, which
+    its activations do not have; its features then collapse. One pass in train mode (cumulative
+    averages, no gradients) gives well-conditioned random features for the head to learn from.
+    """
+    norms = [m for m in model.cnn.modules() if isinstance(m, nn.BatchNorm2d)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average over the whole pass
+    model.cnn.train()
+    for frames, _, _ in DataLoader(dataset, batch_size=batch_size, num_workers=workers):
+        model.forward_features(dataset.inputs.images(frames.to(device)))
+    model.cnn.eval()
+
+
 def feature_cache_key(backbone: str, model: DeepfakeDetector, inputs: InputSpec, samples: list[D.Sample]) -> str:
     digest = hashlib.sha1()
     digest.update(json.dumps([backbone, inputs.image_size, inputs.seq_len, inputs.rgb, inputs.mean, inputs.std]).encode())
@@ -266,6 +285,8 @@ def _train(cfg: TrainConfig, callbacks: Callbacks, resume: bool, rank: int, worl
     workers = min(os.cpu_count() or 1, 8) if cfg.workers < 0 else cfg.workers
     if cfg.freeze_backbone:
         model.cnn.requires_grad_(False)
+        if backbone == "scratch" and state is None:
+            calibrate_batchnorm(model, train_ds, device, workers, cfg.batch_size * 4)
         features = {}
         for name, ds in (("train", train_ds), ("val", val_ds)):
             path = run / "cache" / f"features-{name}-{feature_cache_key(backbone, model, inputs, ds.samples)}.npy"
