@@ -187,7 +187,8 @@ def train(
     cache: bool = typer.Option(False, help="Cache decoded frames in the run folder so later epochs skip JPEG decoding."),
     patience: int = typer.Option(0, help="Stop after this many epochs without a better validation F1; 0 = never."),
     device: str = typer.Option("auto", help="cpu, cuda, cuda:1, ...; auto picks the GPU when there is one."),
-    amp: str = typer.Option("auto", help="Mixed precision: auto, bf16, fp16 or off."),
+    amp: str = typer.Option("auto", help="Mixed precision: auto, bf16, fp16 or off. auto: bf16 (or fp16) on GPU; "
+                            "on CPU, bf16 for crops of 224 px and more when the CPU has native bf16."),
     channels_last: bool = typer.Option(True, help="channels_last memory format for the backbone's convolutions."),
     skip_bad: bool = typer.Option(False, help="Leave out videos with a missing or broken file instead of stopping."),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --run-dir (or the latest run) exactly."),

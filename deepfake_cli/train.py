@@ -250,7 +250,7 @@ def _train(cfg: TrainConfig, callbacks: Callbacks, resume: bool, rank: int, worl
     main = rank == 0
     run = cfg.run or default_run_dir()
     device = resolve_device(cfg.device, local_rank)
-    amp = resolve_amp(cfg.amp, device)
+    amp = resolve_amp(cfg.amp, device, cfg.image_size)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels
     state = read_checkpoint(run / "last.pt") if resume else None
