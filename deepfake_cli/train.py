@@ -286,12 +286,12 @@ def _train(cfg: TrainConfig, callbacks: Callbacks, resume: bool, rank: int, worl
     if cfg.freeze_backbone:
         model.cnn.requires_grad_(False)
         if backbone == "scratch" and state is None:
-            calibrate_batchnorm(model, train_ds, device, workers, cfg.batch_size * 4)
+            calibrate_batchnorm(model, train_ds, device, workers, cfg.batch_size)
         features = {}
         for name, ds in (("train", train_ds), ("val", val_ds)):
             path = run / "cache" / f"features-{name}-{feature_cache_key(backbone, model, inputs, ds.samples)}.npy"
             if main:
-                features[name] = cached_features(model, ds, path, device, amp, workers, cfg.batch_size * 4)
+                features[name] = cached_features(model, ds, path, device, amp, workers, cfg.batch_size)
             if world > 1:
                 dist.barrier()
             features[name] = np.load(path, mmap_mode="r")
