@@ -323,7 +323,8 @@ def _report_table(m: dict) -> Table:
 def predict(
     videos: list[str] = typer.Argument(..., help="Video files, folders of videos, or glob patterns (quote them)."),
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="Checkpoint; default: the newest runs/*/best.pt."),
-    windows: int = typer.Option(4, help="Windows of the model's sequence length, spread over the whole clip."),
+    windows: int = typer.Option(0, help="Windows of the model's sequence length, spread over the whole clip; "
+                                "0 = one per 5 s of video, between 2 and 8."),
     aggregate: str = typer.Option("mean", help="Combine window scores by mean, or max (more sensitive)."),
     device: str = typer.Option("auto", help="cpu, cuda, cuda:1, ..."),
     evidence: Optional[Path] = typer.Option(None, help="Write a contact sheet PNG per clip (crops, window scores) here."),

@@ -21,6 +21,11 @@ log = logging.getLogger(__name__)
 
 AGGREGATES = ("mean", "max")
 MAX_PEOPLE = 4
+SECONDS_PER_WINDOW = 5.0  # --windows 0: one window per this much video, between 2 and 8
+
+
+def auto_windows(duration: float) -> int:
+    return int(min(max(round(duration / SECONDS_PER_WINDOW), 2), 8))
 
 
 @dataclass
@@ -75,9 +80,9 @@ def latest_checkpoint(runs: Path = Path("runs")) -> Path:
 class Predictor:
     """Holds the model and MediaPipe for a whole batch of files: both start once per process."""
 
-    def __init__(self, checkpoint: Path, windows: int = 4, aggregate: str = "mean", device: str = "auto"):
-        if windows < 1:
-            raise DeepfakeError(f"--windows must be at least 1, got {windows}")
+    def __init__(self, checkpoint: Path, windows: int = 0, aggregate: str = "mean", device: str = "auto"):
+        if windows < 0:
+            raise DeepfakeError(f"--windows must be 0 (automatic) or more, got {windows}")
         if aggregate not in AGGREGATES:
             raise DeepfakeError(f"--aggregate must be one of {', '.join(AGGREGATES)}, got {aggregate!r}")
         self.windows, self.aggregate = windows, aggregate
@@ -102,7 +107,7 @@ class Predictor:
         t = inputs.seq_len
         try:
             info = probe_video(path)
-            windows = min(self.windows, info.frame_count // t)
+            windows = min(self.windows or auto_windows(info.duration), info.frame_count // t)
             if windows < 1:
                 raise SkipVideo(f"too short: {info.frame_count} frames, {t} needed")
             sampled = sample_faces(path, self.analyzer, windows * t, inputs.crop, max_people=MAX_PEOPLE, info=info)
