@@ -157,7 +157,8 @@ def extract(
 @app.command()
 @user_errors
 def train(
-    data: Path = typer.Argument(..., help="An `extract` OUT folder (or data from the reference preprocessing)."),
+    data: Optional[Path] = typer.Argument(None, help="An `extract` OUT folder (or data from the reference "
+                                          "preprocessing); with --resume, the run's own data is used."),
     # Not --run: torchrun's argument parser would take it for an abbreviation of its --run-path.
     run: Optional[Path] = typer.Option(None, "--run-dir", help="Run folder for checkpoints, metrics and plots "
                                        "[default: runs/<time>]."),
@@ -207,6 +208,8 @@ def train(
             raise DeepfakeError(f"{run} holds no run to resume (no config.json); check --run-dir")
         cfg = TrainConfig.from_dict(json.loads(config.read_text()) | ({"epochs": epochs} if epochs else {}))
     else:
+        if data is None:
+            raise DeepfakeError("missing DATA: the `extract` OUT folder to train on (or --resume a run)")
         cfg = TrainConfig(
             data=data, run=run, epochs=epochs or 10, batch_size=batch_size, lr=lr, weight_decay=weight_decay, schedule=schedule,
             clip_grad=clip_grad, seed=seed, seq_len=seq_len, image_size=image_size, val_fraction=val_fraction,

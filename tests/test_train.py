@@ -141,9 +141,11 @@ def test_reference_layout_with_a_stray_file_at_the_top_trains(extracted, tmp_pat
 def test_cli_resume_keeps_the_runs_own_epochs(trained_run, tmp_path):
     run = tmp_path / "copy"
     subprocess.run(["cp", "-r", str(trained_run), str(run)], check=True)
-    result = runner.invoke(app, ["train", "unused", "--run-dir", str(run), "--resume", "--json"])
+    result = runner.invoke(app, ["train", "--run-dir", str(run), "--resume", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout.splitlines()[-1])["best"]["epoch"] in (1, 2)
     assert len(list(csv.DictReader(open(run / "metrics.csv")))) == 2  # finished: nothing re-run, nothing lost
-    result = runner.invoke(app, ["train", "unused", "--run-dir", str(tmp_path / "nothing"), "--resume"])
+    result = runner.invoke(app, ["train", "--run-dir", str(tmp_path / "nothing"), "--resume"])
     assert result.exit_code == 2 and "no run to resume" in result.output
+    result = runner.invoke(app, ["train"])
+    assert result.exit_code == 2 and "missing DATA" in result.output
