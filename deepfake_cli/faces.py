@@ -195,31 +195,40 @@ class Track:
         return float(np.mean([f.size for f in self.faces.values()]))
 
 
+# Sampled frames can be seconds apart, so a person may have moved far between two of them.
+MAX_SHIFT = 2.0  # centre distance, in face sizes, still taken for the same person
+MAX_SIZE_RATIO = 2.0
+
+
+def face_distance(a: Face, b: Face) -> float:
+    """Centre distance in units of the larger face's size; inf when their sizes are too far apart."""
+    ratio = max(a.size, b.size) / max(min(a.size, b.size), 1e-6)
+    if ratio > MAX_SIZE_RATIO:
+        return float("inf")
+    return float(np.linalg.norm(a.center - b.center) / max(a.size, b.size, 1e-6))
+
+
 def same_person(a: Face, b: Face) -> bool:
-    """Sampled frames can be far apart, so we match on centre distance relative to face size."""
-    return bool(np.linalg.norm(a.center - b.center) < 0.75 * max(a.size, b.size))
+    return face_distance(a, b) < MAX_SHIFT
 
 
 def track_faces(frames: Iterable[tuple[int, list[Face]]]) -> list[Track]:
     """Group per-frame faces into tracks, most-seen (then largest) first.
 
-    Greedy: in frame order, each face joins the nearest compatible track not yet used in
-    this frame, else starts a new one. Cheap, and enough for the sparse frames we sample.
+    In frame order, faces and tracks are paired closest first (each at most once per frame),
+    so two people stay apart even when each has moved; an unpaired face starts a new track.
     """
     tracks: list[Track] = []
     for index, faces in frames:
-        used: set[int] = set()
-        for face in faces:
-            candidates = [
-                (np.linalg.norm(t.nearest(index).center - face.center), k)
-                for k, t in enumerate(tracks)
-                if k not in used and same_person(t.nearest(index), face)
-            ]
-            if candidates:
-                k = min(candidates)[1]
-                tracks[k].faces[index] = face
-            else:
-                k = len(tracks)
-                tracks.append(Track({index: face}))
-            used.add(k)
+        pairs = sorted(
+            (d, f, k) for f, face in enumerate(faces) for k, track in enumerate(tracks)
+            if (d := face_distance(face, track.nearest(index))) < MAX_SHIFT
+        )
+        taken_faces, taken_tracks = set(), set()
+        for _, f, k in pairs:
+            if f not in taken_faces and k not in taken_tracks:
+                tracks[k].faces[index] = faces[f]
+                taken_faces.add(f)
+                taken_tracks.add(k)
+        tracks += [Track({index: face}) for f, face in enumerate(faces) if f not in taken_faces]
     return sorted(tracks, key=lambda t: (-len(t.faces), -t.mean_size))

@@ -169,3 +169,14 @@ def test_extract_cli_help_and_version_do_not_import_torch():
     subprocess.run([sys.executable, "-c", code], check=True)
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0 and "deepfake-cli" in result.stdout
+
+
+def test_one_face_moving_across_the_frame_stays_one_person(tmp_path):
+    """Sampled frames can be seconds apart: a face that moved far between them is still the same person."""
+    from make_dataset import make_clip
+
+    videos = tmp_path / "in"
+    for identity in range(4):
+        make_clip(videos / f"clip{identity}.mp4", identity=identity, size=(640, 360), seconds=6)
+    summary = extract(videos, tmp_path / "out", ExtractConfig(frames=16, workers=1))
+    assert [r["status"] for r in summary.rows] == ["ok"] * 4, [r["reason"] for r in summary.rows]

@@ -56,3 +56,8 @@ def test_two_people_are_both_found_largest_first(clips):
         faces = analyzer.faces(frame)
     assert len(faces) == 2 and faces[0].size > faces[1].size
     assert all(0 < f.score <= 1 for f in faces)
+
+
+def test_a_face_that_jumps_between_sparse_samples_stays_one_track():
+    jumps = [(i, [face_at(50 + 90 * i, 100, 110 + 90 * i, 160)]) for i in range(5)]  # 1.5 face sizes apart
+    assert [len(t.faces) for t in track_faces(jumps)] == [5]
