@@ -1,0 +1,138 @@
+"""Predict and evaluate speed: a cold `deepfake predict` on one 720p clip, a folder of clips, and
+`evaluate` against the reference notebook's per-sample validation loop.
+
+    python benchmarks/bench_predict.py [--quick] [--folder-clips N] [--rounds R]
+
+The checkpoint is a small one trained here once (1 epoch, --freeze-backbone, no ImageNet
+weights: offline) at the size under test, and cached; its weights do not change the speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import common
+from reference import ReferenceDataset, reference_evaluate
+
+FULL = dict(identities=8, image_size=256, clip_seconds=10, clip_size=(1280, 720), folder_clips=50, rounds=3)
+QUICK = dict(identities=4, image_size=64, clip_seconds=2, clip_size=(640, 360), folder_clips=4, rounds=1)
+TARGET_COLD_S = 3.0
+
+
+def checkpoint(data: Path, image_size: int) -> Path:
+    """best.pt of a 1-epoch --freeze-backbone run on `data`; trained once, then cached."""
+    from deepfake_cli.train import TrainConfig, train
+
+    run = common.RESULTS / "predict" / f"run-{data.parent.name}-{image_size}px"
+    if not (run / "best.pt").is_file():
+        shutil.rmtree(run, ignore_errors=True)  # a half-finished earlier run would refuse to restart
+        train(TrainConfig(data=data, run=run, epochs=1, image_size=image_size, freeze_backbone=True, pretrained=False))
+    return run / "best.pt"
+
+
+def predict_child(inputs: list[str], ckpt: Path) -> tuple[common.Child, list[dict]]:
+    """`deepfake predict ... --json` as a fresh process; its verdicts (one JSON line per input)."""
+    child = common.run_child([common.PYTHON, "-m", "deepfake_cli", "predict", *inputs, "--model", str(ckpt), "--json"])
+    if child.returncode not in (0, 1):  # 1: some input got no verdict; its status says why
+        common.check_child(child, "deepfake predict")
+    verdicts = [json.loads(line) for line in child.stdout.splitlines() if line.startswith("{")]
+    return child, verdicts
+
+
+def clip_folder(clips: list[Path], n: int) -> Path:
+    """A folder of `n` links cycling through `clips`: many inputs without encoding many clips."""
+    folder = common.scratch_dir(f"predict-folder-{n}")
+    for i in range(n):
+        (folder / f"clip_{i:03d}.mp4").symlink_to(clips[i % len(clips)])
+    return folder
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a small clip and model, few inputs: a smoke check")
+    parser.add_argument("--folder-clips", type=int, help="clips in the throughput folder (default 50; 4 with --quick)")
+    parser.add_argument("--rounds", type=int, help="cold-start repetitions (default 3; 1 with --quick)")
+    args = parser.parse_args()
+    p = dict(QUICK if args.quick else FULL)
+    p["folder_clips"] = args.folder_clips or p["folder_clips"]
+    p["rounds"] = args.rounds or p["rounds"]
+
+    clips = sorted(common.face_clips(6 if not args.quick else 2, seconds=p["clip_seconds"], size=p["clip_size"])
+                   .glob("clip_*.mp4"))
+    data = common.example_dataset(p["identities"])
+    ckpt = checkpoint(data, p["image_size"])
+    folder = clip_folder(clips, p["folder_clips"])
+    idle = common.wait_until_idle(args.quick)
+
+    # Cold start, alternated with the bare torch import it cannot beat.
+    cold, imports = [], []
+    for r in range(p["rounds"]):
+        imported = common.check_child(common.run_child([common.PYTHON, "-c", "import torch, torchvision"]), "import")
+        imports.append(imported.seconds)
+        child, (verdict,) = predict_child([str(clips[0])], ckpt)
+        assert verdict["status"] == "ok", verdict
+        timings = verdict["timings"]  # decode_and_faces, model, and any other stage predict reports
+        cold.append({"wall_s": round(child.seconds, 3), "peak_rss_mb": round(child.peak_rss_mb, 1),
+                     **{f"{stage}_s": seconds for stage, seconds in timings.items()},
+                     "startup_s": round(child.seconds - sum(timings.values()), 3), "windows": verdict["windows"]})
+        print(f"round {r + 1}: import torch+torchvision {imported.seconds:.2f} s; cold predict {cold[-1]}", flush=True)
+    median = {key: common.median([c[key] for c in cold]) for key in cold[0]}
+    import_s = common.median(imports)
+    stages = list(timings)  # as the last cold run reported them
+
+    # Many clips, one process: start-up paid once.
+    child, verdicts = predict_child([str(folder)], ckpt)
+    ok = sum(v["status"] == "ok" for v in verdicts)
+    per_clip = {key: common.median([v["timings"][key] for v in verdicts if v["status"] == "ok"]) for key in stages}
+    folder_cps = len(verdicts) / child.seconds
+    steady_cps = len(verdicts) / max(child.seconds - median["startup_s"], 1e-9)
+    print(f"folder: {len(verdicts)} clips ({ok} ok) in {child.seconds:.1f} s", flush=True)
+
+    # evaluate against the notebook's validation loop, on the run's validation videos.
+    import torch
+
+    from deepfake_cli.evaluate import evaluate
+
+    # Two alternating rounds, best of each: the first forward passes of a process set up kernels.
+    val_keys = set(json.loads((ckpt.parent / "split.json").read_text())["val"])
+    reference_data = ReferenceDataset.from_folder(data, val_keys, size=p["image_size"])
+    ours_runs, reference_runs = [], []
+    for _ in range(2):
+        seconds, result = common.timed(evaluate, data, ckpt, split="val")
+        ours_runs.append({"clips": result["n"], "seconds": round(seconds, 2), "clips_per_s": result["n"] / seconds})
+        reference_runs.append(reference_evaluate(reference_data, torch.device("cpu")))
+    ours_eval = max(ours_runs, key=lambda r: r["clips_per_s"])
+    ref_eval = max(reference_runs, key=lambda r: r["clips_per_s"])
+    print(f"evaluate: ours {ours_eval['clips_per_s']:.3f} clips/s, reference {ref_eval['clips_per_s']:.3f} clips/s")
+
+    rows = [
+        common.row("cold predict, one clip: wall", f"{median['wall_s']:.2f} s", ratio="-",
+                   target=f"< {TARGET_COLD_S:g} s", met=median["wall_s"] < TARGET_COLD_S),
+        common.row("  start-up (wall - the stages predict reports)", f"{median['startup_s']:.2f} s",
+                   f"`import torch, torchvision` {import_s:.2f} s", f"{median['startup_s'] / import_s:.2f}x"),
+        *[common.row(f"  {stage}" + (f" ({median['windows']:.0f} windows)" if stage == "model" else ""),
+                     f"{median[stage + '_s']:.2f} s") for stage in stages],
+        common.row("cold predict, peak RSS", f"{median['peak_rss_mb']:.0f} MB"),
+        common.row(f"predict folder of {len(verdicts)} clips, one process", f"{folder_cps:.2f} clips/s",
+                   f"{child.seconds:.1f} s wall", "-"),
+        common.row("  after start-up (steady state)", f"{steady_cps:.2f} clips/s",
+                   "per clip: " + ", ".join(f"{stage} {seconds:.2f} s" for stage, seconds in per_clip.items())),
+        common.row(f"evaluate ({ours_eval['clips']} videos, {p['image_size']} px)", f"{ours_eval['clips_per_s']:.3f} clips/s",
+                   f"reference loop {ref_eval['clips_per_s']:.3f} clips/s",
+                   f"{ours_eval['clips_per_s'] / ref_eval['clips_per_s']:.2f}x"),
+    ]
+    measured = {"cold": cold, "cold_median": median, "import_torch_torchvision_s": imports,
+                "folder": {"clips": len(verdicts), "ok": ok, "wall_s": round(child.seconds, 2),
+                           "peak_rss_mb": round(child.peak_rss_mb, 1), "clips_per_s": folder_cps,
+                           "steady_clips_per_s": steady_cps, "per_clip_median_s": per_clip},
+                "evaluate": {"ours": ours_runs, "reference": reference_runs}}
+    settings = {**p, "clip": str(clips[0].relative_to(common.REPO)), "checkpoint": str(ckpt.relative_to(common.REPO))}
+    common.save_results("bench_predict", args.quick, idle, settings, measured, rows)
+    common.remove_scratch()
+
+
+if __name__ == "__main__":
+    main()

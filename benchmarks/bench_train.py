@@ -1,0 +1,226 @@
+"""Training speed and memory: deepfake_cli.train against the reference notebook's training loop.
+
+    python benchmarks/bench_train.py [--quick] [--steps K]
+
+Both sides train EfficientNet-B0 + BiLSTM on the same extracted example videos, 16 frames,
+batch 4, and are timed over K steps after one warm-up step. The reference is the notebook's
+loop (per-sample imread + resize + ToTensor, num_workers=0, Sigmoid + BCELoss, Adam, fp32);
+ours is `deepfake_cli.train.train` itself, its step times read from its per-batch callback.
+A split file fixes ours to exactly K + 1 training steps and a two-video validation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+import common
+from reference import ReferenceDataset, reference_train_steps
+
+FULL = dict(identities=8, image_size=256, steps=2, memory_identities=(8, 16), memory_image_size=64)
+QUICK = dict(identities=4, image_size=32, steps=1, memory_identities=(4, 8), memory_image_size=32)
+BATCH = 4
+SEQ_LEN = 16
+
+
+def write_split(data: Path, train_videos: int, path: Path) -> list[str]:
+    """A split file: `train_videos` videos alternating real and fake, and one real + one fake to validate.
+
+    Returns the training keys.
+    """
+    from deepfake_cli.data import scan
+
+    samples = scan(data, SEQ_LEN)
+    real = [s.key for s in samples if s.label == 0]
+    fake = [s.key for s in samples if s.label == 1]
+    val = [real.pop(), fake.pop()]
+    mixed = [key for pair in zip(real, fake) for key in pair] + real[len(fake):] + fake[len(real):]
+    if len(mixed) < train_videos:
+        raise SystemExit(f"{data} has {len(mixed) + 2} videos; {train_videos + 2} needed")
+    train = mixed[:train_videos]
+    path.write_text(json.dumps({"train": train, "val": val}))
+    return train
+
+
+def ours_train(data: Path, split_file: Path, name: str, image_size: int, device: str = "cpu", amp: str = "off",
+               freeze: bool = False, epochs: int = 1) -> dict:
+    """`deepfake_cli.train.train` with its defaults (augmentation, DataLoader workers, channels_last).
+
+    Clips/s of the first epoch's steps after the first (the warm-up), from on_batch time stamps.
+    """
+    from deepfake_cli.train import Callbacks, TrainConfig, train
+
+    stamps: list[tuple[int, int, float]] = []  # (epoch, step, time at the end of the step)
+    cfg = TrainConfig(data=data, run=common.scratch_dir(f"train-{name}") / "run", epochs=epochs, batch_size=BATCH,
+                      seq_len=SEQ_LEN, image_size=image_size, split_file=split_file, pretrained=False, device=device,
+                      amp=amp, freeze_backbone=freeze)
+    seconds, result = common.timed(
+        train, cfg, Callbacks(on_batch=lambda epoch, step, total, loss: stamps.append((epoch, step, time.perf_counter()))))
+    first = [t for epoch, _, t in stamps if epoch == 1]
+    n_train = len(json.loads(split_file.read_text())["train"])
+    timed_clips = n_train - BATCH  # every step but the first, whose batch is full
+    return {"clips_per_s": timed_clips / (first[-1] - first[0]), "timed_steps": len(first) - 1,
+            "timed_clips": timed_clips, "total_seconds": round(seconds, 2),
+            "history": [{k: row[k] for k in ("epoch", "clips_per_s", "seconds")} for row in result.history]}
+
+
+def train_memory(data: Path, image_size: int, freeze: bool = False) -> common.Child:
+    """One epoch of `train` (its defaults, its own identity split) in a child process: peak RSS.
+
+    Through the Python API rather than the CLI, whose flags are still moving.
+    """
+    run = common.scratch_dir(f"train-memory-{data.parent.name}-{image_size}{'-frozen' * freeze}") / "run"
+    code = ("from deepfake_cli.train import TrainConfig, train; "
+            f"train(TrainConfig(data={str(data)!r}, run={str(run)!r}, epochs=1, image_size={image_size}, "
+            f"pretrained=False, freeze_backbone={freeze}))")
+    child = common.run_child([common.PYTHON, "-c", code])
+    return common.check_child(child, f"train on {data}")
+
+
+def resident_steps(device: torch.device, image_size: int, steps: int, amp: torch.dtype | None = None) -> dict:
+    """train()'s step (model, channels_last, loss, AdamW, clipping) fed one batch already in device memory.
+
+    No decoding, augmentation or transfer: the compute-bound ceiling that train() can reach.
+    """
+    from deepfake_cli.inputs import InputSpec
+    from deepfake_cli.device import autocast, resolve_amp
+    from deepfake_cli.model import DeepfakeDetector
+
+    inputs = InputSpec(image_size=image_size, seq_len=SEQ_LEN)
+    model = DeepfakeDetector().to(device)
+    model.cnn.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    criterion = torch.nn.BCEWithLogitsLoss()
+    frames = torch.randint(0, 256, (BATCH, SEQ_LEN, 3, image_size, image_size), dtype=torch.uint8, device=device)
+    vectors, labels = torch.rand(BATCH, SEQ_LEN, 5, device=device) * 100, torch.ones(BATCH, device=device)
+    model.train()
+    for step in range(steps + 1):
+        if step == 1:  # after one warm-up step; loss.item() below has synchronised the device
+            started = time.perf_counter()
+        with autocast(device, amp):
+            logits = model(inputs.images(frames), inputs.landmark_features(vectors))
+        loss = criterion(logits.float(), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        loss.item()
+    seconds = time.perf_counter() - started
+    return {"steps": steps, "seconds": seconds, "clips_per_s": steps * BATCH / seconds}
+
+
+def gpu_figures(data: Path, split_file: Path, train_keys: list[str], image_size: int, name: str = "cuda") -> dict:
+    """On a GPU: reference vs ours clips/s, and ours vs the same model fed from tensors already on the GPU.
+
+    The last ratio is the data pipeline's efficiency: 1.0 means the GPU never waits for data.
+    GPU steps are fast, so both run 3 epochs and ours is read from epochs 2-3.
+    """
+    from deepfake_cli.device import resolve_amp
+
+    device = torch.device(name)  # `name` is only ever "cpu" to smoke-test this code without a GPU
+    n = 3 * len(train_keys) // BATCH  # steps in 3 epochs
+    reference = reference_train_steps(ReferenceDataset.from_folder(data, set(train_keys), size=image_size), device, n)
+    ours = ours_train(data, split_file, "gpu", image_size, device=name, amp="auto", epochs=3)
+    ours_cps = sum(row["clips_per_s"] for row in ours["history"][1:]) / len(ours["history"][1:])
+    resident_cps = resident_steps(device, image_size, n, resolve_amp("auto", device))["clips_per_s"]
+    described = torch.cuda.get_device_name(device) if device.type == "cuda" else name
+    return {"measured": True, "device": described, "reference_clips_per_s": reference["clips_per_s"],
+            "ours_clips_per_s": ours_cps, "resident_clips_per_s": resident_cps,
+            "speedup_vs_reference": ours_cps / reference["clips_per_s"], "ours_vs_resident": ours_cps / resident_cps}
+
+
+def main() -> None:
+    from deepfake_cli.data import scan
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny images, one timed step: a smoke check")
+    parser.add_argument("--steps", type=int, help="timed steps after the warm-up (default 2; 1 with --quick)")
+    args = parser.parse_args()
+    p = dict(QUICK if args.quick else FULL)
+    p["steps"] = args.steps or p["steps"]
+    size, steps = p["image_size"], p["steps"]
+
+    data = common.example_dataset(p["identities"])
+    memory_data = [common.example_dataset(n) for n in p["memory_identities"]]
+    split_file = common.RESULTS / "tmp" / f"train-split-{p['identities']}-{steps}.json"
+    split_file.parent.mkdir(parents=True, exist_ok=True)
+    train_keys = write_split(data, BATCH * (steps + 1), split_file)
+    reference_data = ReferenceDataset.from_folder(data, set(train_keys), size=size)
+    torch.set_num_threads(torch.get_num_threads())  # the default, one per core: stated, not changed
+    idle = common.wait_until_idle(args.quick)
+    print(f"{len(train_keys)} training videos, {size} px, {SEQ_LEN} frames, batch {BATCH}: "
+          f"1 warm-up + {steps} timed steps each", flush=True)
+
+    # One round, interleaved: a round of the full-size steps already takes minutes on 2 cores.
+    measured: dict = {}
+    measured["ours_fp32"] = ours_train(data, split_file, "fp32", size)
+    print(f"ours fp32: {measured['ours_fp32']['clips_per_s']:.3f} clips/s", flush=True)
+    measured["reference"] = reference_train_steps(reference_data, torch.device("cpu"), steps)
+    print(f"reference: {measured['reference']['clips_per_s']:.3f} clips/s", flush=True)
+    measured["resident_fp32"] = resident_steps(torch.device("cpu"), size, steps)
+    print(f"same step, tensors in memory: {measured['resident_fp32']['clips_per_s']:.3f} clips/s", flush=True)
+    measured["ours_bf16"] = ours_train(data, split_file, "bf16", size, amp="bf16")
+    print(f"ours bf16: {measured['ours_bf16']['clips_per_s']:.3f} clips/s", flush=True)
+    measured["ours_frozen"] = ours_train(data, split_file, "frozen", size, freeze=True, epochs=3)
+    cached = measured["ours_frozen"]["history"][1:]
+    frozen_cps = sum(row["clips_per_s"] for row in cached) / len(cached)
+    print(f"ours --freeze-backbone, cached epochs: {frozen_cps:.1f} clips/s", flush=True)
+    memory = {data.parent.name: train_memory(data, p["memory_image_size"]) for data in memory_data}
+    # --freeze-backbone runs the backbone over every video before training: its peak, at full size.
+    frozen_memory = train_memory(memory_data[-1], size, freeze=True)
+    measured["memory"] = {name: {"peak_rss_mb": round(c.peak_rss_mb, 1), "seconds": round(c.seconds, 1)}
+                          for name, c in memory.items()}
+    measured["memory"]["frozen_" + memory_data[-1].parent.name] = {"peak_rss_mb": round(frozen_memory.peak_rss_mb, 1),
+                                                                  "seconds": round(frozen_memory.seconds, 1)}
+    if torch.cuda.is_available():
+        measured["gpu"] = gpu_figures(data, split_file, train_keys, size)
+    else:
+        measured["gpu"] = {"measured": False, "reason": "torch.cuda.is_available() is False: no GPU on this machine"}
+        print("GPU figures not measured: torch.cuda.is_available() is False", flush=True)
+
+    ref_cps = measured["reference"]["clips_per_s"]
+    fp32, bf16 = measured["ours_fp32"]["clips_per_s"], measured["ours_bf16"]["clips_per_s"]
+    resident = measured["resident_fp32"]["clips_per_s"]
+    reference = f"reference {ref_cps:.3f} clips/s"
+    (small_name, small), (large_name, large) = memory.items()
+    n_small, n_large = (len(scan(d, SEQ_LEN)) for d in memory_data)
+    rows = [
+        common.row(f"reference loop ({size} px, fp32)", f"{ref_cps:.3f} clips/s"),
+        common.row("train, full fine-tuning, fp32", f"{fp32:.3f} clips/s", reference, f"{fp32 / ref_cps:.2f}x", ">= 2x",
+                   fp32 / ref_cps >= 2),
+        common.row("  train()'s step fed from tensors in memory (compute ceiling)", f"{resident:.3f} clips/s",
+                   f"train fp32 {fp32:.3f} clips/s", f"{fp32 / resident:.2f}x of ceiling"),
+        common.row("train, full fine-tuning, --amp bf16", f"{bf16:.3f} clips/s", reference, f"{bf16 / ref_cps:.2f}x"),
+        common.row("bf16 vs fp32 (ours)", f"{bf16:.3f} clips/s", f"fp32 {fp32:.3f} clips/s", f"{bf16 / fp32:.2f}x",
+                   "> 1x pays", bf16 > fp32),
+        common.row("train --freeze-backbone, cached epochs 2-3", f"{frozen_cps:.1f} clips/s", reference,
+                   f"{frozen_cps / ref_cps:.0f}x", ">= 20x", frozen_cps / ref_cps >= 20),
+        common.row("train --freeze-backbone, whole run (feature pass, 3 epochs, validation)",
+                   f"{measured['ours_frozen']['total_seconds']:.1f} s"),
+        common.row(f"peak RSS, train 1 epoch ({p['memory_image_size']} px), {n_large} videos",
+                   f"{large.peak_rss_mb:.0f} MB", f"{n_small} videos {small.peak_rss_mb:.0f} MB",
+                   f"{large.peak_rss_mb / small.peak_rss_mb:.2f}x", "flat (~1.0x)",
+                   large.peak_rss_mb <= 1.1 * small.peak_rss_mb),
+        common.row(f"peak RSS, train --freeze-backbone 1 epoch ({size} px), {n_large} videos",
+                   f"{frozen_memory.peak_rss_mb:.0f} MB", f"full fine-tuning ({p['memory_image_size']} px) "
+                   f"{large.peak_rss_mb:.0f} MB"),
+    ]
+    if measured["gpu"]["measured"]:
+        g = measured["gpu"]
+        rows += [common.row("GPU: train vs reference loop", f"{g['ours_clips_per_s']:.1f} clips/s",
+                            f"reference {g['reference_clips_per_s']:.1f} clips/s", f"{g['speedup_vs_reference']:.2f}x"),
+                 common.row("GPU: train vs tensors already on the GPU", f"{g['ours_clips_per_s']:.1f} clips/s",
+                            f"resident {g['resident_clips_per_s']:.1f} clips/s", f"{g['ours_vs_resident']:.2f}x")]
+    else:
+        rows.append(common.row("GPU figures", "not measured (no GPU)"))
+    settings = {**p, "batch": BATCH, "seq_len": SEQ_LEN, "train_videos": len(train_keys), "data": str(data)}
+    common.save_results("bench_train", args.quick, idle, settings, measured, rows)
+    common.remove_scratch()
+
+
+if __name__ == "__main__":
+    main()
