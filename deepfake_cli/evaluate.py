@@ -51,8 +51,8 @@ def evaluate(data: Path, checkpoint: Path, split: str = "auto", batch_size: int 
     detector = load_detector(checkpoint, device_)
     inputs = detector.inputs
     real_folders = tuple(detector.meta.get("real_folders", REAL_FOLDERS))
-    samples = D.check_samples(data, D.scan(data, inputs.seq_len, real_folders), inputs.seq_len, skip_bad)
-    split, samples = select_samples(data, checkpoint, split, samples)
+    split, samples = select_samples(data, checkpoint, split, D.scan(data, inputs.seq_len, real_folders))
+    samples = D.check_samples(data, samples, inputs.seq_len, skip_bad)  # only the files we will read
     dataset = D.SequenceDataset(data, samples, inputs)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, pin_memory=device_.type == "cuda")
     probs, labels = predict_batches(detector.model, loader, inputs, device_, resolve_amp("auto", device_))
