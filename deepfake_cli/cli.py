@@ -104,9 +104,7 @@ def extract(
 ) -> None:
     """Find the face in each video, write face crops and landmark vectors for training.
 
-    Re-running resumes: finished videos are skipped, half-done ones redone. Exit code 0 when
-    every video was extracted or skipped with a reason (no face, too short), 1 when a video
-    failed to decode or nothing could be extracted, 2 on bad arguments, 130 on Ctrl-C.
+    Re-running resumes: finished videos are skipped, half-done ones redone. Exit code: 0 every video was extracted or skipped with a reason (no face, too short); 1 a video failed to decode, or nothing could be extracted; 2 bad arguments; 130 Ctrl-C.
     """
     from deepfake_cli.extract import ExtractConfig, extract as run_extract, parse_shard, summary_dict
     from deepfake_cli.faces import CropSpec
