@@ -354,7 +354,7 @@ def predict(
                 print(json.dumps(verdict.to_dict()), flush=True)
     # Built after the loop: asking for the model sooner would wait for it before the first clip.
     table = Table(title=escape(f"predict ({predictor.detector.describe()})"))
-    table.add_column("video", overflow="fold", min_width=30)
+    table.add_column("video", overflow="fold")  # the file name; --json has the full path
     for column in ("P(fake)", "verdict", "windows", "faces", "suspicious at", "people"):
         table.add_column(column, justify="left" if column == "verdict" else "right")
     predictor.close()
@@ -362,10 +362,10 @@ def predict(
         if v.status == "ok":
             colour = "red" if v.label == "fake" else "green"
             people = " ".join(f"{p['p_fake']:.2f}" for p in v.people)
-            table.add_row(v.path, f"{v.p_fake:.3f}", f"[{colour}]{v.label}[/{colour}]", str(v.windows), str(v.faces),
+            table.add_row(Path(v.path).name, f"{v.p_fake:.3f}", f"[{colour}]{v.label}[/{colour}]", str(v.windows), str(v.faces),
                           f"{v.suspicious_time}s", people)
         else:
-            table.add_row(v.path, "-", f"[yellow]{v.status}[/yellow]", "-", "-", "-", "-")
+            table.add_row(Path(v.path).name, "-", f"[yellow]{v.status}[/yellow]", "-", "-", "-", "-")
     (console if as_json else out_console).print(table)
     for v in verdicts:
         if v.status != "ok":
