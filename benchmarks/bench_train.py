@@ -87,7 +87,7 @@ def resident_steps(device: torch.device, image_size: int, steps: int, amp: torch
     No decoding, augmentation or transfer: the compute-bound ceiling that train() can reach.
     """
     from deepfake_cli.inputs import InputSpec
-    from deepfake_cli.device import autocast, resolve_amp
+    from deepfake_cli.device import autocast
     from deepfake_cli.model import DeepfakeDetector
 
     inputs = InputSpec(image_size=image_size, seq_len=SEQ_LEN)

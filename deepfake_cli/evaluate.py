@@ -7,7 +7,6 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import torch
 from sklearn.metrics import roc_auc_score
 from torch.utils.data import DataLoader
 
