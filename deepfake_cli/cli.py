@@ -375,10 +375,12 @@ def predict(
 
 
 def _latest_run() -> Path:
-    runs = sorted(Path("runs").glob("*/last.pt"), key=lambda p: p.stat().st_mtime)
-    if not runs:
+    from deepfake_cli.files import newest_in_runs
+
+    last = newest_in_runs("last.pt")
+    if last is None:
         raise DeepfakeError("no run to resume under runs/; pass --run-dir DIR")
-    return runs[-1].parent
+    return last.parent
 
 
 def main() -> None:

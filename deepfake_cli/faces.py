@@ -208,10 +208,6 @@ def face_distance(a: Face, b: Face) -> float:
     return float(np.linalg.norm(a.center - b.center) / max(a.size, b.size, 1e-6))
 
 
-def same_person(a: Face, b: Face) -> bool:
-    return face_distance(a, b) < MAX_SHIFT
-
-
 def track_faces(frames: Iterable[tuple[int, list[Face]]]) -> list[Track]:
     """Group per-frame faces into tracks, most-seen (then largest) first.
 

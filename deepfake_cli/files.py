@@ -27,5 +27,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     atomic_write(path, lambda f: f.write(data))
 
 
+def newest_in_runs(name: str, runs: Path = Path("runs")) -> Path | None:
+    """The most recently written runs/*/<name>, or None."""
+    found = sorted(runs.glob(f"*/{name}"), key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())

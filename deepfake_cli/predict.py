@@ -13,6 +13,7 @@ import numpy as np
 
 from deepfake_cli.errors import DeepfakeError
 from deepfake_cli.faces import FaceAnalyzer
+from deepfake_cli.files import newest_in_runs
 from deepfake_cli.inputs import peek_inputs
 from deepfake_cli.sampling import FaceFrame, SkipVideo, sample_faces
 from deepfake_cli.video import VIDEO_SUFFIXES, probe_video
@@ -70,11 +71,11 @@ def find_inputs(items: list[str]) -> list[Path]:
 
 
 def latest_checkpoint(runs: Path = Path("runs")) -> Path:
-    found = sorted(runs.glob("*/best.pt"), key=lambda p: p.stat().st_mtime)
-    if not found:
+    found = newest_in_runs("best.pt", runs)
+    if found is None:
         raise DeepfakeError("no model given and none found in runs/*/best.pt; train one with "
                             "`deepfake train OUT` or pass --model FILE")
-    return found[-1]
+    return found
 
 
 class Predictor:
@@ -157,8 +158,8 @@ class Predictor:
         if evidence_dir is not None:
             from deepfake_cli.plots import contact_sheet
 
-            person = people[worst["person"]]
-            rows = [(w, s, window_frames(person[w * t:(w + 1) * t])) for w, s in zip(worst["windows"], worst["window_scores"])]
+            scored_frames = {(p, w): frames for p, w, frames in batches}
+            rows = [(w, s, scored_frames[worst["person"], w]) for w, s in zip(worst["windows"], worst["window_scores"])]
             sheet = evidence_dir / f"{path.stem}.png"
             contact_sheet(rows, top_window, info.fps, sampled.slots, t, verdict, sheet)
             verdict.evidence = str(sheet)

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from deepfake_cli.errors import DeepfakeError
-from deepfake_cli.faces import (CropSpec, Face, FaceAnalyzer, Track, crop_face, face_distance, landmark_vector,
-                                same_person, track_faces)
+from deepfake_cli.faces import (MAX_SHIFT, CropSpec, Face, FaceAnalyzer, Track, crop_face, face_distance,
+                                landmark_vector, track_faces)
 from deepfake_cli.video import VideoInfo, probe_video, read_frames, sample_frame_indices
 
 # How many other frames of its segment a slot tries when its own frame shows no face.
@@ -90,8 +90,7 @@ def _detect(
 def _pick(track: Track, candidates: list[tuple[Face, FaceFrame]], index: int) -> FaceFrame | None:
     """The candidate face that belongs to `track`, judged against its face nearest in time."""
     reference = track.faces.get(index) or track.nearest(index)
-    matches = [(face_distance(face, reference), k) for k, (face, _) in enumerate(candidates)
-               if face is reference or same_person(face, reference)]
+    matches = [(d, k) for k, (face, _) in enumerate(candidates) if (d := face_distance(face, reference)) < MAX_SHIFT]
     return candidates[min(matches)[1]][1] if matches else None
 
 
