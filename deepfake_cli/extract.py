@@ -28,7 +28,7 @@ from deepfake_cli.errors import DeepfakeError
 from deepfake_cli.faces import CropSpec, FaceAnalyzer
 from deepfake_cli.files import atomic_write_bytes, atomic_write_json
 from deepfake_cli.sampling import SkipVideo, sample_faces
-from deepfake_cli.video import VIDEO_SUFFIXES, probe_video
+from deepfake_cli.video import VIDEO_SUFFIXES, Video
 
 log = logging.getLogger(__name__)
 
@@ -135,9 +135,10 @@ def extract_video(job: VideoJob, out: Path, cfg: ExtractConfig, analyzer: FaceAn
            "label": 0 if job.folder in REAL_FOLDERS else 1, "status": "ok", "reason": None,
            "frames": 0, "frame_indices": [], "fps": None, "width": None, "height": None, "face_confidence": None}
     try:
-        info = probe_video(job.source)
-        row.update(fps=round(info.fps, 3), width=info.width, height=info.height)
-        person = sample_faces(job.source, analyzer, cfg.frames, cfg.crop, threads=threads, info=info).people[0]
+        with Video(job.source, threads) as video:
+            info = video.info
+            row.update(fps=round(info.fps, 3), width=info.width, height=info.height)
+            person = sample_faces(video, analyzer, cfg.frames, cfg.crop).people[0]
         have = [f for f in person if f is not None]
         if len(have) < cfg.frames:
             raise SkipVideo(f"a face in only {len(have)} of {cfg.frames} frame segments")

@@ -118,52 +118,54 @@ def quiet_native_stderr():
 
 
 class FaceAnalyzer:
-    """MediaPipe face detection + Face Mesh (legacy solutions, models ship in the wheel).
+    """MediaPipe Face Mesh (legacy solutions graph; its models ship in the wheel), with scores.
 
-    Build one per process: MediaPipe graphs are not shareable across processes.
+    One graph run per frame gives both the mesh and the confidence of the short-range face
+    detection it starts from: the graph's `face_detections` stream, which mp.solutions'
+    FaceMesh computes but does not return. Build one per process: MediaPipe graphs are not
+    shareable across processes.
     """
 
     def __init__(self, max_faces: int = 4, min_confidence: float = 0.5):
-        import mediapipe as mp  # heavy: imported only when faces are needed
+        from mediapipe.python.solution_base import SolutionBase  # heavy: imported only when faces are needed
+        from mediapipe.python.solutions import face_mesh
 
         with quiet_native_stderr():
-        # The short-range detector is the one Face Mesh runs internally, so the two agree on
-        # which faces exist; the detector adds the confidence score Face Mesh does not report.
-            self._detector = mp.solutions.face_detection.FaceDetection(
-                model_selection=0, min_detection_confidence=min_confidence
+            # The side inputs and option names mp.solutions.face_mesh.FaceMesh sets for
+            # static_image_mode=True (every frame detected afresh), refine_landmarks=False.
+            self._graph = SolutionBase(
+                binary_graph_path=face_mesh._BINARYPB_FILE_PATH,
+                side_inputs={"num_faces": max_faces, "with_attention": False, "use_prev_landmarks": False},
+                calculator_params={
+                    "facedetectionshortrangecpu__facedetectionshortrange__facedetection"
+                    "__TensorsToDetectionsCalculator.min_score_thresh": min_confidence,
+                },
+                outputs=["multi_face_landmarks", "face_detections"],
             )
-            self._mesh = mp.solutions.face_mesh.FaceMesh(
-                static_image_mode=True, max_num_faces=max_faces, refine_landmarks=False,
-                min_detection_confidence=min_confidence,
-            )
-            # TFLite logs its set-up on each model's first inference: get that over with here.
-            blank = np.zeros((64, 64, 3), np.uint8)
-            self._detector.process(blank)
-            self._mesh.process(blank)
+            # TFLite logs its set-up on the first inference: get that over with here.
+            self._graph.process({"image": np.zeros((64, 64, 3), np.uint8)})
 
     def faces(self, frame_bgr: np.ndarray) -> list[Face]:
         """Faces in the frame, largest first."""
         rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
-        with quiet_native_stderr():  # TFLite and the graph calculators log set-up on first use
-            detections = self._detector.process(rgb).detections
-            if not detections:
-                return []  # Face Mesh runs the same detector: it would find nothing either
-            meshes = self._mesh.process(rgb).multi_face_landmarks or []
+        with quiet_native_stderr():  # the graph's calculators log set-up on first use
+            result = self._graph.process({"image": rgb})
+        if not result.multi_face_landmarks:
+            return []
         height, width = frame_bgr.shape[:2]
         scale = np.array([width, height], dtype=np.float64)
         boxes = []
-        for d in detections:
+        for d in result.face_detections or []:
             b = d.location_data.relative_bounding_box
             boxes.append((b.xmin * width, b.ymin * height, (b.xmin + b.width) * width, (b.ymin + b.height) * height, d.score[0]))
         faces = []
-        for mesh in meshes:
+        for mesh in result.multi_face_landmarks:
             points = np.array([(p.x, p.y) for p in mesh.landmark], dtype=np.float64) * scale
             faces.append(Face(landmarks=points, score=_matching_score(points, boxes)))
         return sorted(faces, key=lambda f: -f.size)
 
     def close(self) -> None:
-        self._detector.close()
-        self._mesh.close()
+        self._graph.close()
 
     def __enter__(self) -> "FaceAnalyzer":
         return self
@@ -174,6 +176,8 @@ class FaceAnalyzer:
 
 def _matching_score(points: np.ndarray, boxes: list[tuple[float, ...]]) -> float:
     """Score of the detection whose box centre is nearest the mesh's centre."""
+    if not boxes:
+        return 0.0
     center = (points.min(0) + points.max(0)) / 2
     return min(boxes, key=lambda b: np.hypot((b[0] + b[2]) / 2 - center[0], (b[1] + b[3]) / 2 - center[1]))[4]
 

@@ -16,7 +16,7 @@ from deepfake_cli.faces import FaceAnalyzer
 from deepfake_cli.files import newest_in_runs
 from deepfake_cli.inputs import peek_inputs
 from deepfake_cli.sampling import FaceFrame, SkipVideo, sample_faces
-from deepfake_cli.video import VIDEO_SUFFIXES, probe_video
+from deepfake_cli.video import VIDEO_SUFFIXES, Video
 
 log = logging.getLogger(__name__)
 
@@ -107,11 +107,12 @@ class Predictor:
         inputs = self.inputs
         t = inputs.seq_len
         try:
-            info = probe_video(path)
-            windows = min(self.windows or auto_windows(info.duration), info.frame_count // t)
-            if windows < 1:
-                raise SkipVideo(f"too short: {info.frame_count} frames, {t} needed")
-            sampled = sample_faces(path, self.analyzer, windows * t, inputs.crop, max_people=MAX_PEOPLE, info=info)
+            with Video(path) as video:
+                info = video.info
+                windows = min(self.windows or auto_windows(info.duration), info.frame_count // t)
+                if windows < 1:
+                    raise SkipVideo(f"too short: {info.frame_count} frames, {t} needed")
+                sampled = sample_faces(video, self.analyzer, windows * t, inputs.crop, max_people=MAX_PEOPLE)
         except SkipVideo as e:
             status = "too_short" if str(e).startswith("too short") else "no_face"
             return Verdict(str(path), status, str(e))

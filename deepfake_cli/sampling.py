@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from deepfake_cli.errors import DeepfakeError
 from deepfake_cli.faces import (MAX_SHIFT, CropSpec, Face, FaceAnalyzer, Track, crop_face, face_distance,
                                 landmark_vector, track_faces)
-from deepfake_cli.video import VideoInfo, probe_video, read_frames, sample_frame_indices
+from deepfake_cli.video import Video, VideoInfo, sample_frame_indices
 
 # How many other frames of its segment a slot tries when its own frame shows no face.
 ALTERNATES_PER_SLOT = 4
@@ -37,25 +36,21 @@ class VideoFaces:
     people: list[list[FaceFrame | None]]  # per tracked person, one entry per slot (None: no face)
 
 
-def sample_faces(
-    path: Path, analyzer: FaceAnalyzer, n_slots: int, spec: CropSpec, *, max_people: int = 1, threads: int = 0,
-    info: VideoInfo | None = None,
-) -> VideoFaces:
+def sample_faces(video: Video, analyzer: FaceAnalyzer, n_slots: int, spec: CropSpec, *, max_people: int = 1) -> VideoFaces:
     """Cut the video into `n_slots` equal segments and find each tracked person's face in each.
 
     Each slot reads the frame at its segment's centre. A slot whose frame shows no face (of
     that person) tries up to ALTERNATES_PER_SLOT other frames of its segment, nearest first,
     so a video still yields `n_slots` faces when it can. People are tracked across slots so a
     second person never swaps into another's sequence; the most-seen person comes first.
-    Pass `info` when the video was already probed, to open it once less.
     """
-    info = info or probe_video(path)
+    info = video.info
     if info.frame_count < n_slots:
         raise SkipVideo(f"too short: {info.frame_count} frames, {n_slots} needed")
     slots = [(round(i * info.frame_count / n_slots), round((i + 1) * info.frame_count / n_slots)) for i in range(n_slots)]
     centres = [sample_frame_indices(a, b, 1)[0] for a, b in slots]
 
-    found = _detect(path, analyzer, centres, spec, threads)
+    found = _detect(video, analyzer, centres, spec)
     if not any(found.values()):
         raise SkipVideo(f"no face found in {n_slots} frames sampled across the video")
     tracks = track_faces((i, [face for face, _ in found[i]]) for i in centres)[:max_people]
@@ -64,7 +59,7 @@ def sample_faces(
     missing = {s for person in people for s, frame in enumerate(person) if frame is None}
     if missing:
         alternates = {s: _alternates(*slots[s], centres[s]) for s in missing}
-        found_alt = _detect(path, analyzer, [i for s in missing for i in alternates[s]], spec, threads)
+        found_alt = _detect(video, analyzer, [i for s in missing for i in alternates[s]], spec)
         for person, track in zip(people, tracks):
             for s in missing:
                 if person[s] is None:
@@ -74,12 +69,10 @@ def sample_faces(
     return VideoFaces(info=info, slots=slots, people=people)
 
 
-def _detect(
-    path: Path, analyzer: FaceAnalyzer, indices: list[int], spec: CropSpec, threads: int
-) -> dict[int, list[tuple[Face, FaceFrame]]]:
+def _detect(video: Video, analyzer: FaceAnalyzer, indices: list[int], spec: CropSpec) -> dict[int, list[tuple[Face, FaceFrame]]]:
     """Faces on each frame in `indices`, each with its crop (cut while the frame is in hand)."""
     found = {}
-    for index, frame in read_frames(path, indices, threads):
+    for index, frame in video.read(indices):
         found[index] = [
             (face, FaceFrame(index, crop_face(frame, face, spec), landmark_vector(face.landmarks), face.score))
             for face in analyzer.faces(frame)

@@ -1,15 +1,18 @@
-"""Decoding the frames we need from a video, each once, with flat memory."""
+"""Decoding the frames we need from a video, each once, with flat memory (FFmpeg through PyAV)."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-import cv2
+import av
 import numpy as np
 
 from deepfake_cli.errors import DeepfakeError
+
+log = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"})
 
@@ -31,32 +34,37 @@ class VideoInfo:
         return self.frame_count / self.fps if self.fps > 0 else 0.0
 
 
-def open_video(path: Path, threads: int = 0) -> tuple[cv2.VideoCapture, VideoInfo]:
-    """Open `path` with OpenCV's FFmpeg backend; `threads=0` lets FFmpeg choose its decode threads."""
+def _open(path: Path) -> av.container.InputContainer:
     if not path.is_file():
         raise DeepfakeError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise DeepfakeError(f"{path}: empty file (0 bytes); re-copy it or remove it")
-    params = [cv2.CAP_PROP_N_THREADS, threads] if threads else []
-    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, params)
-    frame_count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
-    if frame_count <= 0:
-        cap.release()
+    try:
+        container = av.open(str(path))
+    except (av.FFmpegError, UnicodeDecodeError):
+        raise DeepfakeError(f"{path}: not a readable video (corrupt, truncated or not a video file)") from None
+    if not container.streams.video:
+        container.close()
+        raise DeepfakeError(f"{path}: no video stream in this file (audio only?)")
+    return container
+
+
+def _info(path: Path, stream: av.video.stream.VideoStream) -> VideoInfo:
+    fps = float(stream.average_rate or stream.guessed_rate or 0)
+    frame_count = stream.frames  # the container's count; some formats (mkv, webm) leave it 0
+    if frame_count <= 0 and stream.duration and fps:
+        frame_count = round(float(stream.duration * stream.time_base) * fps)
+    if frame_count <= 0 and stream.container.duration and fps:
+        frame_count = round(stream.container.duration / av.time_base * fps)
+    if frame_count <= 0 or not stream.codec_context.width:
         raise DeepfakeError(f"{path}: not a readable video (corrupt, truncated or not a video file)")
-    info = VideoInfo(
-        path=path,
-        frame_count=frame_count,
-        fps=float(cap.get(cv2.CAP_PROP_FPS) or 0.0),
-        width=int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
-        height=int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
-    )
-    return cap, info
+    return VideoInfo(path, frame_count, fps, stream.codec_context.width, stream.codec_context.height)
 
 
 def probe_video(path: Path) -> VideoInfo:
-    cap, info = open_video(path)
-    cap.release()
-    return info
+    """Frame count, rate and size from the container, without decoding."""
+    with Video(path) as video:
+        return video.info
 
 
 def sample_frame_indices(start: int, stop: int, n: int) -> list[int]:
@@ -65,29 +73,89 @@ def sample_frame_indices(start: int, stop: int, n: int) -> list[int]:
     return [start + int((i + 0.5) * length / n) for i in range(n)]
 
 
-def read_frames(path: Path, indices: list[int], threads: int = 0) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield `(index, BGR frame)` for the distinct `indices`, in increasing order.
+class Video:
+    """An open video file: its facts (`info`) and the frames asked of it (`read`).
 
-    Every frame is decoded at most once. Between two wanted frames we either `grab()` on
-    (decode without colour conversion) or seek, whichever decodes less; only one frame is
-    held at a time, so memory stays flat for an hour-long video. Indices past the real end
-    of the stream (container frame counts can lie) are silently not yielded.
+    Opening costs as much as decoding a dozen frames (FFmpeg probes the stream), so a video
+    is opened once and read as often as needed. `threads=0` lets FFmpeg choose its decode
+    threads; a process pool passes 1, as its workers already fill the cores.
     """
-    cap, _ = open_video(path, threads)
+
+    def __init__(self, path: Path, threads: int = 0):
+        self.path = path
+        self._container = _open(path)
+        self._stream = self._container.streams.video[0]
+        try:
+            self.info = _info(path, self._stream)
+        except DeepfakeError:
+            self._container.close()
+            raise
+        codec = self._stream.codec_context
+        codec.thread_count, codec.thread_type = threads, "AUTO"
+        # Frame index of a timestamp, as OpenCV counts them: (pts - start) / frame duration.
+        self._per_tick = float(self._stream.time_base * (self._stream.average_rate or self._stream.guessed_rate or 1))
+        self._start = self._stream.start_time or 0
+        self._position = -1  # index of the latest packet demuxed
+
+    def read(self, indices: list[int]) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield `(index, BGR frame)` for the distinct `indices`, in increasing order.
+
+        Between two wanted frames the decoder skips every frame that no other frame refers to
+        (FFmpeg's skip_frame=NONREF: most B-frames, about half the decoding work of x264
+        output), while the wanted frames and all reference frames are decoded in full, so
+        every wanted frame is bit-identical to a plain decode. Past a gap of SEEK_GAP frames,
+        or back to frames already passed, it seeks instead. One frame is held at a time: memory
+        stays flat for an hour-long video. Indices past the real end of the stream (container
+        frame counts can lie) are silently not yielded.
+        """
+        pending = sorted(set(indices))
+        wanted = set(pending)
+        sought = None  # the target of the last seek: one seek per target, even if it lands short
+        codec = self._stream.codec_context
+        while pending:
+            if pending[0] <= self._position or (pending[0] - self._position > SEEK_GAP and pending[0] != sought):
+                sought = pending[0]
+                self._container.seek(self._start + int(sought / self._per_tick), stream=self._stream, backward=True)
+                self._position = -1
+            for packet in self._container.demux(self._stream):
+                index = self._index_of(packet.pts)
+                if index is not None:
+                    self._position = max(self._position, index)
+                codec.skip_frame = "DEFAULT" if index is None or index in wanted else "NONREF"
+                for frame in _decode(packet, self.path):
+                    index = self._index_of(frame.pts)
+                    index = self._position if index is None else index
+                    # A wanted index with no frame of its own (a variable-rate gap) takes the next frame.
+                    while pending and pending[0] <= index:
+                        yield pending.pop(0), frame.to_ndarray(format="bgr24")
+                if not pending or (pending[0] - self._position > SEEK_GAP and pending[0] != sought):
+                    break
+            else:
+                return  # the end of the stream
+
+    def _index_of(self, pts: int | None) -> int | None:
+        return None if pts is None else round((pts - self._start) * self._per_tick)
+
+    def close(self) -> None:
+        self._container.close()
+
+    def __enter__(self) -> "Video":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_frames(path: Path, indices: list[int], threads: int = 0) -> Iterator[tuple[int, np.ndarray]]:
+    """`Video(path).read(indices)` for a single pass: the file is closed when the frames are."""
+    with Video(path, threads) as video:
+        yield from video.read(indices)
+
+
+def _decode(packet: av.Packet, path: Path) -> list[av.VideoFrame]:
+    """The frames a packet completes; a damaged packet is dropped (as FFmpeg's own tools do)."""
     try:
-        position = 0  # index of the frame the next grab() decodes
-        for index in sorted(set(indices)):
-            if index - position > SEEK_GAP:
-                cap.set(cv2.CAP_PROP_POS_FRAMES, index)
-                position = index
-            while position < index:
-                if not cap.grab():
-                    return
-                position += 1
-            ok, frame = cap.read()
-            if not ok:
-                return
-            position += 1
-            yield index, frame
-    finally:
-        cap.release()
+        return packet.decode()
+    except av.FFmpegError as e:
+        log.debug("%s: dropped a damaged packet (%s)", path, e)
+        return []

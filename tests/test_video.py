@@ -1,20 +1,30 @@
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 import pytest
 
 from deepfake_cli.errors import DeepfakeError
-from deepfake_cli.video import SEEK_GAP, open_video, read_frames, sample_frame_indices
+from deepfake_cli.video import SEEK_GAP, Video, probe_video, read_frames, sample_frame_indices
+
+
+BITS, BAR = 10, 16  # a frame's index, in black and white bars wide enough to survive compression
 
 
 def numbered_video(path: Path, frames: int) -> Path:
-    """Each frame's grey level encodes its index, so a decoded frame tells which it is."""
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, (64, 48))
+    """Each frame shows its index in binary, so a decoded frame tells which it is."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, (BITS * BAR, 32))
     for i in range(frames):
-        writer.write(np.full((48, 64, 3), (i * 7) % 250, np.uint8))
+        bits = np.array([(i >> b) & 1 for b in range(BITS)], np.uint8) * 255
+        writer.write(np.ascontiguousarray(np.broadcast_to(np.repeat(bits, BAR)[None, :, None], (32, BITS * BAR, 3))))
     writer.release()
     return path
+
+
+def frame_number(frame: np.ndarray) -> int:
+    bars = frame[8:24].reshape(16, BITS, BAR, 3)[:, :, 4:12].mean(axis=(0, 2, 3))  # each bar's middle
+    return sum(1 << b for b in range(BITS) if bars[b] > 128)
 
 
 def test_sample_frame_indices_cover_the_whole_video():
@@ -23,13 +33,49 @@ def test_sample_frame_indices_cover_the_whole_video():
     assert indices[0] < 300 / 16 and indices[-1] > 300 * 15 / 16  # not the first quarter only
 
 
-def test_read_frames_returns_the_requested_frames_by_grab_and_by_seek(tmp_path):
+def h264_video(path: Path, frames: int) -> Path:
+    """x264 defaults (B-frames, B-pyramid, 3 reference frames), with texture that moves."""
+    rng = np.random.default_rng(0)
+    texture = rng.integers(0, 255, (96, 256, 3), np.uint8)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 128, 96, "yuv420p"
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(np.roll(texture, 3 * i, axis=1)[:, :128]), format="bgr24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path
+
+
+def test_read_frames_returns_the_requested_frames_sequentially_and_by_seek(tmp_path):
     video = numbered_video(tmp_path / "n.mp4", 2 * SEEK_GAP + 40)
-    wanted = [3, 10, 11, SEEK_GAP + 30, 2 * SEEK_GAP + 35]  # dense (grab) then far apart (seek)
+    wanted = [3, 10, 11, SEEK_GAP + 30, 2 * SEEK_GAP + 35]  # dense (read on) then far apart (seek)
     got = list(read_frames(video, wanted))
     assert [i for i, _ in got] == wanted
     for index, frame in got:
-        assert abs(int(frame.mean()) - (index * 7) % 250) <= 3
+        assert frame_number(frame) == index
+
+
+def test_skipping_unreferenced_frames_leaves_wanted_frames_bit_identical(tmp_path):
+    video = h264_video(tmp_path / "b.mp4", 60)
+    with av.open(str(video)) as container:
+        decoded = list(container.decode(video=0))
+    assert av.video.frame.PictureType.B in {f.pict_type for f in decoded}  # frames the decoder may skip
+    every = [f.to_ndarray(format="bgr24") for f in decoded]
+    wanted = [1, 2, 5, 6, 7, 30, 31, 58, 59]  # B-frames among them, and their neighbours skipped
+    got = dict(read_frames(video, wanted, threads=1))
+    assert sorted(got) == wanted
+    for index, frame in got.items():
+        assert np.array_equal(frame, every[index]), index
+
+
+def test_an_open_video_reads_again_backwards_and_forwards(tmp_path):
+    with Video(numbered_video(tmp_path / "n.mp4", SEEK_GAP + 60)) as video:
+        assert video.info.frame_count == SEEK_GAP + 60
+        for wanted in ([20, 40], [5, 41], [SEEK_GAP + 50], [0]):  # on, back, far ahead, back to the start
+            got = list(video.read(wanted))
+            assert [i for i, _ in got] == wanted
+            assert [frame_number(frame) for _, frame in got] == wanted
 
 
 def test_read_frames_stops_quietly_past_the_end(tmp_path):
@@ -42,4 +88,4 @@ def test_open_video_rejects_non_videos_with_a_clear_message(tmp_path, content):
     path = tmp_path / "clip.mp4"
     path.write_bytes(content)
     with pytest.raises(DeepfakeError, match="empty file|not a readable video"):
-        open_video(path)
+        probe_video(path)
