@@ -18,7 +18,7 @@ import cv2
 import common
 from reference import reference_extract_video, reference_face_mesh
 
-FULL = dict(clips=6, seconds=10, size=(1280, 720), long_seconds=60, rounds=3)
+FULL = dict(clips=16, seconds=10, size=(1280, 720), long_seconds=60, rounds=3)
 QUICK = dict(clips=2, seconds=2, size=(640, 360), long_seconds=6, rounds=1)
 FRAMES = 16
 
@@ -94,7 +94,7 @@ def extract_memory(clip) -> tuple[common.Child, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny clips, one round: a smoke check")
-    parser.add_argument("--clips", type=int, help="number of clips (default 6; 2 with --quick)")
+    parser.add_argument("--clips", type=int, help="number of clips (default 16; 2 with --quick)")
     parser.add_argument("--rounds", type=int, help="alternating rounds (default 3; 1 with --quick)")
     args = parser.parse_args()
     p = dict(QUICK if args.quick else FULL)

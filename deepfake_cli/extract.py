@@ -9,6 +9,7 @@ Layout written (the contract with `train` and with the reference notebook's read
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -232,22 +233,25 @@ def extract(
     jobs = [j for j in find_videos(videos) if in_shard(j, cfg.shard)]
     _prepare_out(out)
     _check_settings(out, cfg)
-    done = {} if cfg.overwrite else read_manifest(out)
-    todo = [j for j in jobs if not is_done(done.get(j.key), out)]
-    summary = Summary(already_done=len(jobs) - len(todo))
-    if on_start:
-        on_start(len(todo), summary.already_done)
+    summary = Summary()
     manifest = manifest_path(out, cfg.shard)
     try:
-        with open(manifest, "a" if not cfg.overwrite else "w") as log_file:
-            for row in _run(todo, out, cfg):
-                # Appended and synced one row at a time: a row only exists once its files do.
-                log_file.write(json.dumps(row) + "\n")
-                log_file.flush()
-                os.fsync(log_file.fileno())
-                summary.rows.append(row)
-                if on_video:
-                    on_video(row)
+        # The workers start (imports: most of a second each) while earlier output is checked.
+        with _workers(min(cfg.n_workers, len(jobs)), out, cfg) as run:
+            done = {} if cfg.overwrite else read_manifest(out)
+            todo = [j for j in jobs if not is_done(done.get(j.key), out)]
+            summary.already_done = len(jobs) - len(todo)
+            if on_start:
+                on_start(len(todo), summary.already_done)
+            with open(manifest, "a" if not cfg.overwrite else "w") as log_file:
+                for row in run(todo):
+                    # Appended and synced one row at a time: a row only exists once its files do.
+                    log_file.write(json.dumps(row) + "\n")
+                    log_file.flush()
+                    os.fsync(log_file.fileno())
+                    summary.rows.append(row)
+                    if on_video:
+                        on_video(row)
     except KeyboardInterrupt:
         summary.interrupted = True
     _compact_manifest(manifest)
@@ -271,20 +275,20 @@ def _compact_manifest(path: Path) -> None:
     atomic_write_bytes(path, "".join(json.dumps(row) + "\n" for row in rows).encode())
 
 
-def _run(jobs: list[VideoJob], out: Path, cfg: ExtractConfig) -> Iterator[dict]:
-    workers = min(cfg.n_workers, len(jobs))
-    if workers <= 1:
+@contextlib.contextmanager
+def _workers(n: int, out: Path, cfg: ExtractConfig) -> Iterator[Callable[[list[VideoJob]], Iterator[dict]]]:
+    """A function from jobs to their manifest rows (in completion order), run by `n` processes."""
+    if n <= 1:
         with FaceAnalyzer() as analyzer:
-            for job in jobs:
-                yield extract_video(job, out, cfg, analyzer)
+            yield lambda jobs: (extract_video(job, out, cfg, analyzer) for job in jobs)
         return
     # spawn, not fork: the parent may hold torch/OpenMP threads, which do not survive a fork.
     ctx = multiprocessing.get_context("spawn")
     # Several processes each decoding with all cores would oversubscribe them.
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    pool = ctx.Pool(workers, initializer=_init_worker, initargs=(out, cfg, threads))
+    threads = max(1, (os.cpu_count() or 1) // n)
+    pool = ctx.Pool(n, initializer=_init_worker, initargs=(out, cfg, threads))
     try:
-        yield from pool.imap_unordered(_work, jobs, chunksize=1)
+        yield lambda jobs: pool.imap_unordered(_work, jobs, chunksize=1)
         pool.close()
     except BaseException:
         pool.terminate()

@@ -7,8 +7,10 @@ so the features a model sees at prediction time are the ones it was trained on.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import sys
+import types
 from dataclasses import asdict, dataclass
 from typing import Iterable
 
@@ -127,6 +129,7 @@ class FaceAnalyzer:
     """
 
     def __init__(self, max_faces: int = 4, min_confidence: float = 0.5):
+        _defer_pyplot()
         from mediapipe.python.solution_base import SolutionBase  # heavy: imported only when faces are needed
         from mediapipe.python.solutions import face_mesh
 
@@ -172,6 +175,27 @@ class FaceAnalyzer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _defer_pyplot() -> None:
+    """Let matplotlib.pyplot load on first use rather than at `import mediapipe`.
+
+    mediapipe's package import pulls in every solution, and its drawing_utils imports pyplot
+    (0.2 s) without using it until something is drawn: a third of the start-up of each
+    extract worker and of `predict`. A stand-in module takes pyplot's place and imports the
+    real one at the first attribute asked of it, so a real pyplot user is unaffected.
+    (The stdlib's LazyLoader cannot do this on 3.11: the import statement itself reads the
+    module's __spec__, which loads it.)
+    """
+    if "matplotlib.pyplot" not in sys.modules:
+        sys.modules["matplotlib.pyplot"] = _DeferredModule("matplotlib.pyplot")
+
+
+class _DeferredModule(types.ModuleType):
+    def __getattr__(self, name: str):  # called only for attributes the stand-in lacks
+        if sys.modules.get(self.__name__) is self:
+            del sys.modules[self.__name__]
+        return getattr(importlib.import_module(self.__name__), name)
 
 
 def _matching_score(points: np.ndarray, boxes: list[tuple[float, ...]]) -> float:
