@@ -7,6 +7,7 @@ Ours: {"format", "model", "model_args", "inputs", "threshold", "classes", "meta"
 
 from __future__ import annotations
 
+import importlib.metadata
 import io
 import platform
 from dataclasses import dataclass
@@ -42,10 +43,8 @@ class Detector:
 
 
 def versions() -> dict:
-    import torchvision
-
-    return {"deepfake_cli": __version__, "torch": str(torch.__version__), "torchvision": str(torchvision.__version__),
-            "python": platform.python_version()}
+    return {"deepfake_cli": __version__, "torch": str(torch.__version__),
+            "torchvision": importlib.metadata.version("torchvision"), "python": platform.python_version()}
 
 
 def save_checkpoint(path: Path, model: DeepfakeDetector, model_args: dict, inputs: InputSpec, threshold: float,

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from deepfake_cli.efficientnet import EfficientNetB0
 from deepfake_cli.model import DeepfakeDetector
 from reference_notebook import DeepfakeDetector as ReferenceDetector
 
@@ -23,6 +24,32 @@ def test_features_then_head_equals_the_whole_forward():
     features = model.forward_features(images)
     assert features.shape == (1, 2, 1280)
     torch.testing.assert_close(model(features, landmarks, precomputed=True), model(images, landmarks))
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_our_efficientnet_b0_is_torchvisions_number_for_number(training):
+    """Same keys; with the same weights, the same outputs (train mode: same stochastic-depth draws)."""
+    from torchvision.models import efficientnet_b0
+
+    torch.manual_seed(1)
+    theirs = efficientnet_b0(weights=None)
+    theirs.classifier = torch.nn.Identity()
+    ours = EfficientNetB0()
+    ours.load_state_dict(theirs.state_dict())  # strict: every key matches
+    images = torch.randn(3, 3, 64, 64)
+    ours.train(training), theirs.train(training)
+    torch.manual_seed(2)
+    expected = theirs(images)
+    torch.manual_seed(2)
+    torch.testing.assert_close(ours(images), expected, rtol=0, atol=0)
+
+
+def test_cpu_inference_in_chunks_equals_one_pass():
+    model = DeepfakeDetector().eval()
+    images = torch.randn(1, 6, 3, 256, 256)  # 4 frames per pass at 256 px: chunks of 4 and 2
+    with torch.inference_mode():
+        whole = model.cnn(images.flatten(0, 1)).view(1, 6, -1)
+        torch.testing.assert_close(model.forward_features(images), whole)
 
 
 def test_state_dict_keys_match_the_reference_notebook():
