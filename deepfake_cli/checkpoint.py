@@ -72,7 +72,9 @@ def read_checkpoint(path: Path) -> dict:
 
 
 def load_detector(path: Path, device: str | torch.device = "cpu") -> Detector:
-    """The model in eval mode on `device`, its backbone in channels_last (1.7x faster on CPU, same numbers)."""
+    """The model for inference on `device`: eval mode, BatchNorm folded into the convolutions
+    and the backbone in channels_last (together 2x faster on CPU; the same numbers to float
+    rounding). Not for training: the folded model has no BatchNorm layers left."""
     payload = read_checkpoint(path)
     if payload.get("format") == FORMAT:
         model = DeepfakeDetector(**payload["model_args"])
@@ -91,7 +93,12 @@ def load_detector(path: Path, device: str | torch.device = "cpu") -> Detector:
 
 
 def _ready(model: DeepfakeDetector, device: str | torch.device) -> DeepfakeDetector:
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
     model.to(device).eval()
+    for block in model.cnn.modules():  # each conv_bn(): Conv2d, BatchNorm2d[, SiLU]
+        if isinstance(block, torch.nn.Sequential) and len(block) > 1 and isinstance(block[1], torch.nn.BatchNorm2d):
+            block[0], block[1] = fuse_conv_bn_eval(block[0], block[1]), torch.nn.Identity()
     model.cnn.to(memory_format=torch.channels_last)
     return model
 

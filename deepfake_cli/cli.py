@@ -335,14 +335,21 @@ def predict(
 
     A clip with several people gets the score of the most suspicious person. Exit code: 0 every input got a verdict; 1 some input could not be scored (its status says why: no_face, too_short, unreadable); 2 bad arguments or model.
     """
-    from deepfake_cli.predict import Predictor, find_inputs, latest_checkpoint
+    from deepfake_cli.scorer import Scorer, latest_checkpoint
 
-    paths = find_inputs(videos)
     if model is None:
         model = latest_checkpoint()
         console.print(f"using the newest model: {model}", highlight=False)
-    with console.status("loading the model and MediaPipe..."):
-        predictor = Predictor(model, windows=windows, aggregate=aggregate, device=device)
+    scorer = Scorer(model, device)  # first: torch loads in its own process while the rest starts
+    try:
+        from deepfake_cli.predict import Predictor, find_inputs
+
+        paths = find_inputs(videos)
+        with console.status("loading the model and MediaPipe..."):
+            predictor = Predictor(model, windows=windows, aggregate=aggregate, device=device, scorer=scorer)
+    except BaseException:
+        scorer.close()
+        raise
     verdicts = []
     with _progress() as progress:
         task = progress.add_task("predict", total=len(paths), rate="")
@@ -353,7 +360,7 @@ def predict(
             if as_json:
                 print(json.dumps(verdict.to_dict()), flush=True)
     # Built after the loop: asking for the model sooner would wait for it before the first clip.
-    table = Table(title=escape(f"predict ({predictor.detector.describe()})"))
+    table = Table(title=escape(f"predict ({predictor.model_info.description})"))
     table.add_column("video", overflow="fold")  # the file name; --json has the full path
     for column in ("P(fake)", "verdict", "windows", "faces", "suspicious at", "people"):
         table.add_column(column, justify="left" if column == "verdict" else "right")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import glob
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,9 +12,9 @@ import numpy as np
 
 from deepfake_cli.errors import DeepfakeError
 from deepfake_cli.faces import FaceAnalyzer
-from deepfake_cli.files import newest_in_runs
 from deepfake_cli.inputs import peek_inputs
 from deepfake_cli.sampling import FaceFrame, SkipVideo, sample_faces
+from deepfake_cli.scorer import ModelInfo, Scorer
 from deepfake_cli.video import VIDEO_SUFFIXES, Video
 
 log = logging.getLogger(__name__)
@@ -70,37 +69,29 @@ def find_inputs(items: list[str]) -> list[Path]:
     return list(dict.fromkeys(paths))
 
 
-def latest_checkpoint(runs: Path = Path("runs")) -> Path:
-    found = newest_in_runs("best.pt", runs)
-    if found is None:
-        raise DeepfakeError("no model given and none found in runs/*/best.pt; train one with "
-                            "`deepfake train OUT` or pass --model FILE")
-    return found
-
-
 class Predictor:
     """Holds the model and MediaPipe for a whole batch of files: both start once per process."""
 
-    def __init__(self, checkpoint: Path, windows: int = 0, aggregate: str = "mean", device: str = "auto"):
+    def __init__(self, checkpoint: Path, windows: int = 0, aggregate: str = "mean", device: str = "auto",
+                 scorer: Scorer | None = None):
         if windows < 0:
             raise DeepfakeError(f"--windows must be 0 (automatic) or more, got {windows}")
         if aggregate not in AGGREGATES:
             raise DeepfakeError(f"--aggregate must be one of {', '.join(AGGREGATES)}, got {aggregate!r}")
         self.windows, self.aggregate = windows, aggregate
-        # Importing torch and torchvision takes seconds: do it in the background while MediaPipe
-        # starts and the first clip is decoded, which needs only the checkpoint's input settings.
-        self._loader = ThreadPoolExecutor(1, thread_name_prefix="load-model")
-        self._model = self._loader.submit(_load, checkpoint, device)
-        self.inputs = peek_inputs(checkpoint) or self.detector.inputs
+        # torch and the model load in their own process (seconds, cold) while MediaPipe starts
+        # and the first clip is decoded, which needs only the checkpoint's input settings.
+        self.scorer = scorer or Scorer(checkpoint, device)
+        self.inputs = peek_inputs(checkpoint) or self.scorer.info.inputs
         self.analyzer = FaceAnalyzer(max_faces=MAX_PEOPLE)
 
     @property
-    def detector(self):
-        return self._model.result()[0]
+    def model_info(self) -> ModelInfo:
+        return self.scorer.info
 
     def close(self) -> None:
         self.analyzer.close()
-        self._loader.shutdown()
+        self.scorer.close()
 
     def predict(self, path: Path, evidence_dir: Path | None = None) -> Verdict:
         started = time.perf_counter()
@@ -129,9 +120,10 @@ class Predictor:
             people.append(person)
         if not batches:
             return Verdict(str(path), "no_face", f"no window with a face in at least half of its {t} frames")
-        self.detector  # wait for the model here, not in the timing of the model itself
+        threshold = self.model_info.threshold  # wait for the model here, not in the timing of the model itself
         loaded = time.perf_counter()
-        scores = self.score([frames for _, _, frames in batches])
+        scores = self.scorer.score(np.stack([[f.crop for f in frames] for _, _, frames in batches]),
+                                   np.stack([[f.vector for f in frames] for _, _, frames in batches]))
         scored = time.perf_counter()
 
         per_person = []
@@ -149,8 +141,8 @@ class Predictor:
         top_window = worst["windows"][int(np.argmax(worst["window_scores"]))]
         start, stop = sampled.slots[top_window * t][0], sampled.slots[(top_window + 1) * t - 1][1]
         verdict = Verdict(
-            str(path), "ok", p_fake=worst["p_fake"], threshold=self.detector.threshold,
-            label="fake" if worst["p_fake"] >= self.detector.threshold else "real",
+            str(path), "ok", p_fake=worst["p_fake"], threshold=threshold,
+            label="fake" if worst["p_fake"] >= threshold else "real",
             windows=len(worst["windows"]), faces=worst["faces"], people=per_person,
             suspicious_time=round((start + stop) / 2 / info.fps, 2) if info.fps else None,
             timings={"decode_and_faces": round(decoded - started, 3), "waiting_for_model": round(loaded - decoded, 3),
@@ -165,30 +157,6 @@ class Predictor:
             contact_sheet(rows, top_window, info.fps, sampled.slots, t, verdict, sheet)
             verdict.evidence = str(sheet)
         return verdict
-
-    def score(self, windows: list[list[FaceFrame]]) -> np.ndarray:
-        """P(fake) per window, one batched forward pass."""
-        import torch
-
-        from deepfake_cli.device import autocast
-
-        inputs = self.inputs
-        device, amp = self._model.result()[1:]
-        frames = torch.from_numpy(np.stack([inputs.frames([f.crop for f in w]) for w in windows]))  # (N, T, S, S, 3)
-        vectors = torch.from_numpy(np.stack([[f.vector for f in w] for w in windows]))  # (N, T, 5)
-        frames = frames.permute(0, 1, 4, 2, 3).to(device)  # (N, T, 3, S, S) uint8 BGR
-        with torch.inference_mode(), autocast(device, amp):
-            logits = self.detector.model(inputs.images(frames), inputs.landmark_features(vectors.to(device)))
-        return torch.sigmoid(logits.float()).cpu().numpy()
-
-
-def _load(checkpoint: Path, device: str):
-    from deepfake_cli.checkpoint import load_detector
-    from deepfake_cli.device import resolve_amp, resolve_device
-
-    device_ = resolve_device(device)
-    return load_detector(checkpoint, device_), device_, resolve_amp("auto", device_)
-
 
 def window_frames(window: list[FaceFrame | None]) -> list[FaceFrame] | None:
     """A window's faces with gaps filled by the nearest face in time; None if under half are present."""

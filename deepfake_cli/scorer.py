@@ -1,0 +1,123 @@
+"""The model in a process of its own: `predict` imports torch (1-2 s) beside MediaPipe and decoding.
+
+A thread cannot overlap the two: imports hold the GIL. A spawned process loads the checkpoint,
+warms its kernels up on one dummy chunk, and then scores windows of face crops sent over a pipe,
+so a cold `deepfake predict` waits for max(torch, faces) instead of their sum. This module
+imports neither torch nor MediaPipe itself; the child imports torch, the parent never needs to.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from deepfake_cli.errors import DeepfakeError
+from deepfake_cli.files import newest_in_runs
+
+if TYPE_CHECKING:  # kept light: the CLI starts the scorer before importing anything heavy
+    import numpy as np
+
+    from deepfake_cli.inputs import InputSpec
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the parent needs to know of the loaded checkpoint."""
+
+    description: str
+    threshold: float
+    inputs: InputSpec
+
+
+class Scorer:
+    """P(fake) for windows of face crops, from a checkpoint loaded in a child process."""
+
+    def __init__(self, checkpoint: Path, device: str = "auto"):
+        ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: fork would copy MediaPipe's threads
+        self._conn, theirs = ctx.Pipe()
+        self._process = ctx.Process(target=_serve, args=(theirs, checkpoint, device), daemon=True, name="deepfake-model")
+        self._process.start()
+        theirs.close()
+        self._info: ModelInfo | None = None
+
+    @property
+    def info(self) -> ModelInfo:
+        """Waits for the model to be loaded; raises DeepfakeError if it could not be."""
+        if self._info is None:
+            self._info = self._receive()
+        return self._info
+
+    def score(self, crops: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+        """(N, T, S, S, 3) uint8 BGR crops + (N, T, 5) landmark vectors -> (N,) P(fake)."""
+        self.info  # noqa: B018  (a load error surfaces here, not as a broken pipe)
+        self._conn.send((crops, vectors))
+        return self._receive()
+
+    def _receive(self):
+        try:
+            status, value = self._conn.recv()
+        except (EOFError, ConnectionResetError):
+            raise DeepfakeError(f"the model process stopped (exit code {self._process.exitcode}); "
+                                "re-run with -v to see why") from None
+        if status == "error":
+            raise value
+        return value
+
+    def close(self) -> None:
+        self._conn.close()
+        self._process.terminate()  # it holds nothing worth a tidy exit, and torch's teardown is slow
+        self._process.join()
+
+
+def latest_checkpoint(runs: Path = Path("runs")) -> Path:
+    found = newest_in_runs("best.pt", runs)
+    if found is None:
+        raise DeepfakeError("no model given and none found in runs/*/best.pt; train one with "
+                            "`deepfake train OUT` or pass --model FILE")
+    return found
+
+
+def _serve(conn, checkpoint: Path, device: str) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    try:
+        score = _load(checkpoint, device, conn)
+    except DeepfakeError as e:
+        conn.send(("error", e))
+        return
+    while True:
+        try:
+            crops, vectors = conn.recv()
+        except EOFError:
+            return
+        conn.send(("ok", score(crops, vectors)))
+
+
+def _load(checkpoint: Path, device: str, conn):
+    import numpy as np
+    import torch
+
+    from deepfake_cli.checkpoint import load_detector
+    from deepfake_cli.device import autocast, resolve_amp, resolve_device
+
+    device_ = resolve_device(device)
+    detector = load_detector(checkpoint, device_)
+    amp = resolve_amp("auto", device_)
+    inputs = detector.inputs
+
+    def score(crops: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+        frames = torch.from_numpy(np.stack([inputs.frames(list(window)) for window in crops]))  # (N, T, S, S, 3)
+        frames = frames.permute(0, 1, 4, 2, 3).to(device_)  # (N, T, 3, S, S) uint8 BGR
+        landmarks = torch.from_numpy(np.asarray(vectors)).to(device_)  # (N, T, 5)
+        with torch.inference_mode(), autocast(device_, amp):
+            logits = detector.model(inputs.images(frames), inputs.landmark_features(landmarks))
+        return torch.sigmoid(logits.float()).cpu().numpy()
+
+    # The first pass of each layer sets its kernels up (a few hundred ms on CPU): do it now,
+    # while the parent is still finding faces, on one chunk of the shape the model will see.
+    size = inputs.image_size
+    score(np.zeros((1, min(4, inputs.seq_len), size, size, 3), np.uint8), np.ones((1, min(4, inputs.seq_len), 5)))
+    conn.send(("ok", ModelInfo(detector.describe(), detector.threshold, inputs)))
+    return score
