@@ -353,8 +353,7 @@ def predict(
     verdicts = []
     with _progress() as progress:
         task = progress.add_task("predict", total=len(paths), rate="")
-        for path in paths:
-            verdict = predictor.predict(path, evidence)
+        for verdict in predictor.predict_all(paths, evidence):
             verdicts.append(verdict)
             progress.update(task, advance=1)
             if as_json:

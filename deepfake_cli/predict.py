@@ -7,15 +7,16 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
 from deepfake_cli.errors import DeepfakeError
 from deepfake_cli.faces import FaceAnalyzer
 from deepfake_cli.inputs import peek_inputs
-from deepfake_cli.sampling import FaceFrame, SkipVideo, sample_faces
+from deepfake_cli.sampling import FaceFrame, SkipVideo, VideoFaces, sample_faces
 from deepfake_cli.scorer import ModelInfo, Scorer
-from deepfake_cli.video import VIDEO_SUFFIXES, Video
+from deepfake_cli.video import VIDEO_SUFFIXES, Video, VideoInfo
 
 log = logging.getLogger(__name__)
 
@@ -94,41 +95,57 @@ class Predictor:
         self.scorer.close()
 
     def predict(self, path: Path, evidence_dir: Path | None = None) -> Verdict:
+        return next(self.predict_all([path], evidence_dir))
+
+    def predict_all(self, paths: list[Path], evidence_dir: Path | None = None) -> Iterator[Verdict]:
+        """Verdicts in input order. While the model scores one clip, the next is decoded."""
+        scoring = None  # the clip whose windows the model process has
+        for path in paths:
+            clip = self._prepare(path)
+            if scoring is not None:
+                yield self._finish(scoring, evidence_dir)
+                scoring = None
+            if isinstance(clip, Verdict):
+                yield clip
+                continue
+            waiting = time.perf_counter()
+            self.scorer.info  # the first clip waits here for the model to load
+            clip.timings["waiting_for_model"] = round(time.perf_counter() - waiting, 3)
+            self.scorer.send(np.stack([[f.crop for f in frames] for _, _, frames in clip.batches]),
+                             np.stack([[f.vector for f in frames] for _, _, frames in clip.batches]))
+            scoring = clip
+        if scoring is not None:
+            yield self._finish(scoring, evidence_dir)
+
+    def _prepare(self, path: Path) -> "_Clip | Verdict":
+        """Decode and find faces; a Verdict already when the clip cannot be scored."""
         started = time.perf_counter()
-        inputs = self.inputs
-        t = inputs.seq_len
+        t = self.inputs.seq_len
         try:
             with Video(path) as video:
                 info = video.info
                 windows = min(self.windows or auto_windows(info.duration), info.frame_count // t)
                 if windows < 1:
                     raise SkipVideo(f"too short: {info.frame_count} frames, {t} needed")
-                sampled = sample_faces(video, self.analyzer, windows * t, inputs.crop, max_people=MAX_PEOPLE)
+                sampled = sample_faces(video, self.analyzer, windows * t, self.inputs.crop, max_people=MAX_PEOPLE)
         except SkipVideo as e:
             status = "too_short" if str(e).startswith("too short") else "no_face"
             return Verdict(str(path), status, str(e))
         except DeepfakeError as e:
             return Verdict(str(path), "unreadable", str(e).removeprefix(f"{path}: "))
-        decoded = time.perf_counter()
-
-        people, batches = [], []
-        for person in sampled.people:
-            for w in range(windows):
-                frames = window_frames(person[w * t:(w + 1) * t])
-                if frames is not None:
-                    batches.append((len(people), w, frames))
-            people.append(person)
+        batches = [(p, w, frames) for p, person in enumerate(sampled.people) for w in range(windows)
+                   if (frames := window_frames(person[w * t:(w + 1) * t])) is not None]
         if not batches:
             return Verdict(str(path), "no_face", f"no window with a face in at least half of its {t} frames")
-        threshold = self.model_info.threshold  # wait for the model here, not in the timing of the model itself
-        loaded = time.perf_counter()
-        scores = self.scorer.score(np.stack([[f.crop for f in frames] for _, _, frames in batches]),
-                                   np.stack([[f.vector for f in frames] for _, _, frames in batches]))
-        scored = time.perf_counter()
+        return _Clip(path, info, sampled, batches, {"decode_and_faces": round(time.perf_counter() - started, 3)})
 
+    def _finish(self, clip: "_Clip", evidence_dir: Path | None) -> Verdict:
+        scores, model_seconds = self.scorer.receive()
+        clip.timings["model"] = round(model_seconds, 3)
+        t, threshold = self.inputs.seq_len, self.model_info.threshold
         per_person = []
-        for p, person in enumerate(people):
-            mine = [(w, float(s)) for (q, w, _), s in zip(batches, scores) if q == p]
+        for p, person in enumerate(clip.sampled.people):
+            mine = [(w, float(s)) for (q, w, _), s in zip(clip.batches, scores) if q == p]
             if not mine:
                 continue
             values = np.array([s for _, s in mine])
@@ -139,24 +156,35 @@ class Predictor:
             })
         worst = max(per_person, key=lambda r: r["p_fake"])
         top_window = worst["windows"][int(np.argmax(worst["window_scores"]))]
-        start, stop = sampled.slots[top_window * t][0], sampled.slots[(top_window + 1) * t - 1][1]
+        slots, fps = clip.sampled.slots, clip.info.fps
+        start, stop = slots[top_window * t][0], slots[(top_window + 1) * t - 1][1]
         verdict = Verdict(
-            str(path), "ok", p_fake=worst["p_fake"], threshold=threshold,
+            str(clip.path), "ok", p_fake=worst["p_fake"], threshold=threshold,
             label="fake" if worst["p_fake"] >= threshold else "real",
             windows=len(worst["windows"]), faces=worst["faces"], people=per_person,
-            suspicious_time=round((start + stop) / 2 / info.fps, 2) if info.fps else None,
-            timings={"decode_and_faces": round(decoded - started, 3), "waiting_for_model": round(loaded - decoded, 3),
-                     "model": round(scored - loaded, 3)},
+            suspicious_time=round((start + stop) / 2 / fps, 2) if fps else None, timings=clip.timings,
         )
         if evidence_dir is not None:
             from deepfake_cli.plots import contact_sheet
 
-            scored_frames = {(p, w): frames for p, w, frames in batches}
+            scored_frames = {(p, w): frames for p, w, frames in clip.batches}
             rows = [(w, s, scored_frames[worst["person"], w]) for w, s in zip(worst["windows"], worst["window_scores"])]
-            sheet = evidence_dir / f"{path.stem}.png"
-            contact_sheet(rows, top_window, info.fps, sampled.slots, t, verdict, sheet)
+            sheet = evidence_dir / f"{clip.path.stem}.png"
+            contact_sheet(rows, top_window, fps, slots, t, verdict, sheet)
             verdict.evidence = str(sheet)
         return verdict
+
+
+@dataclass
+class _Clip:
+    """A decoded clip whose windows the model is scoring."""
+
+    path: Path
+    info: VideoInfo
+    sampled: VideoFaces
+    batches: list[tuple[int, int, list[FaceFrame]]]  # (person, window, its T faces)
+    timings: dict
+
 
 def window_frames(window: list[FaceFrame | None]) -> list[FaceFrame] | None:
     """A window's faces with gaps filled by the nearest face in time; None if under half are present."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing
 import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -50,10 +51,13 @@ class Scorer:
             self._info = self._receive()
         return self._info
 
-    def score(self, crops: np.ndarray, vectors: np.ndarray) -> np.ndarray:
-        """(N, T, S, S, 3) uint8 BGR crops + (N, T, 5) landmark vectors -> (N,) P(fake)."""
-        self.info  # noqa: B018  (a load error surfaces here, not as a broken pipe)
+    def send(self, crops: np.ndarray, vectors: np.ndarray) -> None:
+        """Start scoring (N, T, S, S, 3) uint8 BGR crops + (N, T, 5) landmark vectors; returns at once."""
+        self.info  # a load error surfaces here, not as a broken pipe
         self._conn.send((crops, vectors))
+
+    def receive(self) -> tuple[np.ndarray, float]:
+        """The (N,) P(fake) of the oldest windows sent, and the seconds the model spent on them."""
         return self._receive()
 
     def _receive(self):
@@ -92,7 +96,9 @@ def _serve(conn, checkpoint: Path, device: str) -> None:
             crops, vectors = conn.recv()
         except EOFError:
             return
-        conn.send(("ok", score(crops, vectors)))
+        started = time.perf_counter()
+        probabilities = score(crops, vectors)
+        conn.send(("ok", (probabilities, time.perf_counter() - started)))
 
 
 def _load(checkpoint: Path, device: str, conn):

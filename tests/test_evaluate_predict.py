@@ -68,11 +68,20 @@ def test_predict_aggregate_max_is_at_least_the_mean(trained_run, clips):
 
 
 def test_predict_bad_inputs_get_a_status_and_the_others_carry_on(trained_run, clips):
-    paths = [clips[k] for k in ("no_face", "text", "empty", "short", "real")]
+    paths = [clips[k] for k in ("real", "no_face", "text", "fake", "empty", "short")]
     result = runner.invoke(app, ["predict", *map(str, paths), "--model", str(trained_run / "best.pt"), "--json"])
     assert result.exit_code == 1  # some input could not be scored
-    statuses = [json.loads(line)["status"] for line in result.stdout.splitlines()]
-    assert statuses == ["no_face", "unreadable", "unreadable", "too_short", "ok"]
+    verdicts = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [v["path"] for v in verdicts] == list(map(str, paths))  # input order, though scoring overlaps decoding
+    assert [v["status"] for v in verdicts] == ["ok", "no_face", "unreadable", "ok", "unreadable", "too_short"]
+
+
+def test_predicting_many_clips_gives_each_the_score_it_gets_alone(trained_run, clips):
+    predictor = Predictor(trained_run / "best.pt", windows=2)
+    together = list(predictor.predict_all([clips["real"], clips["fake"]]))
+    alone = [predictor.predict(clips["real"]), predictor.predict(clips["fake"])]
+    predictor.close()
+    assert [v.p_fake for v in together] == pytest.approx([v.p_fake for v in alone], abs=1e-6)
 
 
 def test_predict_without_a_model_uses_the_newest_run_or_says_how_to_train(trained_run, clips, tmp_path, monkeypatch):
