@@ -34,7 +34,7 @@ class SqueezeExcitation(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc1 = nn.Conv2d(channels, squeeze, 1)
         self.fc2 = nn.Conv2d(squeeze, channels, 1)
-        self.activation = nn.SiLU()
+        self.activation = nn.SiLU(inplace=True)
         self.scale_activation = nn.Sigmoid()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -65,7 +65,7 @@ class Scorer:
             status, value = self._conn.recv()
         except (EOFError, ConnectionResetError):
             raise DeepfakeError(f"the model process stopped (exit code {self._process.exitcode}); "
-                                "re-run with -v to see why") from None
+                                "its error is printed above") from None
         if status == "error":
             raise value
         return value
@@ -87,10 +87,11 @@ def latest_checkpoint(runs: Path = Path("runs")) -> Path:
 def _serve(conn, checkpoint: Path, device: str) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     try:
-        score = _load(checkpoint, device, conn)
+        score, info = _load(checkpoint, device)
     except DeepfakeError as e:
         conn.send(("error", e))
         return
+    conn.send(("ok", info))
     while True:
         try:
             crops, vectors = conn.recv()
@@ -101,12 +102,14 @@ def _serve(conn, checkpoint: Path, device: str) -> None:
         conn.send(("ok", (probabilities, time.perf_counter() - started)))
 
 
-def _load(checkpoint: Path, device: str, conn):
+def _load(checkpoint: Path, device: str):
+    """The scoring function of the loaded, warmed-up model, and what the parent needs to know."""
     import numpy as np
     import torch
 
     from deepfake_cli.checkpoint import load_detector
     from deepfake_cli.device import autocast, resolve_amp, resolve_device
+    from deepfake_cli.model import CPU_PIXELS_PER_PASS
 
     device_ = resolve_device(device)
     detector = load_detector(checkpoint, device_)
@@ -124,6 +127,6 @@ def _load(checkpoint: Path, device: str, conn):
     # The first pass of each layer sets its kernels up (a few hundred ms on CPU): do it now,
     # while the parent is still finding faces, on one chunk of the shape the model will see.
     size = inputs.image_size
-    score(np.zeros((1, min(4, inputs.seq_len), size, size, 3), np.uint8), np.ones((1, min(4, inputs.seq_len), 5)))
-    conn.send(("ok", ModelInfo(detector.describe(), detector.threshold, inputs)))
-    return score
+    frames = max(1, min(inputs.seq_len, CPU_PIXELS_PER_PASS // (size * size)))
+    score(np.zeros((1, frames, size, size, 3), np.uint8), np.ones((1, frames, 5)))
+    return score, ModelInfo(detector.describe(), detector.threshold, inputs)
