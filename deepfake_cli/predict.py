@@ -122,7 +122,7 @@ class Predictor:
         started = time.perf_counter()
         t = self.inputs.seq_len
         try:
-            with Video(path) as video:
+            with Video(path, threads=1) as video:  # the model process needs the other core
                 info = video.info
                 windows = min(self.windows or auto_windows(info.duration), info.frame_count // t)
                 if windows < 1:
