@@ -1,4 +1,8 @@
-"""The one evaluation routine: used for model selection inside `train` and by `evaluate`."""
+"""The one evaluation routine: used for model selection inside `train`, by `evaluate` and `predict`.
+
+scikit-learn (about 1 s to import) is imported where a metric needs it: `predict`'s model
+process runs `predict_batches` on its cold-start path and computes no metrics.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,6 @@ from typing import Iterable
 
 import numpy as np
 import torch
-from sklearn import metrics as skm
 
 from deepfake_cli.device import autocast
 from deepfake_cli.inputs import InputSpec
@@ -31,6 +34,8 @@ def predict_batches(model: DeepfakeDetector, batches: Iterable, inputs: InputSpe
 
 def best_f1_threshold(labels: np.ndarray, probs: np.ndarray) -> float:
     """The decision threshold that maximises F1 on these scores (0.5 when undefined)."""
+    from sklearn import metrics as skm
+
     if labels.min() == labels.max():
         return 0.5
     precision, recall, thresholds = skm.precision_recall_curve(labels, probs)
@@ -39,6 +44,8 @@ def best_f1_threshold(labels: np.ndarray, probs: np.ndarray) -> float:
 
 
 def equal_error_rate(labels: np.ndarray, probs: np.ndarray) -> float | None:
+    from sklearn import metrics as skm
+
     if labels.min() == labels.max():
         return None
     fpr, tpr, _ = skm.roc_curve(labels, probs)
@@ -49,6 +56,8 @@ def equal_error_rate(labels: np.ndarray, probs: np.ndarray) -> float | None:
 
 def classification_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float) -> dict:
     """Accuracy, F1, precision, recall, confusion matrix at `threshold`; AUC, AP, EER over all thresholds."""
+    from sklearn import metrics as skm
+
     predicted = (probs >= threshold).astype(int)
     both = labels.min() != labels.max()
     return {

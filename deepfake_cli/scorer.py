@@ -108,7 +108,8 @@ def _load(checkpoint: Path, device: str):
     import torch
 
     from deepfake_cli.checkpoint import load_detector
-    from deepfake_cli.device import autocast, resolve_amp, resolve_device
+    from deepfake_cli.device import resolve_amp, resolve_device
+    from deepfake_cli.metrics import predict_batches
     from deepfake_cli.model import CPU_PIXELS_PER_PASS
 
     device_ = resolve_device(device)
@@ -118,11 +119,8 @@ def _load(checkpoint: Path, device: str):
 
     def score(crops: np.ndarray, vectors: np.ndarray) -> np.ndarray:
         frames = torch.from_numpy(np.stack([inputs.frames(list(window)) for window in crops]))  # (N, T, S, S, 3)
-        frames = frames.permute(0, 1, 4, 2, 3).to(device_)  # (N, T, 3, S, S) uint8 BGR
-        landmarks = torch.from_numpy(np.asarray(vectors)).to(device_)  # (N, T, 5)
-        with torch.inference_mode(), autocast(device_, amp):
-            logits = detector.model(inputs.images(frames), inputs.landmark_features(landmarks))
-        return torch.sigmoid(logits.float()).cpu().numpy()
+        batch = (frames.permute(0, 1, 4, 2, 3), torch.from_numpy(np.asarray(vectors)), torch.zeros(len(frames)))
+        return predict_batches(detector.model, [batch], inputs, device_, amp)[0]  # (N,); no labels here
 
     # The first pass of each layer sets its kernels up (a few hundred ms on CPU): do it now,
     # while the parent is still finding faces, on one chunk of the shape the model will see.

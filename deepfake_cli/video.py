@@ -61,12 +61,6 @@ def _info(path: Path, stream: av.video.stream.VideoStream) -> VideoInfo:
     return VideoInfo(path, frame_count, fps, stream.codec_context.width, stream.codec_context.height)
 
 
-def probe_video(path: Path) -> VideoInfo:
-    """Frame count, rate and size from the container, without decoding."""
-    with Video(path) as video:
-        return video.info
-
-
 def sample_frame_indices(start: int, stop: int, n: int) -> list[int]:
     """`n` frame indices spread evenly over [start, stop): the centre of each of n equal segments."""
     length = stop - start
@@ -112,8 +106,13 @@ class Video:
         wanted = set(pending)
         sought = None  # the target of the last seek: one seek per target, even if it lands short
         codec = self._stream.codec_context
+
+        def far_ahead() -> bool:  # the next wanted frame is worth a seek
+            return pending[0] - self._position > SEEK_GAP and pending[0] != sought
+
         while pending:
-            if pending[0] <= self._position or (pending[0] - self._position > SEEK_GAP and pending[0] != sought):
+            # Before demuxing on: a frame already passed is only reachable by seeking back.
+            if pending[0] <= self._position or far_ahead():
                 sought = pending[0]
                 self._container.seek(self._start + int(sought / self._per_tick), stream=self._stream, backward=True)
                 self._position = -1
@@ -128,7 +127,7 @@ class Video:
                     # A wanted index with no frame of its own (a variable-rate gap) takes the next frame.
                     while pending and pending[0] <= index:
                         yield pending.pop(0), frame.to_ndarray(format="bgr24")
-                if not pending or (pending[0] - self._position > SEEK_GAP and pending[0] != sought):
+                if not pending or far_ahead():
                     break
             else:
                 return  # the end of the stream
@@ -144,12 +143,6 @@ class Video:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def read_frames(path: Path, indices: list[int], threads: int = 0) -> Iterator[tuple[int, np.ndarray]]:
-    """`Video(path).read(indices)` for a single pass: the file is closed when the frames are."""
-    with Video(path, threads) as video:
-        yield from video.read(indices)
 
 
 def _decode(packet: av.Packet, path: Path) -> list[av.VideoFrame]:

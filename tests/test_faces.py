@@ -3,11 +3,12 @@ import mediapipe as mp
 import numpy as np
 
 from deepfake_cli.faces import CropSpec, Face, FaceAnalyzer, crop_box, crop_face, landmark_vector, track_faces
-from deepfake_cli.video import read_frames
+from deepfake_cli.video import Video
 
 
 def test_landmark_vector_matches_an_independent_face_mesh_computation(clips):
-    index, frame = next(read_frames(clips["real"], [10]))
+    with Video(clips["real"]) as video:
+        index, frame = next(video.read([10]))
     with FaceAnalyzer() as analyzer:
         ours = landmark_vector(analyzer.faces(frame)[0].landmarks)
     # Independently: MediaPipe as the reference notebooks called it, distances by hand.
@@ -51,7 +52,8 @@ def test_tracking_keeps_people_apart_and_puts_the_most_seen_first():
 
 
 def test_two_people_are_both_found_largest_first(clips):
-    _, frame = next(read_frames(clips["two_people"], [12]))
+    with Video(clips["two_people"]) as video:
+        _, frame = next(video.read([12]))
     with FaceAnalyzer() as analyzer:
         faces = analyzer.faces(frame)
     assert len(faces) == 2 and faces[0].size > faces[1].size

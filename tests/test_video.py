@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from deepfake_cli.errors import DeepfakeError
-from deepfake_cli.video import SEEK_GAP, Video, probe_video, read_frames, sample_frame_indices
+from deepfake_cli.video import SEEK_GAP, Video, sample_frame_indices
 
 
 BITS, BAR = 10, 16  # a frame's index, in black and white bars wide enough to survive compression
@@ -31,6 +31,11 @@ def test_sample_frame_indices_cover_the_whole_video():
     indices = sample_frame_indices(0, 300, 16)
     assert len(indices) == 16 and indices == sorted(indices)
     assert indices[0] < 300 / 16 and indices[-1] > 300 * 15 / 16  # not the first quarter only
+
+
+def read_frames(path: Path, wanted: list[int], threads: int = 0) -> list[tuple[int, np.ndarray]]:
+    with Video(path, threads) as video:
+        return list(video.read(wanted))
 
 
 def encoded_video(path: Path, frames: int, codec: str = "libx264") -> Path:
@@ -74,7 +79,8 @@ def test_other_containers_and_codecs_read_the_same_frames(tmp_path, name, codec)
     video = encoded_video(tmp_path / name, 40, codec)
     with av.open(str(video)) as container:
         every = [f.to_ndarray(format="bgr24") for f in container.decode(video=0)]
-    assert probe_video(video).frame_count == 40  # mkv and webm carry no count: from the duration
+    with Video(video) as opened:
+        assert opened.info.frame_count == 40  # mkv and webm carry no count: from the duration
     got = dict(read_frames(video, [0, 13, 39]))
     assert sorted(got) == [0, 13, 39] and all(np.array_equal(got[i], every[i]) for i in got)
 
@@ -98,4 +104,4 @@ def test_open_video_rejects_non_videos_with_a_clear_message(tmp_path, content):
     path = tmp_path / "clip.mp4"
     path.write_bytes(content)
     with pytest.raises(DeepfakeError, match="empty file|not a readable video"):
-        probe_video(path)
+        Video(path)
