@@ -7,7 +7,8 @@ so the features a model sees at prediction time are the ones it was trained on.
 from __future__ import annotations
 
 import contextlib
-import importlib
+import functools
+import importlib.util
 import os
 import sys
 import types
@@ -50,7 +51,7 @@ class Face:
     landmarks: np.ndarray  # (468, 2) float64, source-frame pixels
     score: float  # face-detection confidence, 0..1
 
-    @property
+    @functools.cached_property  # tracking asks for it hundreds of times per video
     def box(self) -> tuple[float, float, float, float]:
         (x0, y0), (x1, y1) = self.landmarks.min(0), self.landmarks.max(0)
         return float(x0), float(y0), float(x1), float(y1)
@@ -129,14 +130,11 @@ class FaceAnalyzer:
     """
 
     def __init__(self, max_faces: int = 4, min_confidence: float = 0.5):
-        _defer_pyplot()
-        from mediapipe.python.solution_base import SolutionBase  # heavy: imported only when faces are needed
-        from mediapipe.python.solutions import face_mesh
-
+        face_mesh = _import_face_mesh()
         with quiet_native_stderr():
-            # The side inputs and option names mp.solutions.face_mesh.FaceMesh sets for
+            # The graph, side inputs and option names mp.solutions.face_mesh.FaceMesh uses for
             # static_image_mode=True (every frame detected afresh), refine_landmarks=False.
-            self._graph = SolutionBase(
+            self._graph = face_mesh.SolutionBase(
                 binary_graph_path=face_mesh._BINARYPB_FILE_PATH,
                 side_inputs={"num_faces": max_faces, "with_attention": False, "use_prev_landmarks": False},
                 calculator_params={
@@ -177,25 +175,33 @@ class FaceAnalyzer:
         self.close()
 
 
-def _defer_pyplot() -> None:
-    """Let matplotlib.pyplot load on first use rather than at `import mediapipe`.
+def _import_face_mesh() -> types.ModuleType:
+    """mp.solutions.face_mesh, without running the __init__ of `mediapipe` and of its `solutions`.
 
-    mediapipe's package import pulls in every solution, and its drawing_utils imports pyplot
-    (0.2 s) without using it until something is drawn: a third of the start-up of each
-    extract worker and of `predict`. A stand-in module takes pyplot's place and imports the
-    real one at the first attribute asked of it, so a real pyplot user is unaffected.
-    (The stdlib's LazyLoader cannot do this on 3.11: the import statement itself reads the
-    module's __spec__, which loads it.)
+    Those two load every solution and task API, and matplotlib and sounddevice with them:
+    0.28 s, against 0.05 s for what a Face Mesh graph needs. Every extract worker and every
+    `predict` would pay it at start-up. So both packages go into sys.modules un-run, and each
+    runs its __init__ at the first attribute asked of it that it lacks (`mp.solutions`,
+    `mp.__version__`): other code using mediapipe sees no difference.
     """
-    if "matplotlib.pyplot" not in sys.modules:
-        sys.modules["matplotlib.pyplot"] = _DeferredModule("matplotlib.pyplot")
+    for name in ("mediapipe", "mediapipe.python.solutions"):
+        if name not in sys.modules:
+            package = importlib.util.module_from_spec(importlib.util.find_spec(name))
+            package.__class__ = _PackageInitOnDemand
+            sys.modules[name] = package
+            parent, _, child = name.rpartition(".")
+            if parent:
+                setattr(sys.modules[parent], child, package)
+    return importlib.import_module("mediapipe.python.solutions.face_mesh")
 
 
-class _DeferredModule(types.ModuleType):
-    def __getattr__(self, name: str):  # called only for attributes the stand-in lacks
-        if sys.modules.get(self.__name__) is self:
-            del sys.modules[self.__name__]
-        return getattr(importlib.import_module(self.__name__), name)
+class _PackageInitOnDemand(types.ModuleType):
+    def __getattr__(self, name: str):  # called only for attributes the package lacks
+        if name.startswith("__") and name != "__version__":
+            raise AttributeError(name)  # introspection (copy, pickle, inspect) must not run it
+        self.__class__ = types.ModuleType
+        self.__spec__.loader.exec_module(self)
+        return getattr(self, name)
 
 
 def _matching_score(points: np.ndarray, boxes: list[tuple[float, ...]]) -> float:

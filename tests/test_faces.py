@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import cv2
 import mediapipe as mp
 import numpy as np
@@ -22,6 +25,23 @@ def test_landmark_vector_matches_an_independent_face_mesh_computation(clips):
     expected = [d(33, 263), d(61, 291), d(1, 199), d(33, 61), d(263, 291)]
     np.testing.assert_allclose(ours, expected, rtol=1e-4)
     assert ours.dtype == np.float64 and ours.shape == (5,)
+
+
+def test_face_analyzer_loads_only_face_mesh_and_leaves_mediapipe_whole_for_others():
+    code = """if True:
+        import sys
+        import numpy as np
+        from deepfake_cli.faces import FaceAnalyzer
+        with FaceAnalyzer() as analyzer:
+            assert analyzer.faces(np.zeros((64, 64, 3), np.uint8)) == []
+        loaded = [m for m in sys.modules if m.startswith(("matplotlib", "mediapipe.tasks", "mediapipe.python.solutions.pose"))]
+        assert not loaded, loaded
+        import mediapipe as mp  # the rest of mediapipe loads on first use, as if imported first
+        assert mp.__version__ and mp.solutions.pose.Pose and mp.tasks.vision.FaceLandmarker
+        with mp.solutions.face_mesh.FaceMesh(static_image_mode=True) as mesh:
+            assert mesh.process(np.zeros((64, 64, 3), np.uint8)).multi_face_landmarks is None
+    """
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def face_at(x0, y0, x1, y1, score=0.9) -> Face:
