@@ -109,6 +109,9 @@ def extract(
     """
     from deepfake_cli.extract import ExtractConfig, extract as run_extract, parse_shard, summary_dict
     from deepfake_cli.faces import CropSpec
+    from deepfake_cli.video import reuse_frame_memory
+
+    reuse_frame_memory()  # for --workers 1, where this process decodes
 
     try:
         crop = CropSpec(size=size, margin=margin)

@@ -29,7 +29,7 @@ from deepfake_cli.errors import DeepfakeError
 from deepfake_cli.faces import CropSpec, FaceAnalyzer
 from deepfake_cli.files import atomic_write_bytes, atomic_write_json
 from deepfake_cli.sampling import SkipVideo, sample_faces
-from deepfake_cli.video import VIDEO_SUFFIXES, Video
+from deepfake_cli.video import VIDEO_SUFFIXES, Video, reuse_frame_memory
 
 log = logging.getLogger(__name__)
 
@@ -303,6 +303,7 @@ _worker: dict = {}
 def _init_worker(out: Path, cfg: ExtractConfig, threads: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     cv2.setNumThreads(1)
+    reuse_frame_memory()
     _worker.update(out=out, cfg=cfg, threads=threads, analyzer=FaceAnalyzer())
 
 

@@ -1,3 +1,6 @@
+import subprocess
+import sys
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -12,12 +15,16 @@ from deepfake_cli.video import SEEK_GAP, Video, sample_frame_indices
 BITS, BAR = 10, 16  # a frame's index, in black and white bars wide enough to survive compression
 
 
+def numbered_frame(i: int) -> np.ndarray:
+    """Frame `i` shows its index in binary, so a decoded frame tells which it is."""
+    bits = np.array([(i >> b) & 1 for b in range(BITS)], np.uint8) * 255
+    return np.ascontiguousarray(np.broadcast_to(np.repeat(bits, BAR)[None, :, None], (32, BITS * BAR, 3)))
+
+
 def numbered_video(path: Path, frames: int) -> Path:
-    """Each frame shows its index in binary, so a decoded frame tells which it is."""
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, (BITS * BAR, 32))
     for i in range(frames):
-        bits = np.array([(i >> b) & 1 for b in range(BITS)], np.uint8) * 255
-        writer.write(np.ascontiguousarray(np.broadcast_to(np.repeat(bits, BAR)[None, :, None], (32, BITS * BAR, 3))))
+        writer.write(numbered_frame(i))
     writer.release()
     return path
 
@@ -38,15 +45,16 @@ def read_frames(path: Path, wanted: list[int], threads: int = 0) -> list[tuple[i
         return list(video.read(wanted))
 
 
-def encoded_video(path: Path, frames: int, codec: str = "libx264") -> Path:
+def encoded_video(path: Path, frames: int, codec: str = "libx264", size: tuple[int, int] = (128, 96)) -> Path:
     """Moving texture through `codec` (x264 defaults: B-frames, B-pyramid, 3 reference frames)."""
+    width, height = size
     rng = np.random.default_rng(0)
-    texture = rng.integers(0, 255, (96, 256, 3), np.uint8)
+    texture = rng.integers(0, 255, (height, 2 * width, 3), np.uint8)
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=25)
-        stream.width, stream.height, stream.pix_fmt = 128, 96, "yuv420p"
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         for i in range(frames):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(np.roll(texture, 3 * i, axis=1)[:, :128]), format="bgr24")
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(np.roll(texture, 3 * i, axis=1)[:, :width]), format="bgr24")
             container.mux(stream.encode(frame))
         container.mux(stream.encode())
     return path
@@ -85,6 +93,23 @@ def test_other_containers_and_codecs_read_the_same_frames(tmp_path, name, codec)
     assert sorted(got) == [0, 13, 39] and all(np.array_equal(got[i], every[i]) for i in got)
 
 
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+def test_a_stream_that_starts_late_is_indexed_from_its_first_frame(tmp_path, suffix):
+    """A cut clip's timestamps start late. Matroska's header does not say where, so the
+    quick probe (no decoding) is not enough there and the file is probed in full."""
+    with av.open(str(tmp_path / f"late{suffix}"), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = BITS * BAR, 32, "yuv420p"
+        for i in range(40):
+            frame = av.VideoFrame.from_ndarray(numbered_frame(i), format="bgr24")
+            frame.pts, frame.time_base = 50 + i, Fraction(1, 25)  # starts at 2 s
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    got = read_frames(tmp_path / f"late{suffix}", [0, 7, 39])
+    assert [i for i, _ in got] == [0, 7, 39]
+    assert [frame_number(frame) for _, frame in got] == [0, 7, 39]
+
+
 def test_an_open_video_reads_again_backwards_and_forwards(tmp_path):
     with Video(numbered_video(tmp_path / "n.mp4", SEEK_GAP + 60)) as video:
         assert video.info.frame_count == SEEK_GAP + 60
@@ -105,3 +130,25 @@ def test_open_video_rejects_non_videos_with_a_clear_message(tmp_path, content):
     path.write_bytes(content)
     with pytest.raises(DeepfakeError, match="empty file|not a readable video"):
         Video(path)
+
+
+def test_reused_frame_memory_is_not_page_faulted_in_again_for_every_frame(tmp_path):
+    video = encoded_video(tmp_path / "hd.mp4", 24, size=(1280, 720))
+    code = """if True:
+        import resource, sys
+        from pathlib import Path
+        from deepfake_cli.video import Video, reuse_frame_memory
+        if sys.argv[2] == "reuse":
+            reuse_frame_memory()
+        def read_all():
+            with Video(Path(sys.argv[1]), threads=1) as video:
+                for _, frame in video.read(list(range(24))):
+                    frame[::2].copy()  # a frame-sized temporary, as crops and colour conversions make
+        read_all()
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        read_all()
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    """
+    faults = {mode: int(subprocess.run([sys.executable, "-c", code, str(video), mode], check=True,
+                                       capture_output=True, text=True).stdout) for mode in ("default", "reuse")}
+    assert faults["reuse"] * 10 < faults["default"], faults  # measured: 42 against 9345 page faults
