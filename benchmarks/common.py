@@ -98,12 +98,14 @@ def face_clip(path: Path, *, seconds: float, size: tuple[int, int] = (1280, 720)
 
 
 def face_clips(n: int, *, seconds: float, size: tuple[int, int] = (1280, 720), fps: int = 25) -> Path:
-    """A folder of `n` cached clips, one identity each; returns the folder."""
-    folder = RESULTS / "clips" / f"{size[0]}x{size[1]}-{seconds:g}s-{fps}fps-slow{SLOWDOWN}"
+    """A folder of exactly `n` clips, one identity each (links to cached clips); returns the folder."""
+    name = f"{size[0]}x{size[1]}-{seconds:g}s-{fps}fps-slow{SLOWDOWN}"
+    folder = RESULTS / "clips" / f"{name}-{n}"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
     for i in range(n):
-        face_clip(folder / f"clip_{i:02d}.mp4", seconds=seconds, size=size, fps=fps, identity=i)
-    for extra in sorted(folder.glob("clip_*.mp4"))[n:]:  # an earlier run with more clips
-        extra.unlink()
+        clip = face_clip(RESULTS / "clips" / name / f"clip_{i:02d}.mp4", seconds=seconds, size=size, fps=fps, identity=i)
+        (folder / clip.name).symlink_to(clip)
     return folder
 
 
