@@ -14,7 +14,6 @@ rather than left to dominate; `--clips 6` shows a small run.
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import cv2
@@ -96,14 +95,9 @@ def extract_memory(clip) -> tuple[common.Child, str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny clips, one round: a smoke check")
-    parser.add_argument("--clips", type=int, help="number of clips (default 16; 2 with --quick)")
-    parser.add_argument("--rounds", type=int, help="alternating rounds (default 3; 1 with --quick)")
-    args = parser.parse_args()
-    p = dict(QUICK if args.quick else FULL)
-    p["clips"] = args.clips or p["clips"]
-    p["rounds"] = args.rounds or p["rounds"]
+    p, quick = common.settings(__doc__, FULL, QUICK, "tiny clips, one round: a smoke check",
+                               clips="number of clips (default 16; 2 with --quick)",
+                               rounds="alternating rounds (default 3; 1 with --quick)")
     width, height = p["size"]
 
     print(f"clips: {p['clips']} x {p['seconds']} s {width}x{height} H.264 (made once, cached in results/clips)")
@@ -114,7 +108,7 @@ def main() -> None:
                                  seconds=p["long_seconds"], size=p["size"])
     import mediapipe  # noqa: F401  imported before timing: every contender but the decode pass needs it
 
-    idle = common.wait_until_idle(args.quick)
+    idle = common.wait_until_idle(quick)
     contenders = {
         "decode": lambda: decode_pass(clips),
         "grab": lambda: decode_pass(clips, grab_only=True),
@@ -184,7 +178,7 @@ def main() -> None:
                                    "status": short_status},
                     "long_clip": {"seconds": round(long_mem.seconds, 2), "peak_rss_mb": round(long_mem.peak_rss_mb, 1),
                                   "status": long_status}}}
-    common.save_results("bench_extract", args.quick, idle, {**p, "frames": FRAMES, "gop": common.X264_GOP},
+    common.save_results("bench_extract", quick, idle, {**p, "frames": FRAMES, "gop": common.X264_GOP},
                         measured, rows)
     common.remove_scratch()
 

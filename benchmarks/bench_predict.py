@@ -9,7 +9,6 @@ weights: offline) at the size under test, and cached; its weights do not change 
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 from pathlib import Path
@@ -51,21 +50,16 @@ def clip_folder(clips: list[Path], n: int) -> Path:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a small clip and model, few inputs: a smoke check")
-    parser.add_argument("--folder-clips", type=int, help="clips in the throughput folder (default 50; 4 with --quick)")
-    parser.add_argument("--rounds", type=int, help="cold-start repetitions (default 3; 1 with --quick)")
-    args = parser.parse_args()
-    p = dict(QUICK if args.quick else FULL)
-    p["folder_clips"] = args.folder_clips or p["folder_clips"]
-    p["rounds"] = args.rounds or p["rounds"]
+    p, quick = common.settings(__doc__, FULL, QUICK, "a small clip and model, few inputs: a smoke check",
+                               folder_clips="clips in the throughput folder (default 50; 4 with --quick)",
+                               rounds="cold-start repetitions (default 3; 1 with --quick)")
 
-    clips = sorted(common.face_clips(6 if not args.quick else 2, seconds=p["clip_seconds"], size=p["clip_size"])
+    clips = sorted(common.face_clips(6 if not quick else 2, seconds=p["clip_seconds"], size=p["clip_size"])
                    .glob("clip_*.mp4"))
     data = common.example_dataset(p["identities"])
     ckpt = checkpoint(data, p["image_size"])
     folder = clip_folder(clips, p["folder_clips"])
-    idle = common.wait_until_idle(args.quick)
+    idle = common.wait_until_idle(quick)
 
     # Cold start, alternated with the bare torch import it cannot beat.
     cold, imports = [], []
@@ -130,7 +124,7 @@ def main() -> None:
                            "steady_clips_per_s": steady_cps, "per_clip_median_s": per_clip},
                 "evaluate": {"ours": ours_runs, "reference": reference_runs}}
     settings = {**p, "clip": str(clips[0].relative_to(common.REPO)), "checkpoint": str(ckpt.relative_to(common.REPO))}
-    common.save_results("bench_predict", args.quick, idle, settings, measured, rows)
+    common.save_results("bench_predict", quick, idle, settings, measured, rows)
     common.remove_scratch()
 
 

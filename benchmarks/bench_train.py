@@ -11,7 +11,6 @@ A split file fixes ours to exactly K + 1 training steps and a two-video validati
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -136,12 +135,8 @@ def gpu_figures(data: Path, split_file: Path, train_keys: list[str], image_size:
 def main() -> None:
     from deepfake_cli.data import scan
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny images, one timed step: a smoke check")
-    parser.add_argument("--steps", type=int, help="timed steps after the warm-up (default 2; 1 with --quick)")
-    args = parser.parse_args()
-    p = dict(QUICK if args.quick else FULL)
-    p["steps"] = args.steps or p["steps"]
+    p, quick = common.settings(__doc__, FULL, QUICK, "tiny images, one timed step: a smoke check",
+                               steps="timed steps after the warm-up (default 2; 1 with --quick)")
     size, steps = p["image_size"], p["steps"]
 
     data = common.example_dataset(p["identities"])
@@ -151,7 +146,7 @@ def main() -> None:
     train_keys = write_split(data, BATCH * (steps + 1), split_file)
     reference_data = ReferenceDataset.from_folder(data, set(train_keys), size=size)
     torch.set_num_threads(torch.get_num_threads())  # the default, one per core: stated, not changed
-    idle = common.wait_until_idle(args.quick)
+    idle = common.wait_until_idle(quick)
     print(f"{len(train_keys)} training videos, {size} px, {SEQ_LEN} frames, batch {BATCH}: "
           f"1 warm-up + {steps} timed steps each", flush=True)
 
@@ -218,7 +213,7 @@ def main() -> None:
     else:
         rows.append(common.row("GPU figures", "not measured (no GPU)"))
     settings = {**p, "batch": BATCH, "seq_len": SEQ_LEN, "train_videos": len(train_keys), "data": str(data)}
-    common.save_results("bench_train", args.quick, idle, settings, measured, rows)
+    common.save_results("bench_train", quick, idle, settings, measured, rows)
     common.remove_scratch()
 
 

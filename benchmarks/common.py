@@ -6,6 +6,7 @@ machine and data, right beside ours: absolute times on a shared 2-core box mean 
 
 from __future__ import annotations
 
+import argparse
 import functools
 import hashlib
 import importlib.util
@@ -146,6 +147,20 @@ def remove_scratch() -> None:
     for path in _scratch:
         shutil.rmtree(path, ignore_errors=True)
     _scratch.clear()
+
+
+def settings(doc: str, full: dict, quick: dict, quick_help: str, **overrides: str) -> tuple[dict, bool]:
+    """A benchmark's command line: `--quick` picks the `quick` preset over `full`, and each
+    of `overrides` (name -> help) is an integer option that replaces that preset value.
+    Returns (settings, quick)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    for name, help in overrides.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=int, help=help)
+    args = parser.parse_args()
+    chosen = dict(quick if args.quick else full)
+    chosen.update({name: getattr(args, name) for name in overrides if getattr(args, name)})
+    return chosen, args.quick
 
 
 # ---- timing and memory --------------------------------------------------------------------------
