@@ -103,9 +103,9 @@ def reuse_frame_memory() -> None:
 class Video:
     """An open video file: its facts (`info`) and the frames asked of it (`read`).
 
-    Opening costs as much as decoding a dozen frames (FFmpeg probes the stream), so a video
-    is opened once and read as often as needed. `threads=0` lets FFmpeg choose its decode
-    threads; a process pool passes 1, as its workers already fill the cores.
+    A video is opened once and read as often as needed: some files (Matroska, MPEG-4 Part 2
+    video) still need a full probe on opening, which decodes frames. `threads=0` lets FFmpeg
+    choose its decode threads; a process pool passes 1, as its workers already fill the cores.
     """
 
     def __init__(self, path: Path, threads: int = 0):
