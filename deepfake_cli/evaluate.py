@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from deepfake_cli import data as D
 from deepfake_cli.checkpoint import load_detector
 from deepfake_cli.errors import DeepfakeError
-from deepfake_cli.extract import REAL_FOLDERS
+from deepfake_cli.layout import REAL_FOLDERS
 from deepfake_cli.metrics import classification_metrics, predict_batches
 from deepfake_cli.device import resolve_amp, resolve_device
 

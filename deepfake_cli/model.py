@@ -1,15 +1,16 @@
-"""EfficientNet-B0 per frame -> + 5-d landmarks -> BiLSTM -> head. Compatible with the reference's state_dict."""
+"""A backbone per frame (EfficientNet-B0 or -Lite0) -> + 5-d landmarks -> BiLSTM -> head.
+
+With the B0 backbone, compatible with the reference's state_dict."""
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from deepfake_cli.efficientnet import FEATURE_DIM, EfficientNetB0
-from deepfake_cli.errors import DeepfakeError
+from deepfake_cli import backbones
+from deepfake_cli.efficientnet import FEATURE_DIM
 
 log = logging.getLogger(__name__)
 
@@ -27,12 +28,14 @@ class DeepfakeDetector(nn.Module):
     The reference's `fc.4` was a Sigmoid, which has no parameters, so the keys are unchanged.
     """
 
-    def __init__(self, hidden_size: int = 128, landmark_dim: int = 5, readout: str = "final", dropout: float = 0.3):
+    def __init__(self, hidden_size: int = 128, landmark_dim: int = 5, readout: str = "final", dropout: float = 0.3,
+                 backbone: str = backbones.DEFAULT):
         super().__init__()
         if readout not in READOUTS:
             raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
         self.readout = readout
-        self.cnn = EfficientNetB0()  # torchvision's efficientnet_b0 without its classifier: same keys
+        self.backbone = backbone
+        self.cnn = backbones.get(backbone).build()  # B0: torchvision's efficientnet_b0 without its classifier
         self.lstm = nn.LSTM(FEATURE_DIM + landmark_dim, hidden_size, batch_first=True, bidirectional=True)
         self.fc = nn.Sequential(nn.Linear(2 * hidden_size, 64), nn.ReLU(), nn.Dropout(dropout), nn.Linear(64, 1))
 
@@ -62,37 +65,3 @@ class DeepfakeDetector(nn.Module):
     def forward(self, x: torch.Tensor, landmarks: torch.Tensor, precomputed: bool = False) -> torch.Tensor:
         """(B, T, 3, H, W) images, or (B, T, 1280) cached features when `precomputed`, -> (B,) logits."""
         return self.forward_head(x if precomputed else self.forward_features(x), landmarks)
-
-
-def init_backbone(model: DeepfakeDetector, pretrained: bool | None, weights_file: Path | None) -> str:
-    """Load backbone weights; return what was loaded, for the checkpoint.
-
-    `pretrained=None` means: ImageNet weights if they are in the torch cache or can be
-    downloaded, else a warning and training from scratch.
-    """
-    if weights_file is not None:
-        try:
-            state = torch.load(weights_file, map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError, EOFError) as e:
-            raise DeepfakeError(f"--backbone-weights {weights_file}: cannot read it ({e})") from None
-        state = {k.removeprefix("cnn."): v for k, v in state.get("model", state).items()}
-        missing, _ = model.cnn.load_state_dict(state, strict=False)
-        if len(missing) == len(model.cnn.state_dict()):
-            raise DeepfakeError(f"--backbone-weights {weights_file}: no EfficientNet-B0 weights in it")
-        return f"file:{weights_file}"
-    if pretrained is False:
-        return "scratch"
-    from torchvision.models import EfficientNet_B0_Weights
-
-    try:
-        state = EfficientNet_B0_Weights.DEFAULT.get_state_dict(progress=False)
-    except Exception as e:  # offline: URLError, socket errors, a corrupt cache file
-        if pretrained:
-            raise DeepfakeError(
-                f"cannot get the ImageNet weights ({e}); put efficientnet_b0_rwightman-7f5810bc.pth in "
-                f"{torch.hub.get_dir()}/checkpoints, pass --backbone-weights FILE, or --no-pretrained"
-            ) from None
-        log.warning("ImageNet weights unavailable (%s): training the backbone from scratch", type(e).__name__)
-        return "scratch"
-    model.cnn.load_state_dict({k: v for k, v in state.items() if not k.startswith("classifier.")})
-    return "imagenet"

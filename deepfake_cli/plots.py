@@ -33,8 +33,11 @@ def training_curves(history: list[dict], path: Path) -> None:
     left.plot(epochs, [r["train_loss"] for r in history], "o-", label="train loss")
     left.plot(epochs, [r["val_loss"] for r in history], "o-", label="validation loss")
     left.set_xlabel("epoch"), left.legend(), left.set_title("loss")
-    for key in ("f1", "auc", "accuracy"):
-        right.plot(epochs, [np.nan if r[key] is None else r[key] for r in history], "o-", label=f"validation {key}")
+    for key in ("macro_f1", "f1", "auc", "accuracy"):
+        right.plot(epochs, [np.nan if r.get(key) is None else r[key] for r in history], "o-", label=f"validation {key}")
+    best = [r["epoch"] for r in history if r.get("best")]
+    if best:  # the epoch best.pt holds
+        right.axvline(best[-1], color="grey", linestyle=":", label=f"best.pt ({history[-1].get('select', 'f1')})")
     right.set_ylim(0, 1.02), right.set_xlabel("epoch"), right.legend(), right.set_title("validation")
     _save(plt, fig, path)
 

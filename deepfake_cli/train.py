@@ -1,7 +1,7 @@
-"""`train`: the EfficientNet-B0 + BiLSTM detector, trained on `extract` output.
+"""`train`: the EfficientNet (B0 or Lite0) + BiLSTM detector, trained on `extract` output.
 
 A run folder describes itself: config.json, split.json, metrics.csv, curves.png, best.pt
-(best validation F1) and last.pt (for --resume). Multi-GPU/multi-node: launch the same
+(the best validation epoch by `--select`) and last.pt (for --resume). Multi-GPU/multi-node: launch the same
 command under `torchrun`; every rank trains, rank 0 validates and writes.
 """
 
@@ -18,28 +18,41 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import cv2
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler
 
-from deepfake_cli import data as D
+from deepfake_cli import backbones, data as D
 from deepfake_cli.checkpoint import read_checkpoint, save_checkpoint
 from deepfake_cli.errors import DeepfakeError
-from deepfake_cli.extract import REAL_FOLDERS
+from deepfake_cli.layout import REAL_FOLDERS
 from deepfake_cli.files import atomic_write_bytes, atomic_write_json
 from deepfake_cli.inputs import InputSpec, face_scale
 from deepfake_cli.device import autocast, resolve_amp, resolve_device
-from deepfake_cli.metrics import bce, best_f1_threshold, classification_metrics, predict_batches
-from deepfake_cli.model import DeepfakeDetector, init_backbone
+from deepfake_cli.metrics import bce, best_threshold, classification_metrics, predict_batches
+from deepfake_cli.model import FEATURE_DIM, DeepfakeDetector
 
 log = logging.getLogger(__name__)
 
 SCHEDULES = ("none", "cosine", "plateau")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
-METRIC_COLUMNS = ("epoch", "train_loss", "val_loss", "accuracy", "f1", "auc", "ap", "eer", "threshold", "lr",
-                  "clips_per_s", "seconds")
+METRIC_COLUMNS = ("epoch", "train_loss", "val_loss", "accuracy", "f1", "macro_f1", "auc", "ap", "eer", "threshold",
+                  "lr", "clips_per_s", "seconds", "select", "best")
+# How best.pt is chosen: a validation row -> a key to maximise (ties broken by the second item).
+# Macro F1 by default: the fake class's F1 alone rewards "everything is fake" (0.91 on FF++).
+SELECTS: dict[str, Callable[[dict], tuple[float, float]]] = {
+    "macro-f1": lambda row: (row["macro_f1"], _or_worst(row["auc"])),
+    "f1": lambda row: (row["f1"], _or_worst(row["auc"])),
+    "auc": lambda row: (_or_worst(row["auc"]), -row["val_loss"]),
+    "loss": lambda row: (-row["val_loss"], _or_worst(row["auc"])),
+}
+
+
+def _or_worst(value: float | None) -> float:
+    return float("-inf") if value is None else value
 
 
 @dataclass
@@ -60,12 +73,15 @@ class TrainConfig:
     real_folders: tuple[str, ...] = REAL_FOLDERS
     balance: bool = True
     augment: bool = True
-    pretrained: bool | None = None  # None: ImageNet weights when they can be had
+    backbone: str | None = None  # None: efficientnet_b0 with ImageNet weights, offline efficientnet_lite0
+    pretrained: bool | None = None  # None: ImageNet weights (never a silent from-scratch backbone)
     backbone_weights: Path | None = None
     freeze_backbone: bool = False
     workers: int = -1  # DataLoader processes; -1: one per core, at most 8
     cache: bool = False
-    patience: int = 0  # epochs without a better F1 before stopping; 0: never
+    select: str = "macro-f1"  # which validation metric picks best.pt (SELECTS)
+    frame_loss: float = 1.0  # weight of the per-frame auxiliary loss (FrameProbe); 0 turns it off
+    patience: int = 0  # epochs without a better selection metric before stopping; 0: never
     device: str = "auto"
     amp: str = "auto"
     channels_last: bool = True
@@ -86,6 +102,10 @@ class TrainConfig:
             (self.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}"),
             (self.amp in AMP_MODES, f"--amp must be one of {', '.join(AMP_MODES)}"),
             (self.patience >= 0, "--patience must be 0 (off) or more"),
+            (self.select in SELECTS, f"--select must be one of {', '.join(SELECTS)}"),
+            (self.frame_loss >= 0, "--frame-loss must be 0 (off) or more"),
+            (self.backbone is None or self.backbone in backbones.BACKBONES,
+             f"--backbone {self.backbone}: unknown; choose one of {', '.join(backbones.BACKBONES)}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -172,7 +192,8 @@ class FeatureDataset(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, key: int | tuple[int, int, int]):
+        index = key[0] if isinstance(key, tuple) else key  # (index, seed, epoch) from SeededSampler
         return torch.from_numpy(self.features[index].astype(np.float32)), self.vectors[index], self.labels[index]
 
 
@@ -218,9 +239,10 @@ def calibrate_batchnorm(model: DeepfakeDetector, dataset: D.SequenceDataset, dev
     model.cnn.eval()
 
 
-def feature_cache_key(backbone: str, model: DeepfakeDetector, inputs: InputSpec, samples: list[D.Sample]) -> str:
+def feature_cache_key(choice: backbones.BackboneChoice, model: DeepfakeDetector, inputs: InputSpec,
+                      samples: list[D.Sample]) -> str:
     digest = hashlib.sha1()
-    digest.update(json.dumps([backbone, inputs.image_size, inputs.seq_len, inputs.rgb, inputs.mean, inputs.std]).encode())
+    digest.update(json.dumps([choice.name, choice.weights, inputs.image_size, inputs.seq_len, inputs.rgb, inputs.mean, inputs.std]).encode())
     digest.update(model.cnn.features[0][0].weight.detach().cpu().numpy().tobytes())
     digest.update("\n".join(s.key for s in samples).encode())
     return digest.hexdigest()[:16]
@@ -234,7 +256,7 @@ def default_run_dir() -> Path:
 
 
 def train(cfg: TrainConfig, callbacks: Callbacks | None = None, resume: bool = False) -> TrainResult:
-    """Train, validating after every epoch; keep best.pt (best F1) and last.pt in the run folder."""
+    """Train, validating after every epoch; keep best.pt (best by `cfg.select`) and last.pt in the run folder."""
     callbacks = callbacks or Callbacks()
     rank, world, local_rank = distributed()
     if world > 1 and not dist.is_initialized():
@@ -259,14 +281,20 @@ def _train(cfg: TrainConfig, callbacks: Callbacks, resume: bool, rank: int, worl
 
     split = prepare_split(cfg)
     seed_everything(cfg.seed)
-    model = DeepfakeDetector(readout="final")
     if state is None:
-        backbone = init_backbone(model, cfg.pretrained, cfg.backbone_weights)
+        cnn, choice = backbones.choose(cfg.backbone, cfg.pretrained, cfg.backbone_weights)
+        model = DeepfakeDetector(readout="final", backbone=choice.name)
+        model.cnn = cnn
         mean, std = landmark_stats(cfg, split["train"])
-        inputs = InputSpec(image_size=cfg.image_size, seq_len=cfg.seq_len, landmark_mean=mean, landmark_std=std)
+        spec = backbones.get(choice.name)
+        inputs = InputSpec(image_size=cfg.image_size, seq_len=cfg.seq_len, mean=spec.mean, std=spec.std,
+                           landmark_mean=mean, landmark_std=std)
     else:  # before anything uses the weights: the frozen-backbone feature cache is keyed by them
+        model = DeepfakeDetector(**state["model_args"])
         model.load_state_dict(state["model"])
-        backbone, inputs = state["meta"]["backbone"], InputSpec.from_dict(state["inputs"])
+        meta = state["meta"]  # runs from before Lite0 kept the weights' origin under "backbone"
+        choice = backbones.BackboneChoice(model.backbone, meta.get("weights", meta["backbone"]), meta.get("backbone_note"))
+        inputs = InputSpec.from_dict(state["inputs"])
     counts = D.describe_split(split)
     n_real, n_fake = counts["train"]["real"], counts["train"]["fake"]
     # Weighting positives by real/fake makes both classes count equally in the loss (FF++ has ~4 fakes per real).
@@ -285,11 +313,11 @@ def _train(cfg: TrainConfig, callbacks: Callbacks, resume: bool, rank: int, worl
     workers = min(os.cpu_count() or 1, 8) if cfg.workers < 0 else cfg.workers
     if cfg.freeze_backbone:
         model.cnn.requires_grad_(False)
-        if backbone == "scratch" and state is None:
+        if choice.weights == "scratch" and state is None:
             calibrate_batchnorm(model, train_ds, device, workers, cfg.batch_size)
         features = {}
         for name, ds in (("train", train_ds), ("val", val_ds)):
-            path = run / "cache" / f"features-{name}-{feature_cache_key(backbone, model, inputs, ds.samples)}.npy"
+            path = run / "cache" / f"features-{name}-{feature_cache_key(choice, model, inputs, ds.samples)}.npy"
             if main:
                 features[name] = cached_features(model, ds, path, device, amp, workers, cfg.batch_size)
             if world > 1:
@@ -298,65 +326,77 @@ def _train(cfg: TrainConfig, callbacks: Callbacks, resume: bool, rank: int, worl
         train_ds, val_ds = FeatureDataset(features["train"], train_ds), FeatureDataset(features["val"], val_ds)
         workers = 0  # everything is in memory or memory-mapped: worker processes would only add start-up
 
-    net: nn.Module = model
+    # A frozen backbone cannot learn from the per-frame loss; a run from before it has no probe to resume.
+    frame_loss = 0.0 if cfg.freeze_backbone or (state is not None and "frame_probe" not in state) else cfg.frame_loss
+    net: nn.Module = FrameProbe(model).to(device) if frame_loss else model
+    if state is not None and frame_loss:
+        net.probe.load_state_dict(state["frame_probe"])
+    trained = net
     if world > 1:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    params = [p for p in model.parameters() if p.requires_grad]
+        net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    params = [p for p in trained.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = _scheduler(cfg, optimizer)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     criterion = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight, device=device))
 
-    start_epoch, best, history, bad_epochs = 1, {"f1": -1.0}, [], 0
+    start_epoch, best, history, bad_epochs = 1, None, [], 0
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None and state.get("scheduler"):
             scheduler.load_state_dict(state["scheduler"])
         start_epoch, best, history, bad_epochs = state["epoch"] + 1, state["best"], state["history"], state["bad_epochs"]
-    meta = {"backbone": backbone, "data": str(cfg.data), "run": str(run), "pos_weight": pos_weight,
-            "real_folders": list(cfg.real_folders),
+    meta = {"backbone": choice.name, "weights": choice.weights, "backbone_note": choice.note, "select": cfg.select,
+            "data": str(cfg.data), "run": str(run), "pos_weight": pos_weight, "real_folders": list(cfg.real_folders),
             "split": counts, "freeze_backbone": cfg.freeze_backbone}
     if main:
         callbacks.on_start({**meta, "device": str(device), "amp": str(amp).removeprefix("torch.") if amp else "off",
                             "world_size": world, "start_epoch": start_epoch, "epochs": cfg.epochs,
                             "methods": dict(D.method_counts(split["train"] + split["val"]))})
 
+    # One loader for the whole run, its worker processes kept: a short epoch no longer pays for
+    # starting them. Its sampler hands out (index, seed, epoch), so a video's augmentation is
+    # drawn from its own stream whatever worker loads it, and --resume replays it exactly.
+    shuffle = torch.Generator()
+    sampler = SeededSampler(DistributedSampler(train_ds, world, rank, shuffle=True, seed=cfg.seed) if world > 1
+                            else RandomSampler(train_ds, generator=shuffle), cfg.seed)
+    loader = _loader(train_ds, cfg.batch_size, workers, device, sampler=sampler)
+    val_loader = _loader(val_ds, cfg.batch_size, workers, device)
     stopped_early = False
     for epoch in range(start_epoch, cfg.epochs + 1):
         # Every random draw of an epoch derives from (seed, epoch): --resume replays it exactly.
         seed_everything(cfg.seed * 1000 + epoch)
-        generator = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
-        sampler = (DistributedSampler(train_ds, world, rank, shuffle=True, seed=cfg.seed) if world > 1
-                   else RandomSampler(train_ds, generator=generator))
-        if world > 1:
-            sampler.set_epoch(epoch)
-        loader = _loader(train_ds, cfg.batch_size, workers, device, sampler=sampler, generator=generator)
+        shuffle.manual_seed(cfg.seed * 1000 + epoch)
+        sampler.set_epoch(epoch)
         started = time.perf_counter()
         train_loss = _train_epoch(net, loader, inputs, cfg, device, amp, optimizer, scaler, criterion, epoch,
-                                  callbacks, run, from_features=cfg.freeze_backbone)
+                                  callbacks, run, from_features=cfg.freeze_backbone, frame_loss=frame_loss)
         seconds = time.perf_counter() - started
         verdict = torch.zeros(2)  # (stop?, validation loss): rank 0 decides, every rank follows
         if main:
-            probs, labels = predict_batches(model, _loader(val_ds, cfg.batch_size, workers, device), inputs, device,
+            probs, labels = predict_batches(model, val_loader, inputs, device,
                                             amp, from_features=cfg.freeze_backbone)
-            threshold = best_f1_threshold(labels, probs)
+            threshold = best_threshold(labels, probs)
             m = classification_metrics(labels, probs, 0.5)
             row = {"epoch": epoch, "train_loss": train_loss, "val_loss": bce(labels, probs), "accuracy": m["accuracy"],
-                   "f1": m["f1"], "auc": m["auc"], "ap": m["ap"], "eer": m["eer"], "threshold": threshold,
-                   "lr": optimizer.param_groups[0]["lr"], "clips_per_s": len(train_ds) / seconds, "seconds": seconds}
+                   "f1": m["f1"], "macro_f1": m["macro_f1"], "auc": m["auc"], "ap": m["ap"], "eer": m["eer"],
+                   "threshold": threshold, "lr": optimizer.param_groups[0]["lr"], "clips_per_s": len(train_ds) / seconds,
+                   "seconds": seconds, "select": cfg.select}
             history.append(row)
-            improved = m["f1"] > best["f1"]
+            improved = is_better(row, best, cfg.select)
             if improved:
                 best, bad_epochs = row, 0
             else:
                 bad_epochs += 1
-            ckpt = dict(model=model, model_args={"readout": "final"}, inputs=inputs, meta={**meta, "epoch": epoch, "metrics": row})
+            ckpt = dict(model=model, model_args={"readout": "final", "backbone": choice.name}, inputs=inputs,
+                        meta={**meta, "epoch": epoch, "metrics": row})
             if improved:
                 save_checkpoint(run / "best.pt", threshold=threshold, **ckpt)
-            save_checkpoint(run / "last.pt", threshold=threshold, **ckpt, epoch=epoch, best=best, history=history,
+            probe = {"frame_probe": trained.probe.state_dict()} if frame_loss else {}
+            save_checkpoint(run / "last.pt", threshold=threshold, **ckpt, **probe, epoch=epoch, best=best, history=history,
                             bad_epochs=bad_epochs, optimizer=optimizer.state_dict(),
                             scheduler=scheduler.state_dict() if scheduler is not None else None)
-            write_metrics(run, history)
+            write_metrics(run, history, best)
             callbacks.on_epoch({**row, "best": improved})
             verdict[:] = torch.tensor([float(bool(cfg.patience and bad_epochs >= cfg.patience)), row["val_loss"]])
         if world > 1:
@@ -369,6 +409,17 @@ def _train(cfg: TrainConfig, callbacks: Callbacks, resume: bool, rank: int, worl
     return TrainResult(run=run, best=best, history=history, stopped_early=stopped_early)
 
 
+def is_better(row: dict, best: dict | None, select: str) -> bool:
+    """Whether this validation row beats the best so far by the `select` metric (ties: the second key)."""
+    key = SELECTS[select]
+    return best is None or key(row) > key(_filled(best))
+
+
+def _filled(row: dict) -> dict:
+    """A row from a run before macro F1 was recorded: it counts as the worst on what it lacks."""
+    return {"macro_f1": float("-inf"), "auc": None, "val_loss": float("inf"), **row}
+
+
 def _scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer):
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
@@ -377,22 +428,73 @@ def _scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer):
     return None
 
 
-def _loader(ds: Dataset, batch_size: int, workers: int, device: torch.device, sampler=None, generator=None) -> DataLoader:
-    return DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=workers, generator=generator,
-                      pin_memory=device.type == "cuda", prefetch_factor=4 if workers else None)
+class SeededSampler(Sampler):
+    """Wraps a sampler: yields (index, seed, epoch) keys for `SequenceDataset`'s per-sample draws."""
+
+    def __init__(self, sampler: Sampler, seed: int):
+        self.sampler, self.seed, self.epoch = sampler, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+
+    def __iter__(self):
+        return ((index, self.seed, self.epoch) for index in self.sampler)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+
+def _one_thread_each(worker_id: int) -> None:
+    """A loader worker is one of several processes: OpenCV's own thread pool (a thread per core in
+    each worker) would only oversubscribe the cores. torch already gives each worker one thread."""
+    cv2.setNumThreads(1)
+
+
+def _loader(ds: Dataset, batch_size: int, workers: int, device: torch.device, sampler=None) -> DataLoader:
+    return DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=workers, pin_memory=device.type == "cuda",
+                      prefetch_factor=4 if workers else None, persistent_workers=workers > 0,
+                      worker_init_fn=_one_thread_each if workers else None)
+
+
+class FrameProbe(nn.Module):
+    """The detector plus a linear probe on each frame's backbone features, used in training only.
+
+    Every frame of a fake video is fake, so each frame's features also get the video's label
+    directly: 16 gradients per video reach the backbone at once, where through the LSTM alone
+    they arrive weak and late. On the generated sets this is what lets a 6-epoch CPU run learn
+    (benchmarks/bench_quality.py). The probe is not part of the detector: best.pt keeps the
+    reference's keys, and inference never runs it; last.pt keeps it for --resume.
+    """
+
+    def __init__(self, model: DeepfakeDetector):
+        super().__init__()
+        self.model = model
+        self.probe = nn.Linear(FEATURE_DIM, 1)
+
+    def forward(self, images: torch.Tensor, landmarks: torch.Tensor, precomputed: bool = False):
+        assert not precomputed, "cached features mean a frozen backbone, which trains without the probe"
+        features = self.model.forward_features(images)  # (B, T, 1280)
+        return self.model.forward_head(features, landmarks), self.probe(features).squeeze(-1)  # (B,), (B, T)
 
 
 def _train_epoch(net: nn.Module, loader: DataLoader, inputs: InputSpec, cfg: TrainConfig, device: torch.device,
                  amp: torch.dtype | None, optimizer, scaler, criterion, epoch: int, callbacks: Callbacks, run: Path,
-                 from_features: bool) -> float:
+                 from_features: bool, frame_loss: float = 0.0) -> float:
     net.train()
     total, steps = 0.0, len(loader)
     for step, (x, vectors, labels) in enumerate(loader, 1):
         x, vectors = x.to(device, non_blocking=True), vectors.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
         with autocast(device, amp):
-            logits = net(x if from_features else inputs.images(x), inputs.landmark_features(vectors), precomputed=from_features)
-        loss = criterion(logits.float(), labels)
+            out = net(x if from_features else inputs.images(x), inputs.landmark_features(vectors), precomputed=from_features)
+        if frame_loss:
+            logits, frame_logits = out  # (B,), (B, T)
+            per_frame = criterion(frame_logits.float(), labels[:, None].expand_as(frame_logits))
+            loss = criterion(logits.float(), labels) + frame_loss * per_frame
+        else:
+            loss = criterion(out.float(), labels)
         if not torch.isfinite(loss):
             raise DeepfakeError(f"the loss became {loss.item()} at epoch {epoch}, step {step}; lower --lr or check the "
                                 f"data. The last good checkpoint is kept in {run}/last.pt")
@@ -408,8 +510,10 @@ def _train_epoch(net: nn.Module, loader: DataLoader, inputs: InputSpec, cfg: Tra
     return total / max(steps, 1)
 
 
-def write_metrics(run: Path, history: list[dict]) -> None:
+def write_metrics(run: Path, history: list[dict], best: dict | None = None) -> None:
+    """metrics.csv (one row per epoch; `best` is 1 on the epoch best.pt holds) and curves.png."""
     lines = [",".join(METRIC_COLUMNS)]
+    history = [{**row, "best": int(best is not None and row["epoch"] == best["epoch"])} for row in history]
     for row in history:
         lines.append(",".join("" if row.get(c) is None else f"{row[c]:.6g}" if isinstance(row[c], float) else str(row[c])
                               for c in METRIC_COLUMNS))

@@ -50,6 +50,16 @@ def trained_run(extracted, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def lite0_run(extracted, tmp_path_factory) -> Path:
+    """A tiny run of the offline default: EfficientNet-Lite0 fine-tuned from its bundled ImageNet weights."""
+    from deepfake_cli.train import train
+
+    run = tmp_path_factory.mktemp("runs") / "lite0"
+    train(tiny_config(extracted, run, backbone="efficientnet_lite0", pretrained=None))
+    return run
+
+
+@pytest.fixture(scope="session")
 def clips(tmp_path_factory) -> dict[str, Path]:
     """Single clips for predict: real, fake, two people, no face, unreadable, empty, too short."""
     root = tmp_path_factory.mktemp("clips")

@@ -156,3 +156,13 @@ def test_bad_checkpoints_get_a_message_naming_the_file(tmp_path, trained_run, cl
     assert result.exit_code == 2
     assert str(path) in result.output.replace("\n", "") and message in result.output.replace("\n", "")
     assert "Traceback" not in result.output
+
+
+def test_a_lite0_checkpoint_through_evaluate_and_predict(lite0_run, extracted, clips):
+    result = evaluate(extracted, lite0_run / "best.pt", workers=0)
+    assert result["split"] == "val" and result["n"] > 0 and result["at_threshold"]["auc"] is not None
+    predictor = Predictor(lite0_run / "best.pt", windows=2)
+    verdicts = list(predictor.predict_all([clips["real"], clips["fake"]]))
+    assert "efficientnet_lite0" in predictor.model_info.description
+    predictor.close()
+    assert [v.status for v in verdicts] == ["ok", "ok"] and all(0 <= v.p_fake <= 1 for v in verdicts)

@@ -10,11 +10,13 @@ import torch
 from typer.testing import CliRunner
 
 from conftest import SEQ_LEN, tiny_config
+from deepfake_cli.backbones import lite0_weights_file
 from deepfake_cli.checkpoint import load_detector, read_checkpoint
 from deepfake_cli.cli import app
 from deepfake_cli.data import Sample, identity_split, identity_tokens, read_split_file
 from deepfake_cli.errors import DeepfakeError
-from deepfake_cli.train import train
+from deepfake_cli.model import DeepfakeDetector
+from deepfake_cli.train import is_better, train
 
 runner = CliRunner()
 
@@ -24,7 +26,10 @@ def test_a_run_writes_every_run_folder_file(trained_run):
         assert (trained_run / name).stat().st_size > 0, name
     rows = list(csv.DictReader(open(trained_run / "metrics.csv")))
     assert [r["epoch"] for r in rows] == ["1", "2"]
-    assert all(0 <= float(r["f1"]) <= 1 and float(r["train_loss"]) > 0 for r in rows)
+    assert all(0 <= float(r["f1"]) <= 1 and 0 <= float(r["macro_f1"]) <= 1 and float(r["train_loss"]) > 0 for r in rows)
+    assert [r["select"] for r in rows] == ["macro-f1"] * 2  # the selection rule, on every row
+    best = read_checkpoint(trained_run / "best.pt")["meta"]
+    assert [r["epoch"] for r in rows if r["best"] == "1"] == [str(best["epoch"])] and best["select"] == "macro-f1"
     assert (trained_run / "curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -34,7 +39,8 @@ def test_checkpoint_describes_itself(trained_run):
     inputs = payload["inputs"]
     assert inputs["seq_len"] == SEQ_LEN and inputs["rgb"] and inputs["landmarks"] == "face_scale"
     assert len(inputs["landmark_mean"]) == 5 and inputs["crop"]["relative"]
-    assert payload["meta"]["backbone"] == "scratch" and "torch" in payload["meta"]["versions"]
+    assert payload["model_args"]["backbone"] == payload["meta"]["backbone"] == "efficientnet_b0"
+    assert payload["meta"]["weights"] == "scratch" and "torch" in payload["meta"]["versions"]
     assert 0 < payload["threshold"] < 1
     detector = load_detector(trained_run / "best.pt")
     assert detector.model.readout == "final" and not detector.reference
@@ -126,6 +132,13 @@ def test_bad_data_is_named_before_training(extracted, tmp_path):
 def test_train_cli_rejects_bad_options_by_flag_name(extracted, tmp_path):
     result = runner.invoke(app, ["train", str(extracted), "--run-dir", str(tmp_path / "r"), "--schedule", "sometimes"])
     assert result.exit_code == 2 and "--schedule must be one of" in result.output
+    result = runner.invoke(app, ["train", str(extracted), "--run-dir", str(tmp_path / "r"), "--backbone", "resnet50"])
+    assert result.exit_code == 2 and "--backbone resnet50: unknown; choose one of efficientnet_b0, efficientnet_lite0" in result.output
+    result = runner.invoke(app, ["train", str(extracted), "--run-dir", str(tmp_path / "r"), "--select", "accuracy"])
+    assert result.exit_code == 2 and "--select must be one of macro-f1, f1, auc, loss" in result.output
+    result = runner.invoke(app, ["train", str(extracted), "--run-dir", str(tmp_path / "r"), "--seq-len", str(SEQ_LEN),
+                                 "--backbone-weights", str(tmp_path / "missing.pth")])
+    assert result.exit_code == 2 and "missing.pth: cannot read it" in result.output and "Traceback" not in result.output
     result = runner.invoke(app, ["train", str(tmp_path / "nothing"), "--run-dir", str(tmp_path / "r")])
     assert result.exit_code == 2 and "no such folder" in result.output
 
@@ -149,3 +162,63 @@ def test_cli_resume_keeps_the_runs_own_epochs(trained_run, tmp_path):
     assert result.exit_code == 2 and "no run to resume" in result.output
     result = runner.invoke(app, ["train"])
     assert result.exit_code == 2 and "missing DATA" in result.output
+
+
+def test_selection_never_keeps_the_everything_is_fake_epoch():
+    """Two fakes per real: calling everything fake scores fake-class F1 0.8, and won selection before."""
+    trivial = {"epoch": 1, "f1": 0.8, "macro_f1": 0.4, "auc": 0.46, "val_loss": 0.69}
+    learned = {"epoch": 2, "f1": 0.75, "macro_f1": 0.71, "auc": 0.93, "val_loss": 0.52}
+
+    def kept(select: str, history=(trivial, learned)) -> int:
+        best = None
+        for row in history:
+            if is_better(row, best, select):
+                best = row
+        return best["epoch"]
+
+    assert kept("macro-f1") == kept("auc") == kept("loss") == 2
+    assert kept("f1") == 1  # the old rule, still there on request
+    tie = {**learned, "epoch": 3, "auc": 0.95}
+    assert kept("macro-f1", (trivial, learned, tie)) == 3  # equal macro F1: the higher AUC wins
+    assert kept("macro-f1", (trivial, tie, learned)) == 3
+    old = {"epoch": 1, "f1": 0.8, "auc": 0.5, "val_loss": 0.7}  # a row from a run before macro F1 was recorded
+    assert is_better(learned, old, "macro-f1")
+
+
+def test_a_lite0_run_rebuilds_from_the_file_alone(lite0_run):
+    payload = read_checkpoint(lite0_run / "best.pt")
+    assert payload["model_args"]["backbone"] == "efficientnet_lite0" and payload["meta"]["weights"] == "imagenet"
+    assert list(payload["inputs"]["mean"]) == [127 / 255] * 3 and list(payload["inputs"]["std"]) == [128 / 255] * 3
+    assert load_detector(lite0_run / "best.pt").model.backbone == "efficientnet_lite0"
+    bundled = torch.load(lite0_weights_file(), weights_only=True)
+    assert not torch.equal(payload["model"]["cnn.features.0.0.weight"], bundled["_conv_stem.weight"])  # fine-tuned
+
+
+def test_resume_rebuilds_the_runs_backbone(lite0_run, tmp_path):
+    run = tmp_path / "copy"
+    subprocess.run(["cp", "-r", str(lite0_run), str(run)], check=True)
+    result = runner.invoke(app, ["train", "--run-dir", str(run), "--resume", "--epochs", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    payload = read_checkpoint(run / "last.pt")  # the copy was resumed, not the folder it was copied from
+    assert payload["epoch"] == 2 and payload["model_args"]["backbone"] == "efficientnet_lite0"
+    assert read_checkpoint(lite0_run / "last.pt")["epoch"] == 1
+    assert set(payload["frame_probe"]) == {"weight", "bias"}  # the per-frame probe resumes with its weights
+
+
+def test_train_help_groups_its_options_and_fits_80_columns():
+    env = {**os.environ, "COLUMNS": "80", "TERM": "dumb"}
+    result = subprocess.run([sys.executable, "-m", "deepfake_cli", "train", "--help"], capture_output=True, text=True,
+                            env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    panels = [line.strip("╭─ ").split(" ")[0] for line in result.stdout.splitlines() if line.startswith("╭─")]
+    assert panels == ["Arguments", "Options", "Data", "Model", "Optimisation", "Hardware", "Run"]
+    assert max(len(line) for line in result.stdout.splitlines()) <= 80
+
+
+def test_best_pt_holds_the_detector_alone_and_the_frame_loss_trains(trained_run, extracted, tmp_path):
+    """The per-frame probe is a training aid: best.pt keeps the reference's keys, and the loss it adds is real."""
+    assert read_checkpoint(trained_run / "best.pt")["model"].keys() == DeepfakeDetector().state_dict().keys()
+    without = train(tiny_config(extracted, tmp_path / "without", frame_loss=0))
+    assert "frame_probe" not in read_checkpoint(tmp_path / "without" / "last.pt")
+    with_probe = read_checkpoint(trained_run / "last.pt")["history"][0]["train_loss"]
+    assert with_probe > without.history[0]["train_loss"] + 0.3  # video loss + per-frame loss (~0.69 each)

@@ -1,0 +1,7 @@
+"""The on-disk layout of extracted data, shared by `extract` and the readers (no heavy imports).
+
+FaceForensics++'s: `OUT/<folder>/<video>_<i>.jpg|.npy`, where `original` holds the real videos
+and every other folder is a manipulation method.
+"""
+
+REAL_FOLDERS = ("original",)
