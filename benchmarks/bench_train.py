@@ -1,9 +1,11 @@
 """Training speed and memory: deepfake_cli.train against the reference notebook's training loop.
 
     python benchmarks/bench_train.py [--quick] [--steps K]
+    python benchmarks/bench_train.py --gpu-only DATA   # the GPU half alone, on extracted DATA
 
 Both sides train EfficientNet-B0 + BiLSTM on the same extracted example videos, 16 frames,
-batch 4, and are timed over K steps after one warm-up step. The reference is the notebook's
+batch 4, and are timed over K steps after one warm-up step; ours also trains the Lite0 backbone
+on the same steps (Lite0 against B0: the backbone the offline default picks). The reference is the notebook's
 loop (per-sample imread + resize + ToTensor, num_workers=0, Sigmoid + BCELoss, Adam, fp32);
 ours is `deepfake_cli.train.train` itself, its step times read from its per-batch callback.
 A split file fixes ours to exactly K + 1 training steps and a two-video validation.
@@ -12,6 +14,7 @@ A split file fixes ours to exactly K + 1 training steps and a two-video validati
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -46,7 +49,7 @@ def write_split(data: Path, train_videos: int, path: Path) -> list[str]:
 
 
 def ours_train(data: Path, split_file: Path, name: str, image_size: int, device: str = "cpu", amp: str = "off",
-               freeze: bool = False, epochs: int = 1) -> dict:
+               freeze: bool = False, epochs: int = 1, backbone: str = "efficientnet_b0", batch: int = BATCH) -> dict:
     """`deepfake_cli.train.train` with its defaults (augmentation, DataLoader workers, channels_last).
 
     Clips/s of the first epoch's steps after the first (the warm-up), from on_batch time stamps.
@@ -54,14 +57,14 @@ def ours_train(data: Path, split_file: Path, name: str, image_size: int, device:
     from deepfake_cli.train import Callbacks, TrainConfig, train
 
     stamps: list[tuple[int, int, float]] = []  # (epoch, step, time at the end of the step)
-    cfg = TrainConfig(data=data, run=common.scratch_dir(f"train-{name}") / "run", epochs=epochs, batch_size=BATCH,
-                      seq_len=SEQ_LEN, image_size=image_size, split_file=split_file, pretrained=False, device=device,
-                      amp=amp, freeze_backbone=freeze)
+    cfg = TrainConfig(data=data, run=common.scratch_dir(f"train-{name}") / "run", epochs=epochs, batch_size=batch,
+                      seq_len=SEQ_LEN, image_size=image_size, split_file=split_file, backbone=backbone, pretrained=False,
+                      device=device, amp=amp, freeze_backbone=freeze)
     seconds, result = common.timed(
         train, cfg, Callbacks(on_batch=lambda epoch, step, total, loss: stamps.append((epoch, step, time.perf_counter()))))
     first = [t for epoch, _, t in stamps if epoch == 1]
     n_train = len(json.loads(split_file.read_text())["train"])
-    timed_clips = n_train - BATCH  # every step but the first, whose batch is full
+    timed_clips = n_train - batch  # every step but the first, whose batch is full
     return {"clips_per_s": timed_clips / (first[-1] - first[0]), "timed_steps": len(first) - 1,
             "timed_clips": timed_clips, "total_seconds": round(seconds, 2),
             "history": [{k: row[k] for k in ("epoch", "clips_per_s", "seconds")} for row in result.history]}
@@ -80,7 +83,8 @@ def train_memory(data: Path, image_size: int, freeze: bool = False) -> common.Ch
     return common.check_child(child, f"train on {data}")
 
 
-def resident_steps(device: torch.device, image_size: int, steps: int, amp: torch.dtype | None = None) -> dict:
+def resident_steps(device: torch.device, image_size: int, steps: int, amp: torch.dtype | None = None,
+                   backbone: str = "efficientnet_b0", batch: int = BATCH) -> dict:
     """train()'s step (model, channels_last, loss, AdamW, clipping) fed one batch already in device memory.
 
     No decoding, augmentation or transfer: the compute-bound ceiling that train() can reach.
@@ -90,12 +94,12 @@ def resident_steps(device: torch.device, image_size: int, steps: int, amp: torch
     from deepfake_cli.model import DeepfakeDetector
 
     inputs = InputSpec(image_size=image_size, seq_len=SEQ_LEN)
-    model = DeepfakeDetector().to(device)
+    model = DeepfakeDetector(backbone=backbone).to(device)
     model.cnn.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     criterion = torch.nn.BCEWithLogitsLoss()
-    frames = torch.randint(0, 256, (BATCH, SEQ_LEN, 3, image_size, image_size), dtype=torch.uint8, device=device)
-    vectors, labels = torch.rand(BATCH, SEQ_LEN, 5, device=device) * 100, torch.ones(BATCH, device=device)
+    frames = torch.randint(0, 256, (batch, SEQ_LEN, 3, image_size, image_size), dtype=torch.uint8, device=device)
+    vectors, labels = torch.rand(batch, SEQ_LEN, 5, device=device) * 100, torch.ones(batch, device=device)
     model.train()
     for step in range(steps + 1):
         if step == 1:  # after one warm-up step; loss.item() below has synchronised the device
@@ -109,32 +113,73 @@ def resident_steps(device: torch.device, image_size: int, steps: int, amp: torch
         optimizer.step()
         loss.item()
     seconds = time.perf_counter() - started
-    return {"steps": steps, "seconds": seconds, "clips_per_s": steps * BATCH / seconds}
+    return {"steps": steps, "seconds": seconds, "clips_per_s": steps * batch / seconds}
+
+
+BACKBONES = ("efficientnet_b0", "efficientnet_lite0")
+GPU_BATCHES = (BATCH, 16)  # the reference's batch, and one that gives a GPU enough work per step
 
 
 def gpu_figures(data: Path, split_file: Path, train_keys: list[str], image_size: int, name: str = "cuda") -> dict:
-    """On a GPU: reference vs ours clips/s, and ours vs the same model fed from tensors already on the GPU.
+    """On a GPU, per backbone: ours vs the reference loop (B0, the notebook's), and ours vs the same
+    model fed from tensors already on the GPU.
 
     The last ratio is the data pipeline's efficiency: 1.0 means the GPU never waits for data.
-    GPU steps are fast, so both run 3 epochs and ours is read from epochs 2-3.
+    GPU steps are fast, so every side runs 3 epochs' steps and ours is read from epochs 2-3.
     """
     from deepfake_cli.device import resolve_amp
 
     device = torch.device(name)  # `name` is only ever "cpu" to smoke-test this code without a GPU
     n = 3 * len(train_keys) // BATCH  # steps in 3 epochs
     reference = reference_train_steps(ReferenceDataset.from_folder(data, set(train_keys), size=image_size), device, n)
-    ours = ours_train(data, split_file, "gpu", image_size, device=name, amp="auto", epochs=3)
-    ours_cps = sum(row["clips_per_s"] for row in ours["history"][1:]) / len(ours["history"][1:])
-    resident_cps = resident_steps(device, image_size, n, resolve_amp("auto", device))["clips_per_s"]
-    described = torch.cuda.get_device_name(device) if device.type == "cuda" else name
-    return {"measured": True, "device": described, "reference_clips_per_s": reference["clips_per_s"],
-            "ours_clips_per_s": ours_cps, "resident_clips_per_s": resident_cps,
-            "speedup_vs_reference": ours_cps / reference["clips_per_s"], "ours_vs_resident": ours_cps / resident_cps}
+    figures = {"measured": True, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else name,
+               "reference_clips_per_s": reference["clips_per_s"]}
+    for backbone in BACKBONES:
+        for batch in GPU_BATCHES:
+            ours = ours_train(data, split_file, f"gpu-{backbone}-{batch}", image_size, device=name, amp="auto", epochs=3,
+                              backbone=backbone, batch=batch)
+            ours_cps = sum(row["clips_per_s"] for row in ours["history"][1:]) / len(ours["history"][1:])
+            resident = resident_steps(device, image_size, max(n * BATCH // batch, 10), resolve_amp("auto", device),
+                                      backbone, batch)["clips_per_s"]
+            figures[f"{backbone}-batch{batch}"] = {
+                "backbone": backbone, "batch": batch, "ours_clips_per_s": ours_cps, "resident_clips_per_s": resident,
+                "speedup_vs_reference": ours_cps / reference["clips_per_s"], "ours_vs_resident": ours_cps / resident}
+            print(f"GPU {backbone} batch {batch}: {ours_cps:.1f} clips/s, reference {reference['clips_per_s']:.1f}, "
+                  f"resident {resident:.1f}", flush=True)
+    return figures
+
+
+def gpu_rows(g: dict) -> list[dict]:
+    rows = []
+    for key, b in g.items():
+        if not isinstance(b, dict):
+            continue
+        backbone = f"{b['backbone']}, batch {b['batch']}"
+        rows += [common.row(f"GPU ({g['device']}): train {backbone} vs reference loop (B0, batch {BATCH})",
+                            f"{b['ours_clips_per_s']:.1f} clips/s", f"reference {g['reference_clips_per_s']:.1f} clips/s",
+                            f"{b['speedup_vs_reference']:.2f}x", ">= 5x", b["speedup_vs_reference"] >= 5),
+                 common.row(f"GPU: train {backbone} vs tensors already on the GPU", f"{b['ours_clips_per_s']:.1f} clips/s",
+                            f"resident {b['resident_clips_per_s']:.1f} clips/s", f"{b['ours_vs_resident']:.2f}x", ">= 0.85x",
+                            b["ours_vs_resident"] >= 0.85)]
+    return rows
+
+
+def gpu_only(data: Path) -> None:
+    """The GPU half alone, on already extracted DATA (a GPU machine needs no MediaPipe for it)."""
+    split_file = common.RESULTS / "tmp" / "train-split-gpu.json"
+    split_file.parent.mkdir(parents=True, exist_ok=True)
+    train_keys = write_split(data, BATCH * 20, split_file)
+    measured = {"gpu": gpu_figures(data, split_file, train_keys, FULL["image_size"])}
+    common.save_results("bench_train-gpu", False, {"load_1min_at_start": 0, "waited_s": 0, "idle": True},
+                        {"image_size": FULL["image_size"], "batch": BATCH, "seq_len": SEQ_LEN,
+                         "train_videos": len(train_keys), "data": str(data)}, measured, gpu_rows(measured["gpu"]))
 
 
 def main() -> None:
     from deepfake_cli.data import scan
 
+    if "--gpu-only" in sys.argv:
+        return gpu_only(Path(sys.argv[sys.argv.index("--gpu-only") + 1]))
     p, quick = common.settings(__doc__, FULL, QUICK, "tiny images, one timed step: a smoke check",
                                steps="timed steps after the warm-up (default 2; 1 with --quick)")
     size, steps = p["image_size"], p["steps"]
@@ -154,6 +199,8 @@ def main() -> None:
     measured: dict = {}
     measured["ours_fp32"] = ours_train(data, split_file, "fp32", size)
     print(f"ours fp32: {measured['ours_fp32']['clips_per_s']:.3f} clips/s", flush=True)
+    measured["ours_lite0_fp32"] = ours_train(data, split_file, "lite0", size, backbone="efficientnet_lite0")
+    print(f"ours Lite0 fp32: {measured['ours_lite0_fp32']['clips_per_s']:.3f} clips/s", flush=True)
     measured["reference"] = reference_train_steps(reference_data, torch.device("cpu"), steps)
     print(f"reference: {measured['reference']['clips_per_s']:.3f} clips/s", flush=True)
     measured["resident_fp32"] = resident_steps(torch.device("cpu"), size, steps)
@@ -179,6 +226,7 @@ def main() -> None:
 
     ref_cps = measured["reference"]["clips_per_s"]
     fp32, bf16 = measured["ours_fp32"]["clips_per_s"], measured["ours_bf16"]["clips_per_s"]
+    lite0 = measured["ours_lite0_fp32"]["clips_per_s"]
     resident = measured["resident_fp32"]["clips_per_s"]
     reference = f"reference {ref_cps:.3f} clips/s"
     (small_name, small), (large_name, large) = memory.items()
@@ -187,6 +235,8 @@ def main() -> None:
         common.row(f"reference loop ({size} px, fp32)", f"{ref_cps:.3f} clips/s"),
         common.row("train, full fine-tuning, fp32", f"{fp32:.3f} clips/s", reference, f"{fp32 / ref_cps:.2f}x", ">= 2x",
                    fp32 / ref_cps >= 2),
+        common.row("train, Lite0 backbone vs B0 (fp32, full fine-tuning)", f"{lite0:.3f} clips/s", f"B0 {fp32:.3f} clips/s",
+                   f"{lite0 / fp32:.2f}x"),
         common.row("  train()'s step fed from tensors in memory (compute ceiling)", f"{resident:.3f} clips/s",
                    f"train fp32 {fp32:.3f} clips/s", f"{fp32 / resident:.2f}x of ceiling"),
         common.row("train, full fine-tuning, --amp bf16", f"{bf16:.3f} clips/s", reference, f"{bf16 / ref_cps:.2f}x"),
@@ -205,11 +255,7 @@ def main() -> None:
                    f"{large.peak_rss_mb:.0f} MB"),
     ]
     if measured["gpu"]["measured"]:
-        g = measured["gpu"]
-        rows += [common.row("GPU: train vs reference loop", f"{g['ours_clips_per_s']:.1f} clips/s",
-                            f"reference {g['reference_clips_per_s']:.1f} clips/s", f"{g['speedup_vs_reference']:.2f}x"),
-                 common.row("GPU: train vs tensors already on the GPU", f"{g['ours_clips_per_s']:.1f} clips/s",
-                            f"resident {g['resident_clips_per_s']:.1f} clips/s", f"{g['ours_vs_resident']:.2f}x")]
+        rows += gpu_rows(measured["gpu"])
     else:
         rows.append(common.row("GPU figures", "not measured (no GPU)"))
     settings = {**p, "batch": BATCH, "seq_len": SEQ_LEN, "train_videos": len(train_keys), "data": str(data)}

@@ -203,6 +203,9 @@ def train(
         "f1 (the fake class's), auc or loss.")),
     patience: int = typer.Option(0, help="Stop after this many epochs without a better --select metric; 0 = never.",
                                  rich_help_panel=OPTIMISATION),
+    frame_loss: float = typer.Option(1.0, rich_help_panel=OPTIMISATION, help=(
+        "Weight of a per-frame loss (each frame's backbone features get the video's label through a probe "
+        "used only in training); 0 = off.")),
     device: str = typer.Option("auto", help="cpu, cuda, cuda:1, ...; auto picks the GPU when there is one.",
                                rich_help_panel=HARDWARE),
     amp: str = typer.Option("auto", rich_help_panel=HARDWARE, help=(
@@ -242,7 +245,7 @@ def train(
             clip_grad=clip_grad, seed=seed, seq_len=seq_len, image_size=image_size, val_fraction=val_fraction,
             split_file=split_file, real_folders=tuple(f.strip() for f in real_folders.split(",") if f.strip()),
             balance=balance, augment=augment, pretrained=pretrained, backbone_weights=backbone_weights,
-            backbone=backbone, freeze_backbone=freeze_backbone, workers=workers, cache=cache, select=select, patience=patience,
+            backbone=backbone, freeze_backbone=freeze_backbone, workers=workers, cache=cache, select=select, frame_loss=frame_loss, patience=patience,
             device=device, amp=amp, channels_last=channels_last, skip_bad=skip_bad,
         )
     table = Table(title="validation after each epoch")

@@ -7,6 +7,15 @@ colour and moved smoothly over a synthetic background::
     OUT/FaceSwap/000_001.mp4     <target>_<source>: the source's inner face on the target
     OUT/SelfBlend/000.mp4        the identity's own inner face, colour-shifted, enlarged and
                                  blended back (self-blended images, Shiohara & Yamasaki 2022)
+    OUT/LowResSwap/000_001.mp4   the source's inner face, colour-matched to the target and
+                                 rendered at an autoencoder's low resolution (Deepfakes-like)
+    OUT/MouthEdit/000.mp4        only the mouth re-rendered: moved and smoothed (NeuralTextures-like)
+
+By default every identity gets one fake per method (``--methods``), as FaceForensics++ does;
+``--one-fake`` gives each identity a single fake, the methods taken in turn. ``--variety``
+grades each identity's videos (gamma, white balance, noise) and re-compresses their frames
+(JPEG quality 30-95), real and fakes alike, as footage from different sources differs.
+``--first-identity`` starts at another LFW face, so two sets can hold different people.
 
 A fake reuses its target's background and motion exactly, so only the face region differs
 from the real video. Everything is derived from ``numpy.random.default_rng`` streams keyed by
@@ -30,14 +39,16 @@ import cv2
 import numpy as np
 from skimage import data
 
-METHODS = ("FaceSwap", "SelfBlend")
+METHODS = ("FaceSwap", "SelfBlend")  # the default set (the demo's and the tests')
+ALL_METHODS = ("FaceSwap", "SelfBlend", "LowResSwap", "MouthEdit")
+SWAPS = ("FaceSwap", "LowResSwap")  # <target>_<source> names: the FF++ pairing identity XOR 1
 LFW_FACES = 100  # lfw_subset() holds 100 faces followed by 100 non-faces
 # LFW faces MediaPipe often misses once downscaled (turned heads, sunglasses, low contrast):
 # they become the last identities, so that identities 0-90 are detected reliably.
 _HARD_FACES = (30, 4, 76, 47, 32, 9, 21, 13, 28)
 # Independent random streams per (seed, identity), so e.g. the blend parameters drawn for a
 # fake never shift the looks of the real video.
-_TINT, _SCENE, _BLEND, _SECOND, _EMPTY = range(5)
+_TINT, _SCENE, _BLEND, _SECOND, _EMPTY, _GRADE = range(6)
 _INNER_CENTRE, _INNER_AXES = (0.5, 0.56), (0.31, 0.35)  # eyes-nose-mouth in an LFW crop
 _FACE_HEIGHT = (0.45, 0.6)  # face size range as a fraction of the frame height
 
@@ -134,6 +145,46 @@ def _self_blend(face: np.ndarray, identity: int, seed: int) -> np.ndarray:
     axes = np.multiply(_INNER_AXES, rng.uniform(0.9, 1.1, 2))  # a jittered, tilted outline
     mask = _ellipse_mask(size, _INNER_CENTRE, axes, 0.015, angle=rng.uniform(-12, 12))
     return _blend(face, inner, mask)
+
+
+def _low_res_swap(face: np.ndarray, identity: int, source: int, seed: int) -> np.ndarray:
+    """The source's inner face, colour-matched to the target, at an autoencoder's output resolution."""
+    rng = _rng(seed, identity, _BLEND)
+    size = face.shape[0]
+    inner = _face_texture(source, size, _skin_tint(source, seed))
+    region = _ellipse_mask(size, _INNER_CENTRE, _INNER_AXES, 0.01) > 0.5
+    # Colour transfer inside the face (mean and spread per channel), as face-swap tools do.
+    mean, spread = inner[region].mean(0), inner[region].std(0) + 1e-3
+    inner = (inner - mean) / spread * face[region].std(0) + face[region].mean(0)
+    low = max(12, round(size / rng.uniform(2.5, 4.0)))  # e.g. a 64 px decoder for a 200 px face
+    inner = cv2.resize(cv2.resize(inner, (low, low), interpolation=cv2.INTER_AREA), (size, size),
+                       interpolation=cv2.INTER_LINEAR)
+    mask = _ellipse_mask(size, _INNER_CENTRE, np.multiply(_INNER_AXES, 1.04), 0.04)
+    return _blend(face, np.clip(inner, 0, 255), mask)
+
+
+def _mouth_edit(face: np.ndarray, identity: int, seed: int) -> np.ndarray:
+    """Only the mouth changes: opened or closed a little and re-rendered smoother."""
+    rng = _rng(seed, identity, _BLEND)
+    size = face.shape[0]
+    centre = (0.5, 0.76)
+    move = cv2.getRotationMatrix2D((size * centre[0], size * centre[1]), rng.uniform(-4, 4), 1.0)
+    move[1] += [0.0, rng.uniform(0.08, 0.2), rng.choice([-1, 1]) * rng.uniform(0.01, 0.025) * size]  # y stretch and shift
+    mouth = cv2.warpAffine(face, move, (size, size), borderMode=cv2.BORDER_REFLECT)
+    mouth = cv2.GaussianBlur(mouth, (0, 0), size * rng.uniform(0.006, 0.012)) * rng.uniform(0.9, 1.1)
+    return _blend(face, np.clip(mouth, 0, 255), _ellipse_mask(size, centre, (0.2, 0.1), 0.02))
+
+
+def _graded(frames: Iterable[np.ndarray], identity: int, seed: int) -> Iterator[np.ndarray]:
+    """One identity's source look: gamma, white balance, sensor noise and JPEG re-compression."""
+    rng = _rng(seed, identity, _GRADE)
+    gamma, gains = rng.uniform(0.8, 1.25), rng.uniform(0.9, 1.1, 3)
+    noise, quality = rng.uniform(0, 6), int(rng.integers(30, 96))
+    lut = np.clip(255.0 * (np.arange(256) / 255.0) ** gamma, 0, 255)
+    for index, frame in enumerate(frames):
+        noisy = lut[frame] * gains + _rng(seed, identity, 100 + index).normal(0, noise, frame.shape)
+        graded = np.clip(noisy, 0, 255).astype(np.uint8)
+        yield cv2.imdecode(cv2.imencode(".jpg", graded, [cv2.IMWRITE_JPEG_QUALITY, quality])[1], cv2.IMREAD_COLOR)
 
 
 def _background(rng: np.random.Generator, size: Size) -> np.ndarray:
@@ -251,10 +302,14 @@ def _manipulate(people: list[_Person], identity: int, seed: int,
         return people
     if manipulation == "FaceSwap":  # the FF++ pairing (0, 1), (2, 3), ...: identity XOR 1
         texture = _face_swap(first.texture, identity ^ 1, seed)
+    elif manipulation == "LowResSwap":
+        texture = _low_res_swap(first.texture, identity, identity ^ 1, seed)
     elif manipulation == "SelfBlend":
         texture = _self_blend(first.texture, identity, seed)
+    elif manipulation == "MouthEdit":
+        texture = _mouth_edit(first.texture, identity, seed)
     else:
-        raise ValueError(f"unknown manipulation {manipulation!r}; expected one of {METHODS}")
+        raise ValueError(f"unknown manipulation {manipulation!r}; expected one of {ALL_METHODS}")
     return [_Person(texture.astype(np.float32), first.track), *people[1:]]
 
 
@@ -263,7 +318,7 @@ def make_clip(path: str | os.PathLike, *, identity: int = 0, seed: int = 0,
               faces: int = 1, manipulation: str | None = None) -> Path:
     """Write one clip of ``identity``; ``faces=2`` adds skimage's astronaut, smaller, on the right.
 
-    ``manipulation`` (None, "FaceSwap" or "SelfBlend") applies to the first face. With one
+    ``manipulation`` (None or one of ``ALL_METHODS``) applies to the first face. With one
     face the clip equals the matching video of :func:`make_dataset` for the same seed, size,
     length and fps: FaceSwap pairs identity with ``identity ^ 1`` as the source.
     """
@@ -281,33 +336,40 @@ def make_no_face_clip(path: str | os.PathLike, *, seed: int = 0, size: Size = (3
 
 def make_dataset(out: str | os.PathLike, *, identities: int = 8, seed: int = 0,
                  size: Size = (320, 240), seconds: float = 2.0, fps: float = 25,
-                 methods: Iterable[str] = METHODS) -> list[Path]:
-    """Write ``original/<id>.mp4`` and one fake per identity and method under ``out``.
+                 methods: Iterable[str] = METHODS, first_identity: int = 0, one_fake: bool = False,
+                 variety: bool = False) -> list[Path]:
+    """Write ``original/<id>.mp4`` and its fakes, one per method, under ``out``.
 
-    FaceSwap pairs identities (0, 1), (2, 3), ... and writes both directions as
-    ``FaceSwap/<target>_<source>.mp4``; with an odd count the last identity has no swap.
-    SelfBlend writes ``SelfBlend/<id>.mp4``. Returns the written paths, sorted. Identities
-    91-99 use the LFW faces MediaPipe often misses (see ``_HARD_FACES``).
+    Identities run from ``first_identity`` (even, so swap pairs stay inside the set). The swaps
+    (FaceSwap, LowResSwap) pair identities (0, 1), (2, 3), ... and write both directions as
+    ``<method>/<target>_<source>.mp4``; a last identity without its partner gets no swap.
+    SelfBlend and MouthEdit write ``<method>/<id>.mp4``. ``one_fake``: one fake per identity,
+    the methods in turn. ``variety``: see the module docstring. Returns the written paths,
+    sorted. Identities 91-99 use the LFW faces MediaPipe often misses (see ``_HARD_FACES``).
     """
     methods = tuple(methods)
-    unknown = sorted(set(methods) - set(METHODS))
+    unknown = sorted(set(methods) - set(ALL_METHODS))
     if unknown:
-        raise ValueError(f"unknown methods {unknown}; expected some of {METHODS}")
-    if not 1 <= identities <= LFW_FACES:
-        raise ValueError(f"identities must be in 1..{LFW_FACES}, got {identities}")
+        raise ValueError(f"unknown methods {unknown}; expected some of {ALL_METHODS}")
+    last = first_identity + identities
+    if first_identity % 2 or not 1 <= identities or last > LFW_FACES:
+        raise ValueError(f"identities {first_identity}..{last - 1} must lie in 0..{LFW_FACES - 1}, starting even")
     out, frames = Path(out), round(seconds * fps)
     written = []
-    for identity in range(identities):
+    for identity in range(first_identity, last):
         name = f"{identity:03d}"
         background, people = _scene(identity, seed, size)
+        mine = (methods[(identity - first_identity) % len(methods)],) if one_fake else methods
         videos = {out / "original" / f"{name}.mp4": None}
-        if "FaceSwap" in methods and identity ^ 1 < identities:
-            videos[out / "FaceSwap" / f"{name}_{identity ^ 1:03d}.mp4"] = "FaceSwap"
-        if "SelfBlend" in methods:
-            videos[out / "SelfBlend" / f"{name}.mp4"] = "SelfBlend"
+        for method in mine:
+            if method not in SWAPS:
+                videos[out / method / f"{name}.mp4"] = method
+            elif identity ^ 1 < last:
+                videos[out / method / f"{name}_{identity ^ 1:03d}.mp4"] = method
         for path, manipulation in videos.items():
             fake = _manipulate(people, identity, seed, manipulation)
-            written.append(_write_video(path, _render(background, fake, frames, fps), size, fps))
+            rendered = _render(background, fake, frames, fps)
+            written.append(_write_video(path, _graded(rendered, identity, seed) if variety else rendered, size, fps))
     return sorted(written)
 
 
@@ -327,9 +389,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", type=_parse_size, default=(320, 240), help="WIDTHxHEIGHT")
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--fps", type=float, default=25)
+    parser.add_argument("--first-identity", type=int, default=0, help="first LFW face (even)")
+    parser.add_argument("--methods", default=",".join(METHODS),
+                        help=f"comma-separated, of {','.join(ALL_METHODS)}")
+    parser.add_argument("--one-fake", action="store_true", help="one fake per identity, methods in turn")
+    parser.add_argument("--variety", action="store_true", help="per-identity colour grade and compression")
     args = parser.parse_args(argv)
     paths = make_dataset(args.out, identities=args.identities, seed=args.seed, size=args.size,
-                         seconds=args.seconds, fps=args.fps)
+                         seconds=args.seconds, fps=args.fps, first_identity=args.first_identity,
+                         methods=[m.strip() for m in args.methods.split(",") if m.strip()],
+                         one_fake=args.one_fake, variety=args.variety)
     counts = Counter(path.parent.name for path in paths)
     print(f"wrote {len(paths)} videos to {args.out}: "
           + ", ".join(f"{folder}={count}" for folder, count in sorted(counts.items())))

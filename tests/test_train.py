@@ -136,6 +136,8 @@ def test_train_cli_rejects_bad_options_by_flag_name(extracted, tmp_path):
     assert result.exit_code == 2 and "--backbone resnet50: unknown; choose one of efficientnet_b0, efficientnet_lite0" in result.output
     result = runner.invoke(app, ["train", str(extracted), "--run-dir", str(tmp_path / "r"), "--select", "accuracy"])
     assert result.exit_code == 2 and "--select must be one of macro-f1, f1, auc, loss" in result.output
+    result = runner.invoke(app, ["train", str(extracted), "--run-dir", str(tmp_path / "r"), "--frame-loss", "-1"])
+    assert result.exit_code == 2 and "--frame-loss must be 0 (off) or more" in result.output
     result = runner.invoke(app, ["train", str(extracted), "--run-dir", str(tmp_path / "r"), "--seq-len", str(SEQ_LEN),
                                  "--backbone-weights", str(tmp_path / "missing.pth")])
     assert result.exit_code == 2 and "missing.pth: cannot read it" in result.output and "Traceback" not in result.output
