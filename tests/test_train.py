@@ -224,3 +224,12 @@ def test_best_pt_holds_the_detector_alone_and_the_frame_loss_trains(trained_run,
     assert "frame_probe" not in read_checkpoint(tmp_path / "without" / "last.pt")
     with_probe = read_checkpoint(trained_run / "last.pt")["history"][0]["train_loss"]
     assert with_probe > without.history[0]["train_loss"] + 0.3  # video loss + per-frame loss (~0.69 each)
+
+
+def test_offline_without_a_backbone_named_trains_lite0_and_records_why(extracted, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-hub"))  # no torchvision B0 file; no network here
+    train(tiny_config(extracted, tmp_path / "auto", pretrained=None))
+    payload = read_checkpoint(tmp_path / "auto" / "best.pt")
+    assert payload["model_args"]["backbone"] == "efficientnet_lite0" and payload["meta"]["weights"] == "imagenet"
+    assert "efficientnet_b0's ImageNet weights are unavailable" in payload["meta"]["backbone_note"]
+    assert json.loads((tmp_path / "auto" / "config.json").read_text())["backbone"] is None  # the user asked for none
