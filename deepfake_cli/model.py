@@ -4,15 +4,11 @@ With the B0 backbone, compatible with the reference's state_dict."""
 
 from __future__ import annotations
 
-import logging
-
 import torch
 from torch import nn
 
 from deepfake_cli import backbones
 from deepfake_cli.efficientnet import FEATURE_DIM
-
-log = logging.getLogger(__name__)
 
 READOUTS = ("final", "last")
 # Inference on CPU runs the backbone a few frames at a time: EfficientNet is memory-bound
