@@ -119,10 +119,9 @@ def choose(name: str | None, pretrained: bool | None, weights_file: Path | None)
     """
     if weights_file is not None:
         return _from_file(name, weights_file)
-    if pretrained is False:
-        backbone = get(name or DEFAULT)
-        return backbone.build(), BackboneChoice(backbone.name, "scratch")
     backbone = get(name or DEFAULT)
+    if pretrained is False:
+        return backbone.build(), BackboneChoice(backbone.name, "scratch")
     try:
         return _with(backbone, backbone.imagenet()), BackboneChoice(backbone.name, "imagenet")
     except WeightsUnavailable as e:

@@ -28,6 +28,8 @@ FEATURE_DIM = 1280  # the pooled feature width of both networks
 STAGES = ((1, 3, 1, 32, 16, 1), (6, 3, 2, 16, 24, 2), (6, 5, 2, 24, 40, 2), (6, 3, 2, 40, 80, 3),
           (6, 5, 1, 80, 112, 3), (6, 5, 2, 112, 192, 4), (6, 3, 1, 192, 320, 1))
 STOCHASTIC_DEPTH = 0.2  # the last block's drop probability; earlier blocks scale linearly to 0
+# conv_bn() settings of every Lite0 unit (B0 takes conv_bn's defaults).
+LITE_UNIT = dict(activation=nn.ReLU6, tf_same=True, eps=1e-3)
 
 
 class SamePadConv2d(nn.Conv2d):
@@ -74,7 +76,7 @@ class MBConv(nn.Module):
                  lite: bool = False):
         super().__init__()
         hidden = in_channels * expand
-        unit = dict(activation=nn.ReLU6, tf_same=True, eps=1e-3) if lite else {}
+        unit = LITE_UNIT if lite else {}
         layers = [conv_bn(in_channels, hidden, 1, **unit)] if hidden != in_channels else []
         layers.append(conv_bn(hidden, hidden, kernel, stride, groups=hidden, **unit))
         if not lite:
@@ -101,7 +103,7 @@ class EfficientNet(nn.Module):
 
     def __init__(self, lite: bool = False):
         super().__init__()
-        unit = dict(activation=nn.ReLU6, tf_same=True, eps=1e-3) if lite else {}
+        unit = LITE_UNIT if lite else {}
         layers: list[nn.Module] = [conv_bn(3, STAGES[0][3], 3, stride=2, **unit)]
         total, block = sum(stage[-1] for stage in STAGES), 0
         for expand, kernel, stride, in_channels, out_channels, blocks in STAGES:
@@ -155,11 +157,11 @@ def lite0_from_efficientnet_pytorch(state: dict[str, torch.Tensor]) -> tuple[dic
         if key.startswith("_fc."):
             classifier[key.removeprefix("_fc.")] = value
             continue
-        if m := re.fullmatch(r"_conv_stem\.weight", key):
+        if key == "_conv_stem.weight":
             new = "features.0.0.weight"
         elif m := re.fullmatch(r"_bn0\." + _BN, key):
             new = f"features.0.1.{m[1]}"
-        elif m := re.fullmatch(r"_conv_head\.weight", key):
+        elif key == "_conv_head.weight":
             new = f"features.{len(STAGES) + 1}.0.weight"
         elif m := re.fullmatch(r"_bn1\." + _BN, key):
             new = f"features.{len(STAGES) + 1}.1.{m[1]}"

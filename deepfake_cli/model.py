@@ -25,13 +25,14 @@ class DeepfakeDetector(nn.Module):
     """
 
     def __init__(self, hidden_size: int = 128, landmark_dim: int = 5, readout: str = "final", dropout: float = 0.3,
-                 backbone: str = backbones.DEFAULT):
+                 backbone: str = backbones.DEFAULT, cnn: nn.Module | None = None):
+        """`cnn`: the backbone network already built (with its starting weights), else a new `backbone`."""
         super().__init__()
         if readout not in READOUTS:
             raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
         self.readout = readout
         self.backbone = backbone
-        self.cnn = backbones.get(backbone).build()  # B0: torchvision's efficientnet_b0 without its classifier
+        self.cnn = cnn if cnn is not None else backbones.get(backbone).build()  # B0: torchvision's, no classifier
         self.lstm = nn.LSTM(FEATURE_DIM + landmark_dim, hidden_size, batch_first=True, bidirectional=True)
         self.fc = nn.Sequential(nn.Linear(2 * hidden_size, 64), nn.ReLU(), nn.Dropout(dropout), nn.Linear(64, 1))
 

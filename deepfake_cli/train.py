@@ -104,12 +104,12 @@ class TrainConfig:
             (self.patience >= 0, "--patience must be 0 (off) or more"),
             (self.select in SELECTS, f"--select must be one of {', '.join(SELECTS)}"),
             (self.frame_loss >= 0, "--frame-loss must be 0 (off) or more"),
-            (self.backbone is None or self.backbone in backbones.BACKBONES,
-             f"--backbone {self.backbone}: unknown; choose one of {', '.join(backbones.BACKBONES)}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise DeepfakeError(message)
+        if self.backbone is not None:
+            backbones.get(self.backbone)  # an unknown name is refused there, by the table
 
     def to_dict(self) -> dict:
         return {k: str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v
@@ -283,8 +283,7 @@ def _train(cfg: TrainConfig, callbacks: Callbacks, resume: bool, rank: int, worl
     seed_everything(cfg.seed)
     if state is None:
         cnn, choice = backbones.choose(cfg.backbone, cfg.pretrained, cfg.backbone_weights)
-        model = DeepfakeDetector(readout="final", backbone=choice.name)
-        model.cnn = cnn
+        model = DeepfakeDetector(readout="final", backbone=choice.name, cnn=cnn)
         mean, std = landmark_stats(cfg, split["train"])
         spec = backbones.get(choice.name)
         inputs = InputSpec(image_size=cfg.image_size, seq_len=cfg.seq_len, mean=spec.mean, std=spec.std,
@@ -292,8 +291,8 @@ def _train(cfg: TrainConfig, callbacks: Callbacks, resume: bool, rank: int, worl
     else:  # before anything uses the weights: the frozen-backbone feature cache is keyed by them
         model = DeepfakeDetector(**state["model_args"])
         model.load_state_dict(state["model"])
-        meta = state["meta"]  # runs from before Lite0 kept the weights' origin under "backbone"
-        choice = backbones.BackboneChoice(model.backbone, meta.get("weights", meta["backbone"]), meta.get("backbone_note"))
+        saved = state["meta"]  # runs from before Lite0 kept the weights' origin under "backbone"
+        choice = backbones.BackboneChoice(model.backbone, saved.get("weights", saved["backbone"]), saved.get("backbone_note"))
         inputs = InputSpec.from_dict(state["inputs"])
     counts = D.describe_split(split)
     n_real, n_fake = counts["train"]["real"], counts["train"]["fake"]
@@ -374,8 +373,7 @@ def _train(cfg: TrainConfig, callbacks: Callbacks, resume: bool, rank: int, worl
         seconds = time.perf_counter() - started
         verdict = torch.zeros(2)  # (stop?, validation loss): rank 0 decides, every rank follows
         if main:
-            probs, labels = predict_batches(model, val_loader, inputs, device,
-                                            amp, from_features=cfg.freeze_backbone)
+            probs, labels = predict_batches(model, val_loader, inputs, device, amp, from_features=cfg.freeze_backbone)
             threshold = best_threshold(labels, probs)
             m = classification_metrics(labels, probs, 0.5)
             row = {"epoch": epoch, "train_loss": train_loss, "val_loss": bce(labels, probs), "accuracy": m["accuracy"],
