@@ -173,6 +173,9 @@ def train(
                                               'ids or FF++ pairs, instead of the automatic split.', rich_help_panel=DATA),
     real_folders: str = typer.Option("original", help="Comma-separated folders of real videos (e.g. Celeb-real,"
                                      "YouTube-real); every other folder is fake.", rich_help_panel=DATA),
+    crop: Optional[str] = typer.Option(None, show_default="from the data", rich_help_panel=DATA, help=(
+        "How crops were cut, for data without OUT/.deepfake/extract.json: `reference` (the notebooks' landmark box "
+        "+ 20 px, stretched; assumed) or MARGIN:SIZE as given to extract (e.g. 0.2:256). Predict cuts the same.")),
     balance: bool = typer.Option(True, help="Weight the loss so real and fake videos count equally.", rich_help_panel=DATA),
     augment: bool = typer.Option(True, help="Flip, colour, JPEG and crop jitter, the same for all frames of a video.",
                                  rich_help_panel=DATA),
@@ -243,7 +246,7 @@ def train(
         cfg = TrainConfig(
             data=data, run=run, epochs=epochs or 10, batch_size=batch_size, lr=lr, weight_decay=weight_decay, schedule=schedule,
             clip_grad=clip_grad, seed=seed, seq_len=seq_len, image_size=image_size, val_fraction=val_fraction,
-            split_file=split_file, real_folders=tuple(f.strip() for f in real_folders.split(",") if f.strip()),
+            split_file=split_file, real_folders=tuple(f.strip() for f in real_folders.split(",") if f.strip()), crop=crop,
             balance=balance, augment=augment, pretrained=pretrained, backbone_weights=backbone_weights,
             backbone=backbone, freeze_backbone=freeze_backbone, workers=workers, cache=cache, select=select, frame_loss=frame_loss, patience=patience,
             device=device, amp=amp, channels_last=channels_last, skip_bad=skip_bad,
@@ -261,6 +264,7 @@ def train(
                           highlight=False)
             console.print("split (identity-aware): " + ", ".join(f"{k} {v['real']} real / {v['fake']} fake" for k, v in split.items())
                           + f"; fake loss weight {info['pos_weight']:.3f}", highlight=False)
+            console.print(f"crops: {info['crop']} ({info['crop_source']}); predict will cut the same", highlight=False)
 
         def on_batch(epoch: int, done: int, total: int, loss: float) -> None:
             progress.update(task, description=f"epoch {epoch}/{cfg.epochs}", total=total, completed=done,

@@ -16,9 +16,10 @@ import torch
 from torch.utils.data import Dataset
 
 from deepfake_cli.errors import DeepfakeError
-from deepfake_cli.layout import REAL_FOLDERS
+from deepfake_cli.faces import REFERENCE_CROP, CropSpec
 from deepfake_cli.files import atomic_write
 from deepfake_cli.inputs import InputSpec
+from deepfake_cli.layout import META_DIR, REAL_FOLDERS
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,33 @@ def _file_problem(stem: Path) -> str | None:
     if head != b"\xff\xd8" or tail != b"\xff\xd9":
         return f"{jpg}: not a complete JPEG image"
     return None
+
+
+def data_crop(root: Path, folders: set[str], given: CropSpec | None = None) -> tuple[CropSpec, str]:
+    """The crop `root`'s label folders were cut with, and where that came from.
+
+    `extract` records it in OUT/.deepfake/extract.json; a label folder linked in from another
+    extract is looked up where it really lives. Data without a record was written by the
+    reference preprocessing (landmark box + 20 px, stretched), unless `given` says otherwise.
+    """
+    found = {}
+    for folder in sorted(folders):
+        record = (root / folder).resolve().parent / META_DIR / "extract.json"
+        try:
+            found[folder] = CropSpec(**json.loads(record.read_text())["crop"]) if record.is_file() else None
+        except (OSError, ValueError, KeyError, TypeError):
+            raise DeepfakeError(f"{record}: unreadable extract settings; re-run `deepfake extract` into that folder") from None
+    crops = set(found.values())
+    if len(crops) > 1:
+        cut = "; ".join(f"{folder}: {crop.describe() if crop else 'no extract.json'}" for folder, crop in found.items())
+        raise DeepfakeError(f"{root}: its folders were cut differently ({cut}); extract them again with the same "
+                            "--margin and --size")
+    recorded = crops.pop()
+    if recorded is None:
+        return (given, "--crop") if given else (REFERENCE_CROP, "no extract.json: the reference preprocessing's")
+    if given is not None and given != recorded:
+        raise DeepfakeError(f"--crop: {root} was extracted with {recorded.describe()}; leave --crop out")
+    return recorded, "extract.json"
 
 
 # ---- splitting without identity leakage ------------------------------------------------------

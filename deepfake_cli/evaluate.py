@@ -52,6 +52,11 @@ def evaluate(data: Path, checkpoint: Path, split: str = "auto", batch_size: int 
     real_folders = tuple(detector.meta.get("real_folders", REAL_FOLDERS))
     split, samples = select_samples(data, checkpoint, split, D.scan(data, inputs.seq_len, real_folders))
     samples = D.check_samples(data, samples, inputs.seq_len, skip_bad)  # only the files we will read
+    crop, _ = D.data_crop(data, {s.folder for s in samples})
+    if crop != inputs.crop:
+        log.warning("%s was cut %s, but the model was trained on crops cut %s; its scores here are not what it "
+                    "would give on its own preprocessing (extract again with the model's crop)", data, crop.describe(),
+                    inputs.crop.describe())
     dataset = D.SequenceDataset(data, samples, inputs)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, pin_memory=device_.type == "cuda")
     probs, labels = predict_batches(detector.model, loader, inputs, device_, resolve_amp("auto", device_))

@@ -28,13 +28,12 @@ import numpy as np
 from deepfake_cli.errors import DeepfakeError
 from deepfake_cli.faces import CropSpec, FaceAnalyzer
 from deepfake_cli.files import atomic_write_bytes, atomic_write_json
-from deepfake_cli.layout import REAL_FOLDERS
+from deepfake_cli.layout import META_DIR, REAL_FOLDERS
 from deepfake_cli.sampling import SkipVideo, sample_faces
 from deepfake_cli.video import VIDEO_SUFFIXES, Video, reuse_frame_memory
 
 log = logging.getLogger(__name__)
 
-META_DIR = ".deepfake"
 
 
 @dataclass(frozen=True)

@@ -5,3 +5,4 @@ and every other folder is a manipulation method.
 """
 
 REAL_FOLDERS = ("original",)
+META_DIR = ".deepfake"  # OUT/.deepfake/: extract's settings (extract.json) and manifests

@@ -101,7 +101,7 @@ class Predictor:
         """Verdicts in input order. While the model scores one clip, the next is decoded."""
         scoring = None  # the clip whose windows the model process has
         for path in paths:
-            clip = self._prepare(path)
+            clip = self.prepare(path)
             if scoring is not None:
                 yield self._finish(scoring, evidence_dir)
                 scoring = None
@@ -117,8 +117,8 @@ class Predictor:
         if scoring is not None:
             yield self._finish(scoring, evidence_dir)
 
-    def _prepare(self, path: Path) -> "_Clip | Verdict":
-        """Decode and find faces; a Verdict already when the clip cannot be scored."""
+    def prepare(self, path: Path) -> "_Clip | Verdict":
+        """Decode and cut the faces the model will score; a Verdict already when the clip cannot be scored."""
         started = time.perf_counter()
         t = self.inputs.seq_len
         try:

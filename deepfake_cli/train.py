@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSamp
 from deepfake_cli import backbones, data as D
 from deepfake_cli.checkpoint import read_checkpoint, save_checkpoint
 from deepfake_cli.errors import DeepfakeError
+from deepfake_cli.faces import CropSpec
 from deepfake_cli.layout import REAL_FOLDERS
 from deepfake_cli.files import atomic_write_bytes, atomic_write_json
 from deepfake_cli.inputs import InputSpec, face_scale
@@ -71,6 +72,7 @@ class TrainConfig:
     val_fraction: float = 0.2
     split_file: Path | None = None
     real_folders: tuple[str, ...] = REAL_FOLDERS
+    crop: str | None = None  # how data without OUT/.deepfake/extract.json was cut; None: the reference's
     balance: bool = True
     augment: bool = True
     backbone: str | None = None  # None: efficientnet_b0 with ImageNet weights, offline efficientnet_lite0
@@ -110,6 +112,14 @@ class TrainConfig:
                 raise DeepfakeError(message)
         if self.backbone is not None:
             backbones.get(self.backbone)  # an unknown name is refused there, by the table
+        self.given_crop  # a bad --crop is refused now
+
+    @property
+    def given_crop(self) -> CropSpec | None:
+        try:
+            return CropSpec.parse(self.crop) if self.crop else None
+        except ValueError as e:
+            raise DeepfakeError(str(e)) from None
 
     def to_dict(self) -> dict:
         return {k: str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v
@@ -280,6 +290,7 @@ def _train(cfg: TrainConfig, callbacks: Callbacks, resume: bool, rank: int, worl
         raise DeepfakeError(f"{run} already holds a run; pass --resume to continue it, or choose another --run-dir")
 
     split = prepare_split(cfg)
+    crop, crop_source = D.data_crop(cfg.data, {s.folder for part in split.values() for s in part}, cfg.given_crop)
     seed_everything(cfg.seed)
     if state is None:
         cnn, choice = backbones.choose(cfg.backbone, cfg.pretrained, cfg.backbone_weights)
@@ -287,13 +298,16 @@ def _train(cfg: TrainConfig, callbacks: Callbacks, resume: bool, rank: int, worl
         mean, std = landmark_stats(cfg, split["train"])
         spec = backbones.get(choice.name)
         inputs = InputSpec(image_size=cfg.image_size, seq_len=cfg.seq_len, mean=spec.mean, std=spec.std,
-                           landmark_mean=mean, landmark_std=std)
+                           landmark_mean=mean, landmark_std=std, crop=crop)
     else:  # before anything uses the weights: the frozen-backbone feature cache is keyed by them
         model = DeepfakeDetector(**state["model_args"])
         model.load_state_dict(state["model"])
         saved = state["meta"]  # runs from before Lite0 kept the weights' origin under "backbone"
         choice = backbones.BackboneChoice(model.backbone, saved.get("weights", saved["backbone"]), saved.get("backbone_note"))
         inputs = InputSpec.from_dict(state["inputs"])
+        if inputs.crop != crop:
+            raise DeepfakeError(f"--resume: the run was trained on crops cut {inputs.crop.describe()}, but {cfg.data} "
+                                f"now holds {crop.describe()}; resume on the data it started with")
     counts = D.describe_split(split)
     n_real, n_fake = counts["train"]["real"], counts["train"]["fake"]
     # Weighting positives by real/fake makes both classes count equally in the loss (FF++ has ~4 fakes per real).
@@ -347,9 +361,9 @@ def _train(cfg: TrainConfig, callbacks: Callbacks, resume: bool, rank: int, worl
         start_epoch, best, history, bad_epochs = state["epoch"] + 1, state["best"], state["history"], state["bad_epochs"]
     meta = {"backbone": choice.name, "weights": choice.weights, "backbone_note": choice.note, "select": cfg.select,
             "data": str(cfg.data), "run": str(run), "pos_weight": pos_weight, "real_folders": list(cfg.real_folders),
-            "split": counts, "freeze_backbone": cfg.freeze_backbone}
+            "split": counts, "freeze_backbone": cfg.freeze_backbone, "crop_source": crop_source}
     if main:
-        callbacks.on_start({**meta, "device": str(device), "amp": str(amp).removeprefix("torch.") if amp else "off",
+        callbacks.on_start({**meta, "crop": inputs.crop.describe(), "device": str(device), "amp": str(amp).removeprefix("torch.") if amp else "off",
                             "world_size": world, "start_epoch": start_epoch, "epochs": cfg.epochs,
                             "methods": dict(D.method_counts(split["train"] + split["val"]))})
 
