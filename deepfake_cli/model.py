@@ -47,17 +47,19 @@ class DeepfakeDetector(nn.Module):
         frames = max(1, CPU_PIXELS_PER_PASS // (x.shape[2] * x.shape[3]))
         return torch.cat([self.cnn(chunk) for chunk in x.split(frames)]).view(b, t, -1)  # (B, T, 1280)
 
-    def forward_head(self, features: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
-        """(B, T, 1280) features + (B, T, 5) landmarks -> (B,) logits."""
+    def read_out(self, features: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
+        """(B, T, 1280) features + (B, T, 5) landmarks -> (B, 2H): [forward half, backward half]."""
         x = torch.cat([features, landmarks.to(features.dtype)], dim=2)  # (B, T, 1285)
         out, (h_n, _) = self.lstm(x)  # out: (B, T, 2H); h_n: (2, B, H)
         if self.readout == "last":
             # The reference read out[:, -1]: the backward direction there has seen one frame.
-            seq = out[:, -1]
-        else:
-            # Each direction's final state: forward after frame T-1, backward after frame 0.
-            seq = torch.cat([h_n[0], h_n[1]], dim=1)  # (B, 2H)
-        return self.fc(seq).squeeze(1)  # (B,)
+            return out[:, -1]
+        # Each direction's final state: forward after frame T-1, backward after frame 0.
+        return torch.cat([h_n[0], h_n[1]], dim=1)
+
+    def forward_head(self, features: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
+        """(B, T, 1280) features + (B, T, 5) landmarks -> (B,) logits."""
+        return self.fc(self.read_out(features, landmarks)).squeeze(1)  # (B,)
 
     def forward(self, x: torch.Tensor, landmarks: torch.Tensor, precomputed: bool = False) -> torch.Tensor:
         """(B, T, 3, H, W) images, or (B, T, 1280) cached features when `precomputed`, -> (B,) logits."""

@@ -1,8 +1,13 @@
+import csv
 import json
+import os
+import shutil
+import time
 
 import numpy as np
 import pytest
 import torch
+from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
 from conftest import SEQ_LEN
@@ -29,7 +34,26 @@ def test_end_to_end_evaluate_with_json_and_plots(trained_run, extracted, tmp_pat
     assert sorted(s["video"] for s in metrics["scores"]) == sorted(val)
     for key in ("accuracy", "f1", "auc", "ap", "eer", "confusion", "report"):
         assert key in metrics["at_threshold"] and key in metrics["at_0.5"]
-    assert {r["method"] for r in metrics["per_method"]} <= {"original", "FaceSwap", "SelfBlend"}
+    scores = metrics["scores"]
+    folders = np.array([s["video"].split("/")[0] for s in scores])
+    labels, probs = np.array([s["label"] for s in scores]), np.array([s["p_fake"] for s in scores])
+    assert len(set(labels)) == 2 and [r["method"] for r in metrics["per_method"]] == sorted(set(folders))
+    at = metrics["at_threshold"]
+    assert at["auc"] == pytest.approx(roc_auc_score(labels, probs))
+    assert at["accuracy"] == pytest.approx(np.mean((probs >= at["threshold"]) == labels))
+    far_frr = [(np.mean(probs[labels == 0] >= t), np.mean(probs[labels == 1] < t)) for t in sorted(set(probs))]
+    far, frr = min(far_frr, key=lambda e: abs(e[0] - e[1]))  # brute force over every threshold
+    assert at["eer"] == pytest.approx((far + frr) / 2, abs=1 / min(np.bincount(labels)))
+    for row in metrics["per_method"]:
+        mine = folders == row["method"]
+        assert row["n"] == mine.sum() and row["accuracy"] == pytest.approx(np.mean((probs[mine] >= at["threshold"]) == labels[mine]))
+        if row["label"] == "fake":
+            both = mine | (labels == 0)
+            assert row["auc_vs_real"] == pytest.approx(roc_auc_score(labels[both], probs[both]))
+    # The best checkpoint on its validation split gives back the best row of metrics.csv.
+    best = next(r for r in csv.DictReader(open(trained_run / "metrics.csv")) if r["best"] == "1")
+    for key in ("accuracy", "f1", "macro_f1", "auc"):
+        assert metrics["at_0.5"][key] == pytest.approx(float(best[key]), abs=1e-5), key
     for name in ("roc", "pr", "confusion", "scores"):
         png = (tmp_path / "plots" / f"{name}.png").read_bytes()
         assert png[:4] == b"\x89PNG" and len(png) > 5000
@@ -61,10 +85,13 @@ def test_predict_scores_each_person_and_keeps_the_highest(trained_run, clips):
     assert verdict.p_fake == max(p["p_fake"] for p in verdict.people)
 
 
-def test_predict_aggregate_max_is_at_least_the_mean(trained_run, clips):
+def test_predict_aggregate_max_is_the_highest_window_score(trained_run, clips):
     mean = Predictor(trained_run / "best.pt", windows=3).predict(clips["fake"])
     top = Predictor(trained_run / "best.pt", windows=3, aggregate="max").predict(clips["fake"])
-    assert top.p_fake >= mean.p_fake - 1e-9
+    scores = top.people[0]["window_scores"]
+    assert scores == mean.people[0]["window_scores"] and len(scores) == 3 and max(scores) > min(scores)
+    assert top.p_fake == pytest.approx(max(scores), abs=1e-4)
+    assert mean.p_fake == pytest.approx(np.mean(scores), abs=1e-4)
 
 
 def test_predict_bad_inputs_get_a_status_and_the_others_carry_on(trained_run, clips):
@@ -88,9 +115,12 @@ def test_predict_without_a_model_uses_the_newest_run_or_says_how_to_train(traine
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(app, ["predict", str(clips["real"])])
     assert result.exit_code == 2 and "deepfake train" in result.output
-    (tmp_path / "runs").symlink_to(trained_run.parent)
+    for name, age in (("a-newer", 10), ("b-older", 1000)):  # newest by time written, not by name
+        (tmp_path / "runs" / name).mkdir(parents=True)
+        shutil.copy(trained_run / "best.pt", tmp_path / "runs" / name / "best.pt")
+        os.utime(tmp_path / "runs" / name / "best.pt", (time.time() - age, time.time() - age))
     result = runner.invoke(app, ["predict", str(clips["real"]), "--json"])
-    assert result.exit_code == 0 and "using the newest model" in result.output
+    assert result.exit_code == 0 and "using the newest model: runs/a-newer/best.pt" in result.output
 
 
 def reference_state_dict(path):
