@@ -1,4 +1,7 @@
-import pytest
+import os
+import subprocess
+import sys
+
 import torch
 
 from deepfake_cli.device import CPU_BF16_MIN_IMAGE_SIZE, resolve_amp, resolve_device
@@ -22,10 +25,10 @@ def test_explicit_modes_win():
     assert resolve_amp("bf16", CPU) == torch.bfloat16
 
 
-def test_asking_for_a_missing_gpu_is_a_clear_error():
-    if torch.cuda.is_available():
-        assert resolve_device("cuda").type == "cuda"
-    else:
-        with pytest.raises(DeepfakeError, match="no CUDA GPU"):
-            resolve_device("cuda")
-    assert resolve_device("auto").type in ("cpu", "cuda")
+def test_asking_for_a_missing_gpu_is_one_clear_line(extracted, tmp_path):
+    """Run with the GPUs hidden, so the error path runs on GPU machines too."""
+    command = [sys.executable, "-m", "deepfake_cli", "train", str(extracted), "--run-dir", str(tmp_path / "r"),
+               "--device", "cuda"]
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert result.returncode == 2 and "--device cuda: no CUDA GPU is visible; use --device cpu" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "r").exists()
