@@ -373,7 +373,7 @@ def predict(
 ) -> None:
     """P(fake) for each clip, with the windows, faces and most suspicious moment behind it.
 
-    A clip with several people gets the score of the most suspicious person. Exit code: 0 every input got a verdict; 1 some input could not be scored (its status says why: no_face, too_short, unreadable); 2 bad arguments or model.
+    A clip with several people gets the score of the most suspicious person. Exit code: 0 every input got a verdict; 1 some input could not be scored (its status says why: no_face, too_short, unreadable, missing); 2 bad arguments or model.
     """
     from deepfake_cli.scorer import Scorer, latest_checkpoint
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from deepfake_cli.errors import DeepfakeError
 from deepfake_cli.faces import REFERENCE_CROP, CropSpec
@@ -274,5 +274,27 @@ class SequenceDataset(Dataset):
         if self.augment:
             rng = np.random.default_rng([*draw, index] if draw else None)
             frames, vectors = augment(frames, vectors, rng)
-        images = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)  # (T, 3, S, S)
+        images = torch.from_numpy(np.require(frames, requirements=["C", "W"])).permute(0, 3, 1, 2)  # (T, 3, S, S)
         return images, torch.from_numpy(vectors), torch.tensor(float(sample.label))
+
+
+def loader(dataset: Dataset, batch_size: int, workers: int, device: torch.device, sampler: Sampler | None = None,
+           persistent: bool = False) -> DataLoader:
+    """The one way data is loaded for the model (training, validation, evaluate).
+
+    Worker processes start from a clean forkserver process, not a fork of this one: a fork
+    inherits the state of OpenCV's and OpenMP's thread pools, and OpenCV in the child can then
+    wait forever on a lock no thread will release (seen after extract ran in the same process).
+    The loader has its own generator: it draws a seed each time an epoch starts a fresh
+    iterator, which from the global RNG would shift dropout's draws with the number of workers.
+    """
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                      pin_memory=device.type == "cuda", prefetch_factor=4 if workers else None,
+                      persistent_workers=persistent and workers > 0, worker_init_fn=_one_thread_each if workers else None,
+                      multiprocessing_context="forkserver" if workers else None, generator=torch.Generator())
+
+
+def _one_thread_each(worker_id: int) -> None:
+    """A loader worker is one of several processes: OpenCV's own thread pool (a thread per core in
+    each worker) would only oversubscribe the cores. torch already gives each worker one thread."""
+    cv2.setNumThreads(1)

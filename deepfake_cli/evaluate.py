@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
-from torch.utils.data import DataLoader
 
 from deepfake_cli import data as D
 from deepfake_cli.checkpoint import load_detector
@@ -58,7 +57,7 @@ def evaluate(data: Path, checkpoint: Path, split: str = "auto", batch_size: int 
                     "would give on its own preprocessing (extract again with the model's crop)", data, crop.describe(),
                     inputs.crop.describe())
     dataset = D.SequenceDataset(data, samples, inputs)
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, pin_memory=device_.type == "cuda")
+    loader = D.loader(dataset, batch_size, workers, device_)
     probs, labels = predict_batches(detector.model, loader, inputs, device_, resolve_amp("auto", device_))
     return {
         "checkpoint": str(checkpoint), "data": str(data), "split": split, "n": len(samples),

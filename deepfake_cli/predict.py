@@ -31,7 +31,7 @@ def auto_windows(duration: float) -> int:
 
 @dataclass
 class Verdict:
-    """One input file's result; `status` is ok, no_face, too_short or unreadable."""
+    """One input file's result; `status` is ok, no_face, too_short, unreadable or missing."""
 
     path: str
     status: str
@@ -63,10 +63,8 @@ def find_inputs(items: list[str]) -> list[Path]:
                 if not videos:
                     raise DeepfakeError(f"{path}: no videos in this folder")
                 paths += videos
-            elif path.exists():
+            else:  # a missing file gets its own verdict: one deleted file must not stop a batch
                 paths.append(path)
-            else:
-                raise DeepfakeError(f"{path}: no such file or folder")
     return list(dict.fromkeys(paths))
 
 
@@ -121,6 +119,8 @@ class Predictor:
         """Decode and cut the faces the model will score; a Verdict already when the clip cannot be scored."""
         started = time.perf_counter()
         t = self.inputs.seq_len
+        if not path.exists():
+            return Verdict(str(path), "missing", "no such file; check the path")
         try:
             with Video(path, threads=1) as video:  # the model process needs the other core
                 info = video.info

@@ -211,7 +211,7 @@ def cached_features(model: DeepfakeDetector, dataset: D.SequenceDataset, path: P
                     amp: torch.dtype | None, workers: int, batch_size: int) -> np.ndarray:
     """Backbone features of every video, computed once and memory-mapped from disk afterwards."""
     if not path.is_file():
-        loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, pin_memory=device.type == "cuda")
+        loader = D.loader(dataset, batch_size, workers, device)
         tmp = path.with_suffix(".partial.npy")
         path.parent.mkdir(parents=True, exist_ok=True)
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16,
@@ -244,7 +244,7 @@ def calibrate_batchnorm(model: DeepfakeDetector, dataset: D.SequenceDataset, dev
         m.reset_running_stats()
         m.momentum = None  # cumulative moving average over the whole pass
     model.cnn.train()
-    for frames, _, _ in DataLoader(dataset, batch_size=batch_size, num_workers=workers):
+    for frames, _, _ in D.loader(dataset, batch_size, workers, device):
         model.forward_features(dataset.inputs.images(frames.to(device)))
     model.cnn.eval()
 
@@ -373,8 +373,8 @@ def _train(cfg: TrainConfig, callbacks: Callbacks, resume: bool, rank: int, worl
     shuffle = torch.Generator()
     sampler = SeededSampler(DistributedSampler(train_ds, world, rank, shuffle=True, seed=cfg.seed) if world > 1
                             else RandomSampler(train_ds, generator=shuffle), cfg.seed)
-    loader = _loader(train_ds, cfg.batch_size, workers, device, sampler=sampler)
-    val_loader = _loader(val_ds, cfg.batch_size, workers, device)
+    loader = D.loader(train_ds, cfg.batch_size, workers, device, sampler=sampler, persistent=True)
+    val_loader = D.loader(val_ds, cfg.batch_size, workers, device, persistent=True)
     stopped_early = False
     for epoch in range(start_epoch, cfg.epochs + 1):
         # Every random draw of an epoch derives from (seed, epoch): --resume replays it exactly.
@@ -456,18 +456,6 @@ class SeededSampler(Sampler):
 
     def __len__(self) -> int:
         return len(self.sampler)
-
-
-def _one_thread_each(worker_id: int) -> None:
-    """A loader worker is one of several processes: OpenCV's own thread pool (a thread per core in
-    each worker) would only oversubscribe the cores. torch already gives each worker one thread."""
-    cv2.setNumThreads(1)
-
-
-def _loader(ds: Dataset, batch_size: int, workers: int, device: torch.device, sampler=None) -> DataLoader:
-    return DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=workers, pin_memory=device.type == "cuda",
-                      prefetch_factor=4 if workers else None, persistent_workers=workers > 0,
-                      worker_init_fn=_one_thread_each if workers else None)
 
 
 class FrameProbe(nn.Module):

@@ -16,7 +16,8 @@ from deepfake_cli.errors import DeepfakeError
 
 log = logging.getLogger(__name__)
 
-VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"})
+VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".mts",
+                            ".m2ts", ".3gp"})
 
 # x264's default keyframe interval. A seek decodes from the keyframe before its target, so
 # when the next wanted frame is further away than a GOP, seeking decodes less than reading on.

@@ -17,7 +17,7 @@ from deepfake_cli.data import SequenceDataset, scan
 from deepfake_cli.errors import DeepfakeError
 from deepfake_cli.evaluate import evaluate
 from deepfake_cli.faces import REFERENCE_CROP
-from deepfake_cli.predict import Predictor
+from deepfake_cli.predict import Predictor, auto_windows
 from reference_notebook import DeepfakeDataset, DeepfakeDetector as ReferenceDetector
 
 runner = CliRunner()
@@ -96,11 +96,13 @@ def test_predict_aggregate_max_is_the_highest_window_score(trained_run, clips):
 
 def test_predict_bad_inputs_get_a_status_and_the_others_carry_on(trained_run, clips):
     paths = [clips[k] for k in ("real", "no_face", "text", "fake", "empty", "short")]
+    paths.insert(1, clips["real"].parent / "deleted.mp4")
     result = runner.invoke(app, ["predict", *map(str, paths), "--model", str(trained_run / "best.pt"), "--json"])
     assert result.exit_code == 1  # some input could not be scored
     verdicts = [json.loads(line) for line in result.stdout.splitlines()]
     assert [v["path"] for v in verdicts] == list(map(str, paths))  # input order, though scoring overlaps decoding
-    assert [v["status"] for v in verdicts] == ["ok", "no_face", "unreadable", "ok", "unreadable", "too_short"]
+    assert [v["status"] for v in verdicts] == ["ok", "missing", "no_face", "unreadable", "ok", "unreadable", "too_short"]
+    assert verdicts[1]["reason"] == "no such file; check the path"
 
 
 def test_predicting_many_clips_gives_each_the_score_it_gets_alone(trained_run, clips):
@@ -196,3 +198,22 @@ def test_a_lite0_checkpoint_through_evaluate_and_predict(lite0_run, extracted, c
     assert "efficientnet_lite0" in predictor.model_info.description
     predictor.close()
     assert [v.status for v in verdicts] == ["ok", "ok"] and all(0 <= v.p_fake <= 1 for v in verdicts)
+
+
+def test_predict_takes_folders_and_globs_and_picks_its_windows_from_the_length(trained_run, clips, tmp_path):
+    inbox = tmp_path / "inbox"
+    (inbox / "day1").mkdir(parents=True)
+    shutil.copy(clips["real"], inbox / "day1" / "a.mp4")
+    shutil.copy(clips["fake"], inbox / "b.mp4")
+    (inbox / "notes.txt").write_text("not a video, not picked up from a folder")
+    shutil.copy(clips["two_people"], tmp_path / "c.mp4")
+    result = runner.invoke(app, ["predict", str(inbox), str(tmp_path / "*.mp4"), str(inbox / "b.mp4"),
+                                 "--model", str(trained_run / "best.pt"), "--json"])
+    assert result.exit_code == 0, result.output
+    verdicts = [json.loads(line) for line in result.stdout.splitlines()]
+    expected = [inbox / "b.mp4", inbox / "day1" / "a.mp4", tmp_path / "c.mp4"]  # each once, in order given
+    assert [v["path"] for v in verdicts] == list(map(str, expected))
+    assert [v["windows"] for v in verdicts] == [auto_windows(1.6)] * 3 == [2] * 3  # 1.6 s clips: the minimum, 2
+    assert (auto_windows(12), auto_windows(600)) == (2, 8) and auto_windows(20) == 4  # one per 5 s, 2 to 8
+    result = runner.invoke(app, ["predict", str(tmp_path / "*.avi"), "--model", str(trained_run / "best.pt")])
+    assert result.exit_code == 2 and "the pattern matches no file" in result.output

@@ -1,4 +1,5 @@
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -195,3 +196,19 @@ def test_one_face_moving_across_the_frame_stays_one_person(tmp_path):
         make_clip(videos / f"clip{identity}.mp4", identity=identity, size=(640, 360), seconds=6)
     summary = extract(videos, tmp_path / "out", ExtractConfig(frames=16, workers=1))
     assert [r["status"] for r in summary.rows] == ["ok"] * 4, [r["reason"] for r in summary.rows]
+
+
+def test_shards_from_the_command_line_together_make_the_whole(tmp_path, clips):
+    videos = tmp_path / "in"
+    videos.mkdir()
+    for name in ("real", "fake", "two_people", "no_face"):
+        shutil.copy(clips[name], videos / clips[name].name)
+    for k in (1, 2):
+        result = runner.invoke(app, ["extract", str(videos), str(tmp_path / "out"), "--shard", f"{k}/2", "--frames", "4",
+                                     "--workers", "1", "--json"])
+        assert result.exit_code == 0, result.output
+    parts = [[json.loads(line)["video"] for line in (tmp_path / "out" / ".deepfake" / f"manifest-{k}-of-2.jsonl").open()]
+             for k in (1, 2)]
+    assert sorted(parts[0] + parts[1]) == sorted(p.stem for p in videos.iterdir()) and all(parts)
+    result = runner.invoke(app, ["extract", str(videos), str(tmp_path / "out"), "--shard", "3/2"])
+    assert result.exit_code == 2 and "--shard must be K/N" in result.output

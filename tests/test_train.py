@@ -1,5 +1,6 @@
 import csv
 import json
+import math
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from deepfake_cli.checkpoint import load_detector, read_checkpoint
 from deepfake_cli.cli import app
 from deepfake_cli.data import Sample, identity_split, identity_tokens, read_split_file, scan
 from deepfake_cli.errors import DeepfakeError
+from deepfake_cli.evaluate import evaluate
 from deepfake_cli.model import DeepfakeDetector
 from deepfake_cli.train import is_better, train
 
@@ -243,3 +245,88 @@ def test_offline_without_a_backbone_named_trains_lite0_and_records_why(extracted
     assert payload["model_args"]["backbone"] == "efficientnet_lite0" and payload["meta"]["weights"] == "imagenet"
     assert "efficientnet_b0's ImageNet weights are unavailable" in payload["meta"]["backbone_note"]
     assert json.loads((tmp_path / "auto" / "config.json").read_text())["backbone"] is None  # the user asked for none
+
+
+# ---- behaviours the README promises -------------------------------------------------------------
+
+
+def frozen_config(extracted, run, **overrides):
+    """A run whose validation cannot move: frozen backbone, a learning rate of nothing."""
+    return tiny_config(extracted, run, freeze_backbone=True, lr=1e-12, **overrides)
+
+
+def test_the_loss_weighs_fakes_by_real_over_fake_unless_told_not_to(trained_run, extracted, tmp_path):
+    meta = read_checkpoint(trained_run / "best.pt")["meta"]
+    counts = meta["split"]["train"]
+    assert counts["real"] != counts["fake"] and meta["pos_weight"] == pytest.approx(counts["real"] / counts["fake"])
+    train(frozen_config(extracted, tmp_path / "plain", balance=False))
+    assert read_checkpoint(tmp_path / "plain" / "best.pt")["meta"]["pos_weight"] == 1.0
+
+
+def test_patience_stops_when_validation_stops_improving(extracted, tmp_path):
+    result = train(frozen_config(extracted, tmp_path / "p", epochs=5, patience=1))
+    assert result.stopped_early and [r["epoch"] for r in result.history] == [1, 2]
+    assert len(train(frozen_config(extracted, tmp_path / "all", epochs=3)).history) == 3  # patience 0: never
+
+
+def test_schedules_set_each_epochs_learning_rate(extracted, tmp_path):
+    cosine = train(tiny_config(extracted, tmp_path / "c", epochs=3, lr=1e-3, schedule="cosine", freeze_backbone=True))
+    expected = [1e-3 * (1 + math.cos(math.pi * e / 3)) / 2 for e in range(3)]
+    assert [r["lr"] for r in cosine.history] == pytest.approx(expected)
+    # plateau: the validation loss of a frozen run never improves; after 2 such epochs the rate halves
+    plateau = train(frozen_config(extracted, tmp_path / "p", epochs=4, schedule="plateau"))
+    assert [r["lr"] for r in plateau.history] == pytest.approx([1e-12, 1e-12, 1e-12, 5e-13])
+
+
+def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(extracted, tmp_path):
+    run = tmp_path / "nan"
+    train(tiny_config(extracted, run, epochs=1))
+    state = read_checkpoint(run / "last.pt")
+    for group in state["optimizer"]["param_groups"]:
+        group["lr"] = 1e30  # as if the learning rate had been far too high
+    torch.save(state, run / "last.pt")
+    kept = {name: (run / name).read_bytes() for name in ("best.pt", "last.pt", "metrics.csv")}
+    with pytest.raises(DeepfakeError, match=r"the loss became (nan|inf) at epoch 2.*last good checkpoint"):
+        train(tiny_config(extracted, run, epochs=2), resume=True)
+    assert {name: (run / name).read_bytes() for name in kept} == kept
+
+
+def test_worker_processes_and_the_frame_cache_change_nothing(extracted, tmp_path):
+    """Augmentation is drawn per (seed, epoch, video), so where a video is loaded does not matter."""
+    keys = ("train_loss", "val_loss", "auc", "macro_f1")
+    plain = train(tiny_config(extracted, tmp_path / "plain", epochs=2))
+    workers = train(tiny_config(extracted, tmp_path / "workers", epochs=2, workers=2))
+    cached = train(tiny_config(extracted, tmp_path / "cached", epochs=2, cache=True))
+    for other in (workers, cached):
+        for a, b in zip(plain.history, other.history):
+            assert [b[k] for k in keys] == pytest.approx([a[k] for k in keys], abs=1e-5)
+    assert len(list((tmp_path / "cached" / "cache" / "frames").rglob("*.npy"))) == len(scan(extracted, SEQ_LEN))
+
+
+def test_real_folders_name_the_real_videos(extracted, tmp_path):
+    data = tmp_path / "celeb"
+    data.mkdir()
+    (data / "Celeb-real").symlink_to(extracted / "original")
+    (data / "Celeb-synthesis").symlink_to(extracted / "FaceSwap")
+    with pytest.raises(DeepfakeError, match="only one class"):
+        train(tiny_config(data, tmp_path / "r"))
+    train(tiny_config(data, tmp_path / "r", real_folders=("Celeb-real",)))
+    meta = read_checkpoint(tmp_path / "r" / "best.pt")["meta"]
+    assert meta["real_folders"] == ["Celeb-real"] and meta["split"]["train"]["real"] > 0
+    scores = evaluate(data, tmp_path / "r" / "best.pt", split="all", workers=0)["scores"]  # evaluate knows them too
+    assert {(s["video"].split("/")[0], s["label"]) for s in scores} == {("Celeb-real", 0), ("Celeb-synthesis", 1)}
+
+
+def test_a_split_file_decides_the_split_and_evaluate_reads_it(extracted, tmp_path):
+    path = tmp_path / "split.json"
+    path.write_text(json.dumps({"train": ["000", "001", "002", "003"], "val": ["004"], "test": ["005"]}))
+    train(tiny_config(extracted, tmp_path / "r", split_file=path))
+    split = json.loads((tmp_path / "r" / "split.json").read_text())
+    people = {part: {identity for key in keys for identity in identity_tokens(key.split("/")[1])}
+              for part, keys in split.items()}
+    assert people["val"] == {"004"} and people["test"] == {"005"} and people["train"] <= {"000", "001", "002", "003"}
+    for part in ("train", "val", "test"):
+        result = evaluate(extracted, tmp_path / "r" / "best.pt", split=part, workers=0)
+        assert sorted(s["video"] for s in result["scores"]) == sorted(split[part]), part
+    result = evaluate(extracted, tmp_path / "r" / "best.pt", split=str(path), workers=0)  # a file: its test part
+    assert sorted(s["video"] for s in result["scores"]) == sorted(split["test"])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from deepfake_cli.errors import DeepfakeError
-from deepfake_cli.video import SEEK_GAP, Video, sample_frame_indices
+from deepfake_cli.video import SEEK_GAP, VIDEO_SUFFIXES, Video, sample_frame_indices
 
 
 BITS, BAR = 10, 16  # a frame's index, in black and white bars wide enough to survive compression
@@ -82,9 +82,11 @@ def test_skipping_unreferenced_frames_leaves_wanted_frames_bit_identical(tmp_pat
         assert np.array_equal(frame, every[index]), index
 
 
-@pytest.mark.parametrize("name, codec", [("clip.mkv", "libx264"), ("clip.webm", "libvpx"), ("clip.avi", "mpeg4")])
+@pytest.mark.parametrize("name, codec", [("clip.mkv", "libx264"), ("clip.webm", "libvpx"), ("clip.avi", "mpeg4"),
+                                         ("clip.mov", "libx264"), ("clip.ts", "libx264"), ("clip.m4v", "mpeg4")])
 def test_other_containers_and_codecs_read_the_same_frames(tmp_path, name, codec):
     video = encoded_video(tmp_path / name, 40, codec)
+    assert video.suffix in VIDEO_SUFFIXES  # extract and predict pick it out of a folder
     with av.open(str(video)) as container:
         every = [f.to_ndarray(format="bgr24") for f in container.decode(video=0)]
     with Video(video) as opened:
