@@ -133,12 +133,15 @@ def extract_video(job: VideoJob, out: Path, cfg: ExtractConfig, analyzer: FaceAn
     started = time.perf_counter()
     row = {"source": str(job.source), "folder": job.folder, "video": job.video,
            "label": 0 if job.folder in REAL_FOLDERS else 1, "status": "ok", "reason": None,
-           "frames": 0, "frame_indices": [], "fps": None, "width": None, "height": None, "face_confidence": None}
+           "frames": 0, "frame_indices": [], "fps": None, "width": None, "height": None, "rotation": None,
+           "face_confidence": None}
     try:
         with Video(job.source, threads) as video:
             info = video.info
             row.update(fps=round(info.fps, 3), width=info.width, height=info.height)
             person = sample_faces(video, analyzer, cfg.frames, cfg.crop).people[0]
+            width, height = video.display_size
+            row.update(width=width, height=height, rotation=video.rotation)  # as displayed: frames are read upright
         have = [f for f in person if f is not None]
         if len(have) < cfg.frames:
             raise SkipVideo(f"a face in only {len(have)} of {cfg.frames} frame segments")

@@ -124,6 +124,9 @@ class Video:
         self._per_tick = float(self._stream.time_base * (self._stream.average_rate or self._stream.guessed_rate or 1))
         self._start = self._stream.start_time or 0
         self._position = -1  # index of the latest packet demuxed
+        # Degrees the stored frames are turned counter-clockwise for display (the container's
+        # display matrix: phones store portrait video sideways). Known once a frame is decoded.
+        self.rotation = 0
 
     def read(self, indices: list[int]) -> Iterator[tuple[int, np.ndarray]]:
         """Yield `(index, BGR frame)` for the distinct `indices`, in increasing order.
@@ -160,11 +163,23 @@ class Video:
                     index = self._position if index is None else index
                     # A wanted index with no frame of its own (a variable-rate gap) takes the next frame.
                     while pending and pending[0] <= index:
-                        yield pending.pop(0), frame.to_ndarray(format="bgr24")
+                        yield pending.pop(0), self._upright(frame)
                 if not pending or far_ahead():
                     break
             else:
                 return  # the end of the stream
+
+    @property
+    def display_size(self) -> tuple[int, int]:
+        """(width, height) as the video is shown, rotation applied."""
+        w, h = self.info.width, self.info.height
+        return (h, w) if self.rotation in (90, 270) else (w, h)
+
+    def _upright(self, frame: av.VideoFrame) -> np.ndarray:
+        """The frame as BGR, turned as the display matrix says (frames are read upright everywhere)."""
+        image = frame.to_ndarray(format="bgr24")
+        self.rotation = round((frame.rotation or 0) / 90) % 4 * 90
+        return np.ascontiguousarray(np.rot90(image, self.rotation // 90)) if self.rotation else image
 
     def _index_of(self, pts: int | None) -> int | None:
         return None if pts is None else round((pts - self._start) * self._per_tick)

@@ -15,6 +15,7 @@ from deepfake_cli.cli import app
 from deepfake_cli.errors import DeepfakeError
 from deepfake_cli.extract import ExtractConfig, extract, find_videos, in_shard, read_manifest
 from reference_notebook import DeepfakeDataset
+from test_video import turned_copy
 
 runner = CliRunner()
 
@@ -212,3 +213,20 @@ def test_shards_from_the_command_line_together_make_the_whole(tmp_path, clips):
     assert sorted(parts[0] + parts[1]) == sorted(p.stem for p in videos.iterdir()) and all(parts)
     result = runner.invoke(app, ["extract", str(videos), str(tmp_path / "out"), "--shard", "3/2"])
     assert result.exit_code == 2 and "--shard must be K/N" in result.output
+
+
+@pytest.mark.parametrize("degrees", [90, 270])
+def test_a_phone_clip_stored_sideways_gives_upright_crops(tmp_path, clips, degrees):
+    videos = tmp_path / "in"
+    videos.mkdir()
+    shutil.copy(clips["real"], videos / "upright.mp4")
+    turned_copy(clips["real"], videos / "turned.mp4", degrees)
+    summary = extract(videos, tmp_path / "out", ExtractConfig(frames=4, workers=1))
+    rows = {r["video"]: r for r in summary.rows}
+    assert rows["turned"]["status"] == "ok" and rows["turned"]["rotation"] == degrees
+    assert (rows["turned"]["width"], rows["turned"]["height"]) == (rows["upright"]["width"], rows["upright"]["height"])
+    for i in range(4):
+        want = cv2.imread(str(tmp_path / "out" / "in" / f"upright_{i}.jpg")).astype(int)
+        got = cv2.imread(str(tmp_path / "out" / "in" / f"turned_{i}.jpg")).astype(int)
+        assert np.abs(got - want).mean() < 4, i  # the same face, upright
+        assert np.abs(np.rot90(got, degrees // 90) - want).mean() > 4 * np.abs(got - want).mean()
