@@ -134,23 +134,25 @@ def extract_video(job: VideoJob, out: Path, cfg: ExtractConfig, analyzer: FaceAn
     row = {"source": str(job.source), "folder": job.folder, "video": job.video,
            "label": 0 if job.folder in REAL_FOLDERS else 1, "status": "ok", "reason": None,
            "frames": 0, "frame_indices": [], "fps": None, "width": None, "height": None, "rotation": None,
-           "face_confidence": None}
+           "borrowed": 0, "face_confidence": None}
     try:
         with Video(job.source, threads) as video:
             info = video.info
             row.update(fps=round(info.fps, 3), width=info.width, height=info.height)
-            person = sample_faces(video, analyzer, cfg.frames, cfg.crop).people[0]
+            sampled = sample_faces(video, analyzer, cfg.frames, cfg.crop, borrow=True)
+            person = sampled.people[0]
             width, height = video.display_size
             row.update(width=width, height=height, rotation=video.rotation)  # as displayed: frames are read upright
         have = [f for f in person if f is not None]
         if len(have) < cfg.frames:
-            raise SkipVideo(f"a face in only {len(have)} of {cfg.frames} frame segments")
+            raise SkipVideo(f"a face in only {len(have)} of {cfg.frames} frame segments, and too few other frames "
+                            "with it to borrow from")
         for i, frame in enumerate(have):
             stem = out / job.folder / f"{job.video}_{i}"
             ok, jpg = cv2.imencode(".jpg", frame.crop)  # OpenCV's default quality 95, as the reference
             atomic_write_bytes(stem.with_suffix(".jpg"), jpg.tobytes())
             atomic_write_bytes(stem.with_suffix(".npy"), _npy_bytes(frame.vector))
-        row.update(frames=len(have), frame_indices=[f.index for f in have],
+        row.update(frames=len(have), frame_indices=[f.index for f in have], borrowed=sampled.borrowed,
                    face_confidence=round(float(np.mean([f.score for f in have])), 4))
     except SkipVideo as e:
         row.update(status="skipped", reason=str(e))

@@ -13,6 +13,9 @@ from deepfake_cli.video import Video, VideoInfo, sample_frame_indices
 
 # How many other frames of its segment a slot tries when its own frame shows no face.
 ALTERNATES_PER_SLOT = 4
+# The reference preprocessing's candidate frames (evenly spaced); borrowing searches them all,
+# so every video the reference keeps is kept here too.
+REFERENCE_CANDIDATES = 60
 
 
 class SkipVideo(DeepfakeError):
@@ -34,15 +37,19 @@ class VideoFaces:
     info: VideoInfo
     slots: list[tuple[int, int]]  # [start, stop) source frames of each slot
     people: list[list[FaceFrame | None]]  # per tracked person, one entry per slot (None: no face)
+    borrowed: int = 0  # slots of the first person filled from frames outside their own segment
 
 
-def sample_faces(video: Video, analyzer: FaceAnalyzer, n_slots: int, spec: CropSpec, *, max_people: int = 1) -> VideoFaces:
+def sample_faces(video: Video, analyzer: FaceAnalyzer, n_slots: int, spec: CropSpec, *, max_people: int = 1,
+                 borrow: bool = False) -> VideoFaces:
     """Cut the video into `n_slots` equal segments and find each tracked person's face in each.
 
     Each slot reads the frame at its segment's centre. A slot whose frame shows no face (of
     that person) tries up to ALTERNATES_PER_SLOT other frames of its segment, nearest first,
     so a video still yields `n_slots` faces when it can. People are tracked across slots so a
     second person never swaps into another's sequence; the most-seen person comes first.
+    With `borrow`, the first person's slots still empty take their face from other frames
+    (see `_borrow`), and the sequence is then in time order rather than one frame per slot.
     """
     info = video.info
     if info.frame_count < n_slots:
@@ -51,22 +58,56 @@ def sample_faces(video: Video, analyzer: FaceAnalyzer, n_slots: int, spec: CropS
     centres = [sample_frame_indices(a, b, 1)[0] for a, b in slots]
 
     found = _detect(video, analyzer, centres, spec)
+    if borrow and not any(found.values()):  # a face in one short stretch only: look where the reference would
+        found |= _detect(video, analyzer, sorted(set(_reference_candidates(info)) - set(found)), spec)
     if not any(found.values()):
-        raise SkipVideo(f"no face found in {n_slots} frames sampled across the video")
-    tracks = track_faces((i, [face for face, _ in found[i]]) for i in centres)[:max_people]
+        raise SkipVideo(f"no face found in {len(found)} frames sampled across the video")
+    tracks = track_faces((i, [face for face, _ in found[i]]) for i in sorted(found))[:max_people]
     people = [[_pick(track, found.get(c, []), c) for c in centres] for track in tracks]
 
     missing = {s for person in people for s, frame in enumerate(person) if frame is None}
     if missing:
         alternates = {s: _alternates(*slots[s], centres[s]) for s in missing}
-        found_alt = _detect(video, analyzer, [i for s in missing for i in alternates[s]], spec)
+        found |= _detect(video, analyzer, [i for s in missing for i in alternates[s]], spec)
         for person, track in zip(people, tracks):
             for s in missing:
                 if person[s] is None:
-                    person[s] = next(
-                        (f for i in alternates[s] if (f := _pick(track, found_alt.get(i, []), i)) is not None), None
-                    )
-    return VideoFaces(info=info, slots=slots, people=people)
+                    person[s] = next((f for i in alternates[s] if (f := _pick(track, found.get(i, []), i)) is not None), None)
+    borrowed = 0
+    if borrow and None in people[0]:
+        people[0], borrowed = _borrow(video, analyzer, spec, people[0], tracks[0], slots, centres, found)
+    return VideoFaces(info=info, slots=slots, people=people, borrowed=borrowed)
+
+
+def _borrow(video: Video, analyzer: FaceAnalyzer, spec: CropSpec, person: list[FaceFrame | None], track: Track,
+            slots: list[tuple[int, int]], centres: list[int], found: dict) -> tuple[list[FaceFrame | None], int]:
+    """Fill empty slots with the person's face on the nearest frames not yet used; then sort by time.
+
+    Distinct frames only: if the video has fewer frames with the face than slots, nothing is
+    filled (the caller skips it). More frames are searched only when those already seen are
+    too few: the reference's candidates and the rest of every segment's alternates.
+    """
+    def spare() -> dict[int, FaceFrame]:
+        used = {f.index for f in person if f is not None}
+        return {i: f for i in sorted(found) if i not in used and (f := _pick(track, found[i], i)) is not None}
+
+    have = sum(f is not None for f in person)
+    if have + len(spare()) < len(person):
+        more = set(_reference_candidates(video.info))
+        more |= {i for (a, b), c in zip(slots, centres) for i in _alternates(a, b, c)}
+        found |= _detect(video, analyzer, sorted(more - set(found)), spec)
+    pool = spare()
+    if have + len(pool) < len(person):
+        return person, 0
+    filled = list(person)
+    for s, frame in enumerate(person):
+        if frame is None:
+            filled[s] = pool.pop(min(pool, key=lambda i: abs(i - centres[s])))
+    return sorted(filled, key=lambda f: f.index), len(person) - have
+
+
+def _reference_candidates(info: VideoInfo) -> list[int]:
+    return np.linspace(0, info.frame_count - 1, REFERENCE_CANDIDATES, dtype=int).tolist()
 
 
 def _detect(video: Video, analyzer: FaceAnalyzer, indices: list[int], spec: CropSpec) -> dict[int, list[tuple[Face, FaceFrame]]]:

@@ -14,6 +14,7 @@ from conftest import FRAMES
 from deepfake_cli.cli import app
 from deepfake_cli.errors import DeepfakeError
 from deepfake_cli.extract import ExtractConfig, extract, find_videos, in_shard, read_manifest
+from deepfake_cli.video import Video
 from reference_notebook import DeepfakeDataset
 from test_video import turned_copy
 
@@ -230,3 +231,30 @@ def test_a_phone_clip_stored_sideways_gives_upright_crops(tmp_path, clips, degre
         got = cv2.imread(str(tmp_path / "out" / "in" / f"turned_{i}.jpg")).astype(int)
         assert np.abs(got - want).mean() < 4, i  # the same face, upright
         assert np.abs(np.rot90(got, degrees // 90) - want).mean() > 4 * np.abs(got - want).mean()
+
+
+def with_blank_frames(source, path, blank):
+    """`source` with the frames in `blank` replaced by an empty grey picture."""
+    with Video(source) as video:
+        frames = [frame for _, frame in video.read(list(range(video.info.frame_count)))]
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, (width, height))
+    for i, frame in enumerate(frames):
+        writer.write(np.full_like(frame, 128) if i in blank else frame)
+    writer.release()
+    return path
+
+
+def test_a_segment_without_the_face_borrows_the_nearest_frame_with_it(tmp_path, clips):
+    videos = tmp_path / "in"
+    videos.mkdir()
+    with_blank_frames(clips["real"], videos / "gap.mp4", set(range(13, 25)))  # 50 frames: segment 2 of 4 is empty
+    with_blank_frames(clips["real"], videos / "mostly.mp4", set(range(8, 50)))  # a face on frames 0-7 only
+    with_blank_frames(clips["real"], videos / "little.mp4", set(range(3, 50)))  # 3 frames with a face, 4 needed
+    rows = {r["video"]: r for r in extract(videos, tmp_path / "out", ExtractConfig(frames=4, workers=1)).rows}
+    gap, mostly = rows["gap"], rows["mostly"]
+    assert gap["status"] == "ok" and gap["borrowed"] == 1
+    assert gap["frame_indices"] == sorted(set(gap["frame_indices"])) and not set(gap["frame_indices"]) & set(range(13, 25))
+    assert mostly["status"] == "ok" and mostly["borrowed"] == 3 and len(set(mostly["frame_indices"])) == 4
+    assert max(mostly["frame_indices"]) < 8 and mostly["frame_indices"] == sorted(mostly["frame_indices"])
+    assert rows["little"]["status"] == "skipped" and "too few other frames" in rows["little"]["reason"]
