@@ -288,6 +288,8 @@ def loader(dataset: Dataset, batch_size: int, workers: int, device: torch.device
     The loader has its own generator: it draws a seed each time an epoch starts a fresh
     iterator, which from the global RNG would shift dropout's draws with the number of workers.
     """
+    if workers:  # the server imports this module (torch, OpenCV) once; each worker is forked from it ready
+        torch.multiprocessing.get_context("forkserver").set_forkserver_preload([__name__])
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                       pin_memory=device.type == "cuda", prefetch_factor=4 if workers else None,
                       persistent_workers=persistent and workers > 0, worker_init_fn=_one_thread_each if workers else None,

@@ -21,6 +21,11 @@ import numpy as np
 # Face Mesh (468-point topology) landmark pairs of the 5-d vector, in the reference's order:
 # outer eye corners, mouth corners, nose tip to chin, right eye to mouth, left eye to mouth.
 LANDMARK_PAIRS = ((33, 263), (61, 291), (1, 199), (33, 61), (263, 291))
+# Small faces: Face Mesh runs on a square this many times the full-range detection's box, resized to
+# REGION_SIZE pixels, so the face fills the mesh's input as a close-up would.
+REGION_SCALE = 2.2
+REGION_SIZE = 256
+TILE_MIN_SIDE = 480  # frames whose short side is at least this are also searched in square tiles
 
 
 @dataclass(frozen=True)
@@ -154,8 +159,10 @@ class FaceAnalyzer:
     shareable across processes.
     """
 
-    def __init__(self, max_faces: int = 4, min_confidence: float = 0.5):
-        face_mesh = _import_face_mesh()
+    def __init__(self, max_faces: int = 4, min_confidence: float = 0.5, every_face: bool = False):
+        """`every_face`: also look for small faces on frames where Face Mesh found some but fewer than
+        `max_faces` (a crowd, a wide shot with one person near the camera); predict scores every person."""
+        face_mesh = _import_solution("face_mesh")
         with quiet_native_stderr():
             # The graph, side inputs and option names mp.solutions.face_mesh.FaceMesh uses for
             # static_image_mode=True (every frame detected afresh), refine_landmarks=False.
@@ -171,14 +178,30 @@ class FaceAnalyzer:
             # TFLite logs its set-up on the first inference: get that over with here.
             self._graph.process({"image": np.zeros((64, 64, 3), np.uint8)})
 
+        self._max_faces, self._min_confidence, self._every_face = max_faces, min_confidence, every_face
+        self._full_range = None  # started on the first frame that needs it
+
     def faces(self, frame_bgr: np.ndarray) -> list[Face]:
-        """Faces in the frame, largest first."""
+        """Faces in the frame, largest first.
+
+        Face Mesh finds its own faces with a short-range detector (faces within about 2 m of
+        the camera). On a frame where it finds none, MediaPipe's full-range detector looks for
+        small ones, and Face Mesh runs again on an enlarged region around each, scaled so the
+        face fills the mesh's input; the landmarks are mapped back to source-frame pixels.
+        """
         rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
+        faces = self._mesh(rgb)
+        if not faces or (self._every_face and len(faces) < self._max_faces):
+            faces += self.small_faces(rgb, known=faces)
+        return sorted(faces, key=lambda f: -f.size)[:self._max_faces]
+
+    def _mesh(self, rgb: np.ndarray) -> list[Face]:
+        """Face Mesh on the whole image: landmarks in its pixels, scores from the detections it started from."""
         with quiet_native_stderr():  # the graph's calculators log set-up on first use
             result = self._graph.process({"image": rgb})
         if not result.multi_face_landmarks:
             return []
-        height, width = frame_bgr.shape[:2]
+        height, width = rgb.shape[:2]
         scale = np.array([width, height], dtype=np.float64)
         boxes = []
         for d in result.face_detections or []:
@@ -188,10 +211,62 @@ class FaceAnalyzer:
         for mesh in result.multi_face_landmarks:
             points = np.array([(p.x, p.y) for p in mesh.landmark], dtype=np.float64) * scale
             faces.append(Face(landmarks=points, score=_matching_score(points, boxes)))
-        return sorted(faces, key=lambda f: -f.size)
+        return faces
+
+    def small_faces(self, rgb: np.ndarray, known: list[Face] = ()) -> list[Face]:
+        """Full-range detection, then Face Mesh on a square region REGION_SCALE times each detection
+        that is not one of the `known` faces."""
+        height, width = rgb.shape[:2]
+        faces: list[Face] = []
+        for score, cx, cy, box_side in self._full_range_detections(rgb):
+            if any(f.box[0] <= cx <= f.box[2] and f.box[1] <= cy <= f.box[3] for f in [*known, *faces]):
+                continue  # a face already meshed
+            side = int(min(REGION_SCALE * box_side, width, height))
+            x0 = int(min(max(cx - side / 2, 0), width - side))
+            y0 = int(min(max(cy - side / 2, 0), height - side))
+            region = cv2.resize(rgb[y0:y0 + side, x0:x0 + side], (REGION_SIZE, REGION_SIZE),
+                                interpolation=cv2.INTER_AREA if side > REGION_SIZE else cv2.INTER_CUBIC)
+            found = self._mesh(region)
+            if found:
+                mesh = min(found, key=lambda f: np.hypot(*(f.center - REGION_SIZE / 2)))  # the face detected
+                faces.append(Face(landmarks=mesh.landmarks * (side / REGION_SIZE) + (x0, y0), score=score))
+            if len(known) + len(faces) == self._max_faces:
+                break
+        return faces
+
+    def _full_range_detections(self, rgb: np.ndarray) -> list[tuple[float, float, float, float]]:
+        """(score, centre x, centre y, box side) in frame pixels, best first.
+
+        The detector sees the frame at 192x192: a 1080p frame shrinks tenfold and a 100 px face
+        to 10. When the whole frame shows nothing, overlapping square tiles of it are tried.
+        """
+        if self._full_range is None:
+            with quiet_native_stderr():
+                self._full_range = _import_solution("face_detection").FaceDetection(
+                    model_selection=1, min_detection_confidence=self._min_confidence)
+        height, width = rgb.shape[:2]
+        side = min(width, height)
+        views = [(0, 0, width, height)]
+        if side >= TILE_MIN_SIDE:
+            n = int(np.ceil(max(width, height) / side)) + 1
+            views += [(x, y, side, side) for x, y in zip(np.linspace(0, width - side, n).astype(int),
+                                                       np.linspace(0, height - side, n).astype(int))]
+        found = []
+        for x0, y0, w, h in views:
+            with quiet_native_stderr():
+                detections = self._full_range.process(np.ascontiguousarray(rgb[y0:y0 + h, x0:x0 + w])).detections
+            for d in detections or []:
+                b = d.location_data.relative_bounding_box
+                found.append((d.score[0], x0 + (b.xmin + b.width / 2) * w, y0 + (b.ymin + b.height / 2) * h,
+                              max(b.width * w, b.height * h)))
+            if found:
+                break  # tiles cost three more runs: only for frames where nothing at all was found
+        return sorted(found, reverse=True)
 
     def close(self) -> None:
         self._graph.close()
+        if self._full_range is not None:
+            self._full_range.close()
 
     def __enter__(self) -> "FaceAnalyzer":
         return self
@@ -200,8 +275,8 @@ class FaceAnalyzer:
         self.close()
 
 
-def _import_face_mesh() -> types.ModuleType:
-    """mp.solutions.face_mesh, without running the __init__ of `mediapipe` and of its `solutions`.
+def _import_solution(name: str) -> types.ModuleType:
+    """mp.solutions.<name>, without running the __init__ of `mediapipe` and of its `solutions`.
 
     Those two load every solution and task API, and matplotlib and sounddevice with them:
     0.28 s, against 0.05 s for what a Face Mesh graph needs. Every extract worker and every
@@ -209,15 +284,15 @@ def _import_face_mesh() -> types.ModuleType:
     runs its __init__ at the first attribute asked of it that it lacks (`mp.solutions`,
     `mp.__version__`): other code using mediapipe sees no difference.
     """
-    for name in ("mediapipe", "mediapipe.python.solutions"):
-        if name not in sys.modules:
-            package = importlib.util.module_from_spec(importlib.util.find_spec(name))
+    for package_name in ("mediapipe", "mediapipe.python.solutions"):
+        if package_name not in sys.modules:
+            package = importlib.util.module_from_spec(importlib.util.find_spec(package_name))
             package.__class__ = _PackageInitOnDemand
-            sys.modules[name] = package
-            parent, _, child = name.rpartition(".")
+            sys.modules[package_name] = package
+            parent, _, child = package_name.rpartition(".")
             if parent:
                 setattr(sys.modules[parent], child, package)
-    return importlib.import_module("mediapipe.python.solutions.face_mesh")
+    return importlib.import_module(f"mediapipe.python.solutions.{name}")
 
 
 class _PackageInitOnDemand(types.ModuleType):

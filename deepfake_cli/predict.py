@@ -82,7 +82,7 @@ class Predictor:
         # and the first clip is decoded, which needs only the checkpoint's input settings.
         self.scorer = scorer or Scorer(checkpoint, device)
         self.inputs = peek_inputs(checkpoint) or self.scorer.info.inputs
-        self.analyzer = FaceAnalyzer(max_faces=MAX_PEOPLE)
+        self.analyzer = FaceAnalyzer(max_faces=MAX_PEOPLE, every_face=True)
 
     @property
     def model_info(self) -> ModelInfo:

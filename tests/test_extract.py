@@ -14,6 +14,7 @@ from conftest import FRAMES
 from deepfake_cli.cli import app
 from deepfake_cli.errors import DeepfakeError
 from deepfake_cli.extract import ExtractConfig, extract, find_videos, in_shard, read_manifest
+from deepfake_cli.faces import FaceAnalyzer
 from deepfake_cli.video import Video
 from reference_notebook import DeepfakeDataset
 from test_video import turned_copy
@@ -258,3 +259,23 @@ def test_a_segment_without_the_face_borrows_the_nearest_frame_with_it(tmp_path, 
     assert mostly["status"] == "ok" and mostly["borrowed"] == 3 and len(set(mostly["frame_indices"])) == 4
     assert max(mostly["frame_indices"]) < 8 and mostly["frame_indices"] == sorted(mostly["frame_indices"])
     assert rows["little"]["status"] == "skipped" and "too few other frames" in rows["little"]["reason"]
+
+
+def test_a_wide_1080p_shot_with_a_small_face_is_extracted(tmp_path):
+    from make_dataset import make_clip
+
+    with Video(make_clip(tmp_path / "close.mp4", identity=5, seed=2, seconds=0.6)) as video:
+        frames = [frame for _, frame in video.read(list(range(video.info.frame_count)))]
+    (tmp_path / "in").mkdir()
+    writer = cv2.VideoWriter(str(tmp_path / "in" / "wide.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 25, (1920, 1080))
+    for frame in frames:  # the close-up in a corner of a wide shot: a face of about 125 px in 1080 lines
+        canvas = np.full((1080, 1920, 3), 70, np.uint8)
+        small = cv2.resize(frame, None, fx=1.1, fy=1.1, interpolation=cv2.INTER_AREA)
+        canvas[700:700 + small.shape[0], 200:200 + small.shape[1]] = small
+        writer.write(canvas)
+    writer.release()
+    (row,) = extract(tmp_path / "in", tmp_path / "out", ExtractConfig(frames=4, workers=1)).rows
+    assert row["status"] == "ok" and (row["width"], row["height"]) == (1920, 1080), row
+    crop = cv2.imread(str(tmp_path / "out" / "in" / "wide_0.jpg"))
+    with FaceAnalyzer() as analyzer:
+        assert analyzer.faces(crop)  # the crop is of the face

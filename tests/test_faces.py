@@ -8,6 +8,8 @@ import numpy as np
 from deepfake_cli.faces import CropSpec, Face, FaceAnalyzer, crop_box, crop_face, landmark_vector, track_faces
 from deepfake_cli.video import Video
 
+TMP = None  # a folder for generated clips, set per test
+
 
 def test_landmark_vector_matches_an_independent_face_mesh_computation(clips):
     with Video(clips["real"]) as video:
@@ -83,3 +85,70 @@ def test_two_people_are_both_found_largest_first(clips):
 def test_a_face_that_jumps_between_sparse_samples_stays_one_track():
     jumps = [(i, [face_at(50 + 90 * i, 100, 110 + 90 * i, 160)]) for i in range(5)]  # 1.5 face sizes apart
     assert [len(t.faces) for t in track_faces(jumps)] == [5]
+
+
+def close_ups(count=4):
+    """(frame, its face) from generated clips of `count` people: faces of 110-140 px in 320x240."""
+    from make_dataset import make_clip
+
+    shots = []
+    with FaceAnalyzer() as analyzer:
+        for identity in range(count):
+            with Video(make_clip(f"{TMP}/close{identity}.mp4", identity=identity * 7 + 3, seed=1, seconds=0.5)) as video:
+                _, frame = next(video.read([6]))
+            shots.append((frame, analyzer.faces(frame)[0]))
+    return shots
+
+
+def wide_shot(frame, face, face_px, at=(1300, 500)):
+    """A 1920x1080 frame with `frame` shrunk so its face is `face_px` tall, and that scale."""
+    scale = face_px / face.size
+    small = cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    canvas = np.full((1080, 1920, 3), 90, np.uint8)
+    canvas[at[1]:at[1] + small.shape[0], at[0]:at[0] + small.shape[1]] = small
+    return canvas, scale
+
+
+def test_small_faces_in_a_wide_1080p_shot_are_found_in_two_stages(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "TMP", tmp_path)
+    with FaceAnalyzer() as analyzer:
+        for frame, face in close_ups():
+            for face_px in (100, 130):
+                canvas, scale = wide_shot(frame, face, face_px)
+                assert not analyzer._mesh(cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB))  # Face Mesh alone misses it
+                found = analyzer.faces(canvas)
+                assert len(found) == 1 and 0.5 < found[0].score <= 1
+                expected = np.array(face.box) * scale + (1300, 500, 1300, 500)
+                assert np.abs(np.array(found[0].box) - expected).max() < 0.1 * face_px  # where it was put
+                # pixel distances in the source frame: the close-up's, scaled
+                vector, wanted = landmark_vector(found[0].landmarks), landmark_vector(face.landmarks) * scale
+                assert np.linalg.norm(vector - wanted) / np.linalg.norm(wanted) < 0.1  # less detail, less precision
+
+
+def test_faces_face_mesh_finds_keep_todays_vector_and_the_second_stage_stays_close(tmp_path, monkeypatch):
+    """Faces Face Mesh finds alone never go through the second stage: their vector is today's, exactly.
+    On those faces the detector-then-region path itself stays within 3% on the median (Face Mesh's
+    estimate moves with the region it is given, by up to 7% on some faces: why it runs only as a fallback)."""
+    monkeypatch.setattr(sys.modules[__name__], "TMP", tmp_path)
+    deviations = []
+    with FaceAnalyzer() as analyzer:
+        for frame, face in close_ups(6):
+            (today,) = analyzer._mesh(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+            np.testing.assert_array_equal(face.landmarks, today.landmarks)
+            (second,) = analyzer.small_faces(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+            vector, wanted = landmark_vector(second.landmarks), landmark_vector(face.landmarks)
+            deviations.append(np.linalg.norm(vector - wanted) / np.linalg.norm(wanted))
+    assert np.median(deviations) < 0.03 and max(deviations) < 0.08, deviations
+
+
+def test_predicts_analyzer_finds_a_small_face_beside_a_large_one(tmp_path, monkeypatch):
+    """A wide shot with one person near the camera and one far: predict scores both."""
+    monkeypatch.setattr(sys.modules[__name__], "TMP", tmp_path)
+    (near, near_face), (far, far_face) = close_ups(2)
+    canvas, _ = wide_shot(far, far_face, 150, at=(1400, 300))
+    big = cv2.resize(near, None, fx=3, fy=3, interpolation=cv2.INTER_CUBIC)  # a face of about 350 px
+    canvas[100:100 + big.shape[0], 100:100 + big.shape[1]] = big
+    with FaceAnalyzer() as extract_like, FaceAnalyzer(every_face=True) as predict_like:
+        assert len(extract_like.faces(canvas)) == 1  # Face Mesh finds the near face; extract needs no more
+        found = predict_like.faces(canvas)
+    assert len(found) == 2 and found[0].size > 300 and 120 < found[1].size < 180 and found[1].box[0] > 1400
