@@ -282,21 +282,18 @@ def loader(dataset: Dataset, batch_size: int, workers: int, device: torch.device
            persistent: bool = False) -> DataLoader:
     """The one way data is loaded for the model (training, validation, evaluate).
 
-    Worker processes start from a clean forkserver process, not a fork of this one: a fork
-    inherits the state of OpenCV's and OpenMP's thread pools, and OpenCV in the child can then
-    wait forever on a lock no thread will release (seen after extract ran in the same process).
-    The loader has its own generator: it draws a seed each time an epoch starts a fresh
-    iterator, which from the global RNG would shift dropout's draws with the number of workers.
+    Worker processes are forked, and OpenCV is set to one thread in this process first: a
+    fork inherits OpenCV's thread pool without its threads, and OpenCV in the child could
+    then wait forever on a lock no thread will release (seen after extract ran in the same
+    process). With one thread there is no pool to inherit, and a worker, one of several
+    processes, should not start a thread per core anyway. (Not forkserver or spawn: they run
+    the caller's script again in every worker unless it has an `if __name__ == "__main__"`
+    guard.) The loader has its own generator: it draws a seed each time an epoch starts a
+    fresh iterator, which from the global RNG would shift dropout's draws with the number of
+    workers.
     """
-    if workers:  # the server imports this module (torch, OpenCV) once; each worker is forked from it ready
-        torch.multiprocessing.get_context("forkserver").set_forkserver_preload([__name__])
+    if workers:
+        cv2.setNumThreads(1)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                       pin_memory=device.type == "cuda", prefetch_factor=4 if workers else None,
-                      persistent_workers=persistent and workers > 0, worker_init_fn=_one_thread_each if workers else None,
-                      multiprocessing_context="forkserver" if workers else None, generator=torch.Generator())
-
-
-def _one_thread_each(worker_id: int) -> None:
-    """A loader worker is one of several processes: OpenCV's own thread pool (a thread per core in
-    each worker) would only oversubscribe the cores. torch already gives each worker one thread."""
-    cv2.setNumThreads(1)
+                      persistent_workers=persistent and workers > 0, generator=torch.Generator())

@@ -330,3 +330,14 @@ def test_a_split_file_decides_the_split_and_evaluate_reads_it(extracted, tmp_pat
         assert sorted(s["video"] for s in result["scores"]) == sorted(split[part]), part
     result = evaluate(extracted, tmp_path / "r" / "best.pt", split=str(path), workers=0)  # a file: its test part
     assert sorted(s["video"] for s in result["scores"]) == sorted(split["test"])
+
+
+def test_a_script_without_a_main_guard_trains_with_workers(extracted, tmp_path):
+    """Workers are forked: a user's plain script is not run again in each of them (spawn would)."""
+    script = tmp_path / "mine.py"
+    script.write_text(f"from deepfake_cli.train import TrainConfig, train\n"
+                      f"result = train(TrainConfig(data={str(extracted)!r}, run={str(tmp_path / 'r')!r}, epochs=1, "
+                      f"seq_len={SEQ_LEN}, image_size=32, pretrained=False, workers=2))\n"
+                      f"print('trained', len(result.history))\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.count("trained 1") == 1, done.stderr[-2000:]
