@@ -51,6 +51,7 @@ _HARD_FACES = (30, 4, 76, 47, 32, 9, 21, 13, 28)
 _TINT, _SCENE, _BLEND, _SECOND, _EMPTY, _GRADE = range(6)
 _INNER_CENTRE, _INNER_AXES = (0.5, 0.56), (0.31, 0.35)  # eyes-nose-mouth in an LFW crop
 _FACE_HEIGHT = (0.45, 0.6)  # face size range as a fraction of the frame height
+FACE_OF_SPRITE = 0.87  # the face's landmark box over the pasted LFW crop's side (measured: 0.76-0.95)
 
 Size = tuple[int, int]  # (width, height), as OpenCV wants it
 
@@ -224,7 +225,7 @@ def _track(rng: np.random.Generator, region: tuple[float, float, float, float],
 
 
 def _scene(identity: int, seed: int, size: Size,
-           faces: int = 1) -> tuple[np.ndarray, list[_Person]]:
+           faces: int = 1, face_px: int | None = None) -> tuple[np.ndarray, list[_Person]]:
     """Background and people of an identity's video; fakes of it reuse exactly this scene."""
     if not 0 <= identity < LFW_FACES:
         raise ValueError(f"identity must be in 0..{LFW_FACES - 1}, got {identity}")
@@ -236,6 +237,8 @@ def _scene(identity: int, seed: int, size: Size,
     # Two faces get separate halves so they never overlap; the first stays the larger one.
     split = width * (0.56 if faces == 2 else 1.0)
     face_size = round(min(height * rng.uniform(*_FACE_HEIGHT), split * 0.8))
+    if face_px:  # a wide shot: a small face in a large frame. An LFW crop holds some hair and
+        face_size = round(face_px / FACE_OF_SPRITE)  # background: its face (landmark box) is ~0.87 of it
     texture = _face_texture(identity, face_size, _skin_tint(identity, seed))
     people = [_Person(texture, _track(rng, (0, 0, split, height), face_size))]
     if faces == 2:
@@ -337,7 +340,7 @@ def make_no_face_clip(path: str | os.PathLike, *, seed: int = 0, size: Size = (3
 def make_dataset(out: str | os.PathLike, *, identities: int = 8, seed: int = 0,
                  size: Size = (320, 240), seconds: float = 2.0, fps: float = 25,
                  methods: Iterable[str] = METHODS, first_identity: int = 0, one_fake: bool = False,
-                 variety: bool = False) -> list[Path]:
+                 variety: bool = False, face_px: int | None = None) -> list[Path]:
     """Write ``original/<id>.mp4`` and its fakes, one per method, under ``out``.
 
     Identities run from ``first_identity`` (even, so swap pairs stay inside the set). The swaps
@@ -346,6 +349,8 @@ def make_dataset(out: str | os.PathLike, *, identities: int = 8, seed: int = 0,
     SelfBlend and MouthEdit write ``<method>/<id>.mp4``. ``one_fake``: one fake per identity,
     the methods in turn. ``variety``: see the module docstring. Returns the written paths,
     sorted. Identities 91-99 use the LFW faces MediaPipe often misses (see ``_HARD_FACES``).
+    ``face_px``: faces about this many pixels tall, as Face Mesh's landmark box measures them (a
+    wide shot), instead of about half the frame.
     """
     methods = tuple(methods)
     unknown = sorted(set(methods) - set(ALL_METHODS))
@@ -358,7 +363,7 @@ def make_dataset(out: str | os.PathLike, *, identities: int = 8, seed: int = 0,
     written = []
     for identity in range(first_identity, last):
         name = f"{identity:03d}"
-        background, people = _scene(identity, seed, size)
+        background, people = _scene(identity, seed, size, face_px=face_px)
         mine = (methods[(identity - first_identity) % len(methods)],) if one_fake else methods
         videos = {out / "original" / f"{name}.mp4": None}
         for method in mine:
@@ -394,11 +399,13 @@ def main(argv: list[str] | None = None) -> None:
                         help=f"comma-separated, of {','.join(ALL_METHODS)}")
     parser.add_argument("--one-fake", action="store_true", help="one fake per identity, methods in turn")
     parser.add_argument("--variety", action="store_true", help="per-identity colour grade and compression")
+    parser.add_argument("--face-size", type=int, default=None,
+                        help="face height in pixels, e.g. 130 in --size 1920x1080 for a wide shot")
     args = parser.parse_args(argv)
     paths = make_dataset(args.out, identities=args.identities, seed=args.seed, size=args.size,
                          seconds=args.seconds, fps=args.fps, first_identity=args.first_identity,
                          methods=[m.strip() for m in args.methods.split(",") if m.strip()],
-                         one_fake=args.one_fake, variety=args.variety)
+                         one_fake=args.one_fake, variety=args.variety, face_px=args.face_size)
     counts = Counter(path.parent.name for path in paths)
     print(f"wrote {len(paths)} videos to {args.out}: "
           + ", ".join(f"{folder}={count}" for folder, count in sorted(counts.items())))

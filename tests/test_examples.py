@@ -4,6 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
+from deepfake_cli.faces import FaceAnalyzer
 from make_dataset import ALL_METHODS, make_dataset
 
 
@@ -35,3 +36,10 @@ def test_variety_grades_each_person_the_same_in_real_and_fake(tmp_path):
         assert np.array_equal(first_frame(g), first_frame(a))  # reproducible by seed
     with pytest.raises(ValueError, match="starting even"):
         make_dataset(tmp_path / "odd", identities=2, first_identity=61)
+
+
+def test_face_size_makes_wide_shots_with_small_faces(tmp_path):
+    (path,) = make_dataset(tmp_path, identities=1, seed=5, size=(1920, 1080), seconds=0.2, methods=(), face_px=130)
+    with FaceAnalyzer() as analyzer:
+        (face,) = analyzer.faces(first_frame(path).astype(np.uint8))
+    assert 110 < face.size < 150
