@@ -7,7 +7,9 @@ Generated stand-ins for the real-footage cases (examples/make_dataset.py): 12 pe
 in 320x240 close-ups stored turned by 90, 180 or 270 degrees with the display matrix that
 turns them back (how phones store portrait video). Each set goes through `deepfake extract`;
 a wide shot counts when it is extracted, a turned clip when it is extracted and its crops are
-upright (its first crop matches the crop of the same clip stored upright).
+upright (its first crop matches the crop of the same clip stored upright). Then split screens
+(two people side by side) and crowds (four people in a 1080p wide shot): how many people
+predict's face finder tracks with a face in at least half of 16 frames (predict scores each).
 """
 
 from __future__ import annotations
@@ -21,9 +23,13 @@ import cv2
 import numpy as np
 
 import common
+from deepfake_cli.faces import CropSpec
+from deepfake_cli.predict import MAX_PEOPLE, people_finder
+from deepfake_cli.sampling import sample_faces
+from deepfake_cli.video import Video
 
 FULL = dict(people=12, seconds=1.0)
-QUICK = dict(people=2, seconds=0.6)
+QUICK = dict(people=2, seconds=0.8)
 FACE_SIZES = (130, 100, 60)
 
 
@@ -47,6 +53,35 @@ def turned(source: Path, path: Path, degrees: int) -> None:
         for frame in stored:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="bgr24")))
         container.mux(stream.encode())
+
+
+def close_ups(md, identities: list[int], seconds: float) -> list[list[np.ndarray]]:
+    """Frames of 320x240 close-ups of these people (faces of 110-140 px)."""
+    clips = []
+    for identity in identities:
+        background, people = md._scene(identity, 7, (320, 240))
+        clips.append(list(md._render(background, people, round(seconds * 25), 25)))
+    return clips
+
+
+def split_screen(path: Path, md, k: int, seconds: float) -> Path:
+    """Two people side by side, as a video call is recorded."""
+    left, right = close_ups(md, [8 * k, 8 * k + 1], seconds)
+    return common.write_h264(path, [np.hstack(pair) for pair in zip(left, right)], (640, 240), 25)
+
+
+def crowd(path: Path, md, k: int, seconds: float) -> Path:
+    """Four people in a 1920x1080 wide shot, faces of 100-150 px."""
+    people = close_ups(md, [8 * k + i for i in range(2, 6)], seconds)
+    spots = [(150, 150, 1.1), (700, 500, 0.9), (1200, 200, 1.2), (1500, 650, 1.0)]
+    frames = []
+    for i in range(len(people[0])):
+        canvas = np.full((1080, 1920, 3), 80, np.uint8)
+        for clip, (x, y, scale) in zip(people, spots):
+            small = cv2.resize(clip[i], None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+            canvas[y:y + small.shape[0], x:x + small.shape[1]] = small
+        frames.append(canvas)
+    return common.write_h264(path, frames, (1920, 1080), 25)
 
 
 def main() -> None:
@@ -83,6 +118,16 @@ def main() -> None:
     measured["rotated"] = {"extracted_upright": good, "of": len(got)}
     rows.append(common.row("clips stored turned 90/180/270: extracted with upright crops", f"{good} of {len(got)}",
                            target=">= 10 of 12", met=good >= len(got) - 2))
+    for name, make in (("split screen", split_screen), ("crowd", crowd)):
+        found = []
+        for k in range(p["people"] // 4 or 1):
+            path = make(common.scratch_dir(f"{name}-{k}") / "clip.mp4", md, k, p["seconds"])
+            with Video(path) as video, people_finder() as finder:
+                sampled = sample_faces(video, finder, 16, CropSpec(), max_people=MAX_PEOPLE)
+            found.append(sum(sum(f is not None for f in person) >= 8 for person in sampled.people))
+        measured[name.replace(" ", "_")] = {"people_found": found, "people_there": 2 if name == "split screen" else 4}
+        rows.append(common.row(f"{name}: people predict scores (of {2 if name == 'split screen' else 4}), per clip",
+                               ", ".join(map(str, found)), target=">= 2", met=min(found) >= 2))
     common.save_results("bench_footage", quick, idle, {**p, "face_sizes": FACE_SIZES}, measured, rows)
     common.remove_scratch()
 

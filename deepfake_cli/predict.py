@@ -68,6 +68,11 @@ def find_inputs(items: list[str]) -> list[Path]:
     return list(dict.fromkeys(paths))
 
 
+def people_finder() -> FaceAnalyzer:
+    """Predict's face finder: up to MAX_PEOPLE faces a frame, small ones beside large ones included."""
+    return FaceAnalyzer(max_faces=MAX_PEOPLE, every_face=True)
+
+
 class Predictor:
     """Holds the model and MediaPipe for a whole batch of files: both start once per process."""
 
@@ -82,7 +87,7 @@ class Predictor:
         # and the first clip is decoded, which needs only the checkpoint's input settings.
         self.scorer = scorer or Scorer(checkpoint, device)
         self.inputs = peek_inputs(checkpoint) or self.scorer.info.inputs
-        self.analyzer = FaceAnalyzer(max_faces=MAX_PEOPLE, every_face=True)
+        self.analyzer = people_finder()
 
     @property
     def model_info(self) -> ModelInfo:
