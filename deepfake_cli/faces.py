@@ -25,7 +25,7 @@ LANDMARK_PAIRS = ((33, 263), (61, 291), (1, 199), (33, 61), (263, 291))
 # REGION_SIZE pixels, so the face fills the mesh's input as a close-up would.
 REGION_SCALE = 2.2
 REGION_SIZE = 256
-TILE_MIN_SIDE = 480  # frames whose short side is at least this are also searched in square tiles
+TILE_MIN_SIDE = 480  # the smallest square tile searched (from frames at least this short side)
 # With `every_face`, frames this large are searched in tiles even when the whole frame showed some
 # faces: at 1080p the whole-frame pass misses faces under about 130 px beside larger ones.
 CROWD_MIN_SIDE = 1000
@@ -240,31 +240,32 @@ class FaceAnalyzer:
     def _full_range_detections(self, rgb: np.ndarray) -> list[tuple[float, float, float, float]]:
         """(score, centre x, centre y, box side) in frame pixels, best first.
 
-        The detector sees the frame at 192x192: a 1080p frame shrinks tenfold and a 100 px face
-        to 10. When the whole frame shows nothing (with `every_face`, on frames of 1000 lines or
-        more: fewer than `max_faces`), overlapping square tiles of it are tried.
+        The detector sees its input at 192x192: a 1080p frame shrinks tenfold and a 100 px face
+        to 10. So when the whole frame shows nothing, overlapping square tiles of it are tried,
+        as tall as the frame, then (from 960 lines) half as tall, where a 60 px face is 21 px.
+        With `every_face`, frames of 1000 lines or more are searched in the first tiles even
+        when the whole frame showed some faces, but fewer than `max_faces` (a crowd).
         """
         if self._full_range is None:
             with quiet_native_stderr():
                 self._full_range = _import_solution("face_detection").FaceDetection(
                     model_selection=1, min_detection_confidence=self._min_confidence)
         height, width = rgb.shape[:2]
-        side = min(width, height)
-        views = [(0, 0, width, height)]
-        if side >= TILE_MIN_SIDE:
-            n = int(np.ceil(max(width, height) / side)) + 1
-            views += [(x, y, side, side) for x, y in zip(np.linspace(0, width - side, n).astype(int),
-                                                       np.linspace(0, height - side, n).astype(int))]
+        short = min(width, height)
+        levels = [[(0, 0, width, height)]]
+        levels += [_tiles(width, height, side) for side in (short, short // 2) if side >= TILE_MIN_SIDE]
         found = []
-        for x0, y0, w, h in views:
-            with quiet_native_stderr():
-                detections = self._full_range.process(np.ascontiguousarray(rgb[y0:y0 + h, x0:x0 + w])).detections
-            for d in detections or []:
-                b = d.location_data.relative_bounding_box
-                found.append((d.score[0], x0 + (b.xmin + b.width / 2) * w, y0 + (b.ymin + b.height / 2) * h,
-                              max(b.width * w, b.height * h)))
-            if found and not (self._every_face and len(found) < self._max_faces and side >= CROWD_MIN_SIDE):
-                break  # tiles cost three more runs: only where nothing was found, or for crowds in 1080p
+        for level, views in enumerate(levels):
+            for x0, y0, w, h in views:
+                with quiet_native_stderr():
+                    detections = self._full_range.process(np.ascontiguousarray(rgb[y0:y0 + h, x0:x0 + w])).detections
+                for d in detections or []:
+                    b = d.location_data.relative_bounding_box
+                    found.append((d.score[0], x0 + (b.xmin + b.width / 2) * w, y0 + (b.ymin + b.height / 2) * h,
+                                  max(b.width * w, b.height * h)))
+            crowd = self._every_face and level == 0 and len(found) < self._max_faces and short >= CROWD_MIN_SIDE
+            if found and not crowd:
+                break
         return sorted(found, reverse=True)
 
     def close(self) -> None:
@@ -277,6 +278,13 @@ class FaceAnalyzer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _tiles(width: int, height: int, side: int) -> list[tuple[int, int, int, int]]:
+    """Overlapping side x side squares covering a width x height frame: (x, y, side, side)."""
+    def starts(length: int) -> list[int]:
+        return np.linspace(0, length - side, int(np.ceil(length / side)) + 1).astype(int).tolist() if length > side else [0]
+    return [(x, y, side, side) for y in starts(height) for x in starts(width)]
 
 
 def _import_solution(name: str) -> types.ModuleType:
