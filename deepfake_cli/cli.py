@@ -174,8 +174,8 @@ def train(
     real_folders: str = typer.Option("original", help="Comma-separated folders of real videos (e.g. Celeb-real,"
                                      "YouTube-real); every other folder is fake.", rich_help_panel=DATA),
     crop: Optional[str] = typer.Option(None, show_default="from the data", rich_help_panel=DATA, help=(
-        "How crops were cut, for data without OUT/.deepfake/extract.json: `reference` (the notebooks' landmark box "
-        "+ 20 px, stretched; assumed) or MARGIN:SIZE as given to extract (e.g. 0.2:256). Predict cuts the same.")),
+        "For data without extract.json, how it was cut: `reference` (the notebooks' 20 px stretched crop; "
+        "assumed) or extract's MARGIN:SIZE, e.g. 0.2:256. Predict cuts the same.")),
     balance: bool = typer.Option(True, help="Weight the loss so real and fake videos count equally.", rich_help_panel=DATA),
     augment: bool = typer.Option(True, help="Flip, colour, JPEG and crop jitter, the same for all frames of a video.",
                                  rich_help_panel=DATA),
