@@ -11,6 +11,7 @@ from conftest import FRAMES, SEQ_LEN, tiny_config
 from deepfake_cli.cli import app
 from deepfake_cli.data import data_crop
 from deepfake_cli.errors import DeepfakeError
+from deepfake_cli.evaluate import evaluate
 from deepfake_cli.extract import ExtractConfig, extract
 from deepfake_cli.faces import REFERENCE_CROP, CropSpec, FaceAnalyzer, crop_face
 from deepfake_cli.files import atomic_write_json
@@ -41,7 +42,7 @@ def as_written(crop):
     return cv2.imdecode(cv2.imencode(".jpg", crop)[1], cv2.IMREAD_COLOR)
 
 
-def test_extract_margin_and_size_reach_predict(videos, tmp_path):
+def test_extract_margin_and_size_reach_predict(videos, extracted, tmp_path, caplog):
     out = tmp_path / "out"
     cut = CropSpec(margin=0.4, size=128)
     extract(some_videos(videos, tmp_path / "videos"), out, ExtractConfig(frames=FRAMES, crop=cut, workers=1))
@@ -58,6 +59,12 @@ def test_extract_margin_and_size_reach_predict(videos, tmp_path):
     assert len(crops) == FRAMES and crops[0].shape == (128, 128, 3)
     for i, crop in enumerate(crops):  # the same source frames, cut the same: the same JPEG
         assert np.array_equal(as_written(crop), jpg(out / "original" / f"000_{i}.jpg"))
+
+    evaluate(out, run / "best.pt", split="all", workers=0)
+    assert "cut" not in caplog.text
+    evaluate(extracted, run / "best.pt", split="all", workers=0)  # data cut with the default margin, 0.2
+    assert "was cut square, margin 0.2 of the face size, 256 px, but the model was trained on crops cut square, " \
+           "margin 0.4 of the face size, 128 px" in caplog.text
 
 
 def test_reference_preprocessing_data_trains_and_predicts_with_its_own_crop(videos, tmp_path):
