@@ -19,7 +19,6 @@ import json
 import subprocess
 from pathlib import Path
 
-import av
 import cv2
 import numpy as np
 
@@ -39,21 +38,6 @@ def extract(videos: Path, out: Path) -> dict[str, dict]:
     subprocess.run(["deepfake", "extract", str(videos), str(out), "--frames", "4"], capture_output=True)  # 1: none extracted
     rows = [json.loads(line) for line in (out / ".deepfake" / "manifest.jsonl").open()]
     return {row["video"]: row for row in rows}
-
-
-def turned(source: Path, path: Path, degrees: int) -> None:
-    """`source` stored turned by `degrees`, with the display matrix that turns it back."""
-    with av.open(str(source)) as container:
-        frames = [f.to_ndarray(format="bgr24") for f in container.decode(video=0)]
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=25)
-        stored = [np.ascontiguousarray(np.rot90(f, -degrees // 90)) for f in frames]
-        stream.height, stream.width = stored[0].shape[:2]
-        stream.pix_fmt = "yuv420p"
-        stream.set_display_rotation(degrees)
-        for frame in stored:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="bgr24")))
-        container.mux(stream.encode())
 
 
 def close_ups(md, identities: list[int], seconds: float) -> list[list[np.ndarray]]:
@@ -109,7 +93,7 @@ def main() -> None:
     sideways.mkdir(parents=True)
     sources = sorted((upright / "original").glob("*.mp4"))
     for i, source in enumerate(sources):
-        turned(source, sideways / source.name, (90, 180, 270)[i % 3])
+        md.store_turned(source, sideways / source.name, (90, 180, 270)[i % 3])
     upright_out, sideways_out = common.scratch_dir("upright-out"), common.scratch_dir("sideways-out")
     want, got = extract(upright, upright_out), extract(sideways.parent, sideways_out)
     good = 0

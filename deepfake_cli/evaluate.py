@@ -18,8 +18,6 @@ from deepfake_cli.device import resolve_amp, resolve_device
 
 log = logging.getLogger(__name__)
 
-VIDEOS_PER_WORKER = 16  # fewer videos than this per worker process: load them in this process
-
 
 def select_samples(data: Path, checkpoint: Path, split: str, samples: list[D.Sample]) -> tuple[str, list[D.Sample]]:
     """`auto`: the run's validation split when the checkpoint sits in a run folder, else everything."""
@@ -59,8 +57,7 @@ def evaluate(data: Path, checkpoint: Path, split: str = "auto", batch_size: int 
                     "would give on its own preprocessing (extract again with the model's crop)", data, crop.describe(),
                     inputs.crop.describe())
     dataset = D.SequenceDataset(data, samples, inputs)
-    # A worker process starts in seconds (it imports torch): for a few videos, loading here is quicker.
-    loader = D.loader(dataset, batch_size, min(workers, len(samples) // VIDEOS_PER_WORKER), device_)
+    loader = D.loader(dataset, batch_size, workers, device_)
     probs, labels = predict_batches(detector.model, loader, inputs, device_, resolve_amp("auto", device_))
     return {
         "checkpoint": str(checkpoint), "data": str(data), "split": split, "n": len(samples),

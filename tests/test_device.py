@@ -4,8 +4,7 @@ import sys
 
 import torch
 
-from deepfake_cli.device import CPU_BF16_MIN_IMAGE_SIZE, resolve_amp, resolve_device
-from deepfake_cli.errors import DeepfakeError
+from deepfake_cli.device import CPU_BF16_MIN_IMAGE_SIZE, resolve_amp
 
 CPU = torch.device("cpu")
 

@@ -16,8 +16,8 @@ from deepfake_cli.errors import DeepfakeError
 from deepfake_cli.extract import ExtractConfig, extract, find_videos, in_shard, read_manifest
 from deepfake_cli.faces import FaceAnalyzer
 from deepfake_cli.video import Video
+from make_dataset import store_turned
 from reference_notebook import DeepfakeDataset
-from test_video import turned_copy
 
 runner = CliRunner()
 
@@ -222,7 +222,7 @@ def test_a_phone_clip_stored_sideways_gives_upright_crops(tmp_path, clips, degre
     videos = tmp_path / "in"
     videos.mkdir()
     shutil.copy(clips["real"], videos / "upright.mp4")
-    turned_copy(clips["real"], videos / "turned.mp4", degrees)
+    store_turned(clips["real"], videos / "turned.mp4", degrees, lossless=True)
     summary = extract(videos, tmp_path / "out", ExtractConfig(frames=4, workers=1))
     rows = {r["video"]: r for r in summary.rows}
     assert rows["turned"]["status"] == "ok" and rows["turned"]["rotation"] == degrees
@@ -262,20 +262,11 @@ def test_a_segment_without_the_face_borrows_the_nearest_frame_with_it(tmp_path, 
 
 
 def test_a_wide_1080p_shot_with_a_small_face_is_extracted(tmp_path):
-    from make_dataset import make_clip
+    from make_dataset import make_dataset
 
-    with Video(make_clip(tmp_path / "close.mp4", identity=5, seed=2, seconds=0.6)) as video:
-        frames = [frame for _, frame in video.read(list(range(video.info.frame_count)))]
-    (tmp_path / "in").mkdir()
-    writer = cv2.VideoWriter(str(tmp_path / "in" / "wide.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 25, (1920, 1080))
-    for frame in frames:  # the close-up in a corner of a wide shot: a face of about 125 px in 1080 lines
-        canvas = np.full((1080, 1920, 3), 70, np.uint8)
-        small = cv2.resize(frame, None, fx=1.1, fy=1.1, interpolation=cv2.INTER_AREA)
-        canvas[700:700 + small.shape[0], 200:200 + small.shape[1]] = small
-        writer.write(canvas)
-    writer.release()
+    make_dataset(tmp_path / "in", identities=1, seed=2, size=(1920, 1080), seconds=0.6, methods=(), face_px=125)
     (row,) = extract(tmp_path / "in", tmp_path / "out", ExtractConfig(frames=4, workers=1)).rows
     assert row["status"] == "ok" and (row["width"], row["height"]) == (1920, 1080), row
-    crop = cv2.imread(str(tmp_path / "out" / "in" / "wide_0.jpg"))
+    crop = cv2.imread(str(tmp_path / "out" / "original" / "000_0.jpg"))
     with FaceAnalyzer() as analyzer:
         assert analyzer.faces(crop)  # the crop is of the face

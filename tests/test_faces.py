@@ -8,8 +8,6 @@ import numpy as np
 from deepfake_cli.faces import CropSpec, Face, FaceAnalyzer, crop_box, crop_face, landmark_vector, track_faces
 from deepfake_cli.video import Video
 
-TMP = None  # a folder for generated clips, set per test
-
 
 def test_landmark_vector_matches_an_independent_face_mesh_computation(clips):
     with Video(clips["real"]) as video:
@@ -87,14 +85,14 @@ def test_a_face_that_jumps_between_sparse_samples_stays_one_track():
     assert [len(t.faces) for t in track_faces(jumps)] == [5]
 
 
-def close_ups(count=4):
+def close_ups(folder, count=4):
     """(frame, its face) from generated clips of `count` people: faces of 110-140 px in 320x240."""
     from make_dataset import make_clip
 
     shots = []
     with FaceAnalyzer() as analyzer:
         for identity in range(count):
-            with Video(make_clip(f"{TMP}/close{identity}.mp4", identity=identity * 7 + 3, seed=1, seconds=0.5)) as video:
+            with Video(make_clip(folder / f"close{identity}.mp4", identity=identity * 7 + 3, seed=1, seconds=0.5)) as video:
                 _, frame = next(video.read([6]))
             shots.append((frame, analyzer.faces(frame)[0]))
     return shots
@@ -109,10 +107,9 @@ def wide_shot(frame, face, face_px, at=(1300, 500)):
     return canvas, scale
 
 
-def test_small_faces_in_a_wide_1080p_shot_are_found_in_two_stages(tmp_path, monkeypatch):
-    monkeypatch.setattr(sys.modules[__name__], "TMP", tmp_path)
+def test_small_faces_in_a_wide_1080p_shot_are_found_in_two_stages(tmp_path):
     with FaceAnalyzer() as analyzer:
-        for frame, face in close_ups():
+        for frame, face in close_ups(tmp_path):
             for face_px in (100, 130):
                 canvas, scale = wide_shot(frame, face, face_px)
                 assert not analyzer._mesh(cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB))  # Face Mesh alone misses it
@@ -125,14 +122,13 @@ def test_small_faces_in_a_wide_1080p_shot_are_found_in_two_stages(tmp_path, monk
                 assert np.linalg.norm(vector - wanted) / np.linalg.norm(wanted) < 0.1  # less detail, less precision
 
 
-def test_faces_face_mesh_finds_keep_todays_vector_and_the_second_stage_stays_close(tmp_path, monkeypatch):
+def test_faces_face_mesh_finds_keep_todays_vector_and_the_second_stage_stays_close(tmp_path):
     """Faces Face Mesh finds alone never go through the second stage: their vector is today's, exactly.
     On those faces the detector-then-region path itself stays within 3% on the median (Face Mesh's
     estimate moves with the region it is given, by up to 7% on some faces: why it runs only as a fallback)."""
-    monkeypatch.setattr(sys.modules[__name__], "TMP", tmp_path)
     deviations = []
     with FaceAnalyzer() as analyzer:
-        for frame, face in close_ups(6):
+        for frame, face in close_ups(tmp_path, 6):
             (today,) = analyzer._mesh(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
             np.testing.assert_array_equal(face.landmarks, today.landmarks)
             (second,) = analyzer.small_faces(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
@@ -141,10 +137,9 @@ def test_faces_face_mesh_finds_keep_todays_vector_and_the_second_stage_stays_clo
     assert np.median(deviations) < 0.03 and max(deviations) < 0.08, deviations
 
 
-def test_predicts_analyzer_finds_a_small_face_beside_a_large_one(tmp_path, monkeypatch):
+def test_predicts_analyzer_finds_a_small_face_beside_a_large_one(tmp_path):
     """A wide shot with one person near the camera and one far: predict scores both."""
-    monkeypatch.setattr(sys.modules[__name__], "TMP", tmp_path)
-    (near, near_face), (far, far_face) = close_ups(2)
+    (near, near_face), (far, far_face) = close_ups(tmp_path, 2)
     canvas, _ = wide_shot(far, far_face, 110, at=(1400, 300))  # too small for the whole-frame pass: tiles
     big = cv2.resize(near, None, fx=3, fy=3, interpolation=cv2.INTER_CUBIC)  # a face of about 350 px
     canvas[100:100 + big.shape[0], 100:100 + big.shape[1]] = big

@@ -10,6 +10,7 @@ import pytest
 
 from deepfake_cli.errors import DeepfakeError
 from deepfake_cli.video import SEEK_GAP, VIDEO_SUFFIXES, Video, sample_frame_indices
+from make_dataset import store_turned
 
 
 BITS, BAR = 10, 16  # a frame's index, in black and white bars wide enough to survive compression
@@ -156,27 +157,10 @@ def test_reused_frame_memory_is_not_page_faulted_in_again_for_every_frame(tmp_pa
     assert faults["reuse"] * 10 < faults["default"], faults  # measured: 42 against 9345 page faults
 
 
-def turned_copy(source: Path, path: Path, degrees: int) -> Path:
-    """`source` stored turned, with the display matrix that turns it back, as phones record portrait video."""
-    with Video(source) as video:
-        frames = [frame for _, frame in video.read(list(range(video.info.frame_count)))]
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=25, options={"qp": "0"})
-        stored = np.rot90(frames[0], -degrees // 90)
-        stream.height, stream.width = stored.shape[:2]
-        stream.pix_fmt = "yuv444p"
-        stream.set_display_rotation(degrees)
-        for frame in frames:
-            stored = np.ascontiguousarray(np.rot90(frame, -degrees // 90))
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(stored, format="bgr24")))
-        container.mux(stream.encode())
-    return path
-
-
 @pytest.mark.parametrize("degrees", [90, 180, 270])
 def test_frames_are_read_upright_whatever_the_display_matrix(tmp_path, degrees):
     upright = numbered_video(tmp_path / "upright.mp4", 12)
-    turned = turned_copy(upright, tmp_path / f"turned{degrees}.mp4", degrees)
+    turned = store_turned(upright, tmp_path / f"turned{degrees}.mp4", degrees, lossless=True)
     with Video(upright) as a, Video(turned) as b:
         want, got = dict(a.read([0, 5, 11])), dict(b.read([0, 5, 11]))
         assert b.rotation == degrees and b.display_size == (a.info.width, a.info.height)
