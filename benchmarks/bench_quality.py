@@ -45,15 +45,16 @@ def generated(name: str, people: int, first: int, seed: int, variety: bool) -> P
     if not done.is_file():
         md.make_dataset(videos, identities=people, first_identity=first, seed=seed, methods=md.ALL_METHODS,
                         one_fake=True, variety=variety)
-        subprocess.run(["deepfake", "extract", str(videos), str(out)], check=True, capture_output=True)
+    if not done.is_file() or not (out / ".deepfake" / "landmarks").is_dir():  # sets from before landmark sidecars
+        subprocess.run(["deepfake", "extract", str(videos), str(out), "--overwrite"], check=True, capture_output=True)
         done.touch()
     return out
 
 
-def only(data: Path, method: str) -> Path:
-    """`data` with its real videos and one method's fakes (links, nothing copied)."""
-    view = common.scratch_dir(f"quality-data-{method}")
-    for folder in ("original", method):
+def only(data: Path, method: str | None) -> Path:
+    """`data` with its real videos and one method's fakes, or none (links, nothing copied)."""
+    view = common.scratch_dir(f"quality-data-{method or 'real'}")
+    for folder in ("original", method) if method else ("original",):
         (view / folder).symlink_to(data / folder)
     return view
 
@@ -67,10 +68,10 @@ def deepfake(*args: str) -> dict:
     return {"seconds": time.perf_counter() - started, "stdout": result.stdout}
 
 
-def train_and_test(name: str, train_data: Path, test_data: Path, p: dict) -> dict:
+def train_and_test(name: str, train_data: Path, test_data: Path, p: dict, *options: str) -> dict:
     run = common.scratch_dir(f"quality-run-{name}") / "run"
     trained = deepfake("train", str(train_data), "--run-dir", str(run), "--epochs", str(p["epochs"]), "--image-size",
-                       str(p["image_size"]), "--batch-size", str(p["batch_size"]), "--lr", str(LR), "--json")
+                       str(p["image_size"]), "--batch-size", str(p["batch_size"]), "--lr", str(LR), "--json", *options)
     best = json.loads(trained["stdout"].splitlines()[-1])["best"]
     report = run.parent / "test.json"
     deepfake("evaluate", str(test_data), "--model", str(run / "best.pt"), "--split", "all", "--json", str(report))

@@ -2,6 +2,7 @@
 
     python benchmarks/bench_train.py [--quick] [--steps K]
     python benchmarks/bench_train.py --gpu-only DATA   # the GPU half alone, on extracted DATA
+    python benchmarks/bench_train.py --self-blend      # a --self-blend epoch against a plain one
 
 Both sides train EfficientNet-B0 + BiLSTM on the same extracted example videos, 16 frames,
 batch 4, and are timed over K steps after one warm-up step; ours also trains the Lite0 backbone
@@ -18,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import common
@@ -49,7 +51,8 @@ def write_split(data: Path, train_videos: int, path: Path) -> list[str]:
 
 
 def ours_train(data: Path, split_file: Path, name: str, image_size: int, device: str = "cpu", amp: str = "off",
-               freeze: bool = False, epochs: int = 1, backbone: str = "efficientnet_b0", batch: int = BATCH) -> dict:
+               freeze: bool = False, epochs: int = 1, backbone: str = "efficientnet_b0", batch: int = BATCH,
+               self_blend: bool = False) -> dict:
     """`deepfake_cli.train.train` with its defaults (augmentation, DataLoader workers, channels_last).
 
     Clips/s of the first epoch's steps after the first (the warm-up), from on_batch time stamps.
@@ -59,11 +62,11 @@ def ours_train(data: Path, split_file: Path, name: str, image_size: int, device:
     stamps: list[tuple[int, int, float]] = []  # (epoch, step, time at the end of the step)
     cfg = TrainConfig(data=data, run=common.scratch_dir(f"train-{name}") / "run", epochs=epochs, batch_size=batch,
                       seq_len=SEQ_LEN, image_size=image_size, split_file=split_file, backbone=backbone, pretrained=False,
-                      device=device, amp=amp, freeze_backbone=freeze)
+                      device=device, amp=amp, freeze_backbone=freeze, self_blend=self_blend)
     seconds, result = common.timed(
         train, cfg, Callbacks(on_batch=lambda epoch, step, total, loss: stamps.append((epoch, step, time.perf_counter()))))
     first = [t for epoch, _, t in stamps if epoch == 1]
-    n_train = len(json.loads(split_file.read_text())["train"])
+    n_train = len(json.loads(split_file.read_text())["train"]) * (2 if self_blend else 1)  # a real and its blend
     timed_clips = n_train - batch  # every step but the first, whose batch is full
     return {"clips_per_s": timed_clips / (first[-1] - first[0]), "timed_steps": len(first) - 1,
             "timed_clips": timed_clips, "total_seconds": round(seconds, 2),
@@ -175,11 +178,45 @@ def gpu_only(data: Path) -> None:
                          "train_videos": len(train_keys), "data": str(data)}, measured, gpu_rows(measured["gpu"]))
 
 
+def self_blend_cost(quick: bool) -> None:
+    """A --self-blend epoch against a plain one over as many sequences: the quality recipe's settings (Lite0,
+    128 px, batch 8, 16 frames), 2k plain videos (k real, k fake) against k real videos and their k blends,
+    three rounds interleaved. Blends are made in the DataLoader workers, so they should hide behind the step."""
+    from deepfake_cli.data import scan
+
+    image_size, batch, k, rounds = (32, 4, 4, 1) if quick else (128, 8, 14, 3)
+    data = common.example_dataset(16)
+    samples = scan(data, SEQ_LEN)
+    real = [s.key for s in samples if s.label == 0]
+    fake = [s.key for s in samples if s.label == 1]
+    val = [real.pop(), fake.pop()]
+    plain_split, blend_split = common.RESULTS / "tmp" / "train-split-plain.json", common.RESULTS / "tmp" / "train-split-blend.json"
+    plain_split.parent.mkdir(parents=True, exist_ok=True)
+    plain_split.write_text(json.dumps({"train": real[:k] + fake[:k], "val": val}))  # 2k sequences each
+    blend_split.write_text(json.dumps({"train": real[:k], "val": val}))
+    idle = common.wait_until_idle(quick)
+    measured: dict = {"plain": [], "self_blend": []}
+    for _ in range(rounds):
+        for name, split, blend in (("plain", plain_split, False), ("self_blend", blend_split, True)):
+            result = ours_train(data, split, name, image_size, backbone="efficientnet_lite0", batch=batch, self_blend=blend)
+            measured[name].append(result["clips_per_s"])
+            print(f"{name}: {result['clips_per_s']:.3f} clips/s", flush=True)
+    plain, blend = (float(np.median(measured[k])) for k in ("plain", "self_blend"))
+    rows = [common.row(f"train --self-blend epoch cost vs a plain epoch ({2 * k} sequences, {image_size} px, Lite0, "
+                       f"batch {batch}; median of {rounds})", f"{blend:.3f} clips/s", f"plain {plain:.3f} clips/s",
+                       f"{plain / blend:.2f}x the time", "<= 1.2x", plain / blend <= 1.2)]
+    common.save_results("bench_train-self-blend", quick, idle, {"image_size": image_size, "batch": batch,
+                        "sequences": 2 * k, "seq_len": SEQ_LEN, "rounds": rounds}, measured, rows)
+    common.remove_scratch()
+
+
 def main() -> None:
     from deepfake_cli.data import scan
 
     if "--gpu-only" in sys.argv:
         return gpu_only(Path(sys.argv[sys.argv.index("--gpu-only") + 1]))
+    if "--self-blend" in sys.argv:
+        return self_blend_cost("--quick" in sys.argv)
     p, quick = common.settings(__doc__, FULL, QUICK, "tiny images, one timed step: a smoke check",
                                steps="timed steps after the warm-up (default 2; 1 with --quick)")
     size, steps = p["image_size"], p["steps"]

@@ -181,6 +181,9 @@ def train(
                                  rich_help_panel=DATA),
     skip_bad: bool = typer.Option(False, help="Leave out videos with a missing or broken file instead of stopping.",
                                   rich_help_panel=DATA),
+    self_blend: bool = typer.Option(False, "--self-blend", rich_help_panel=DATA, help=(
+        "Train on real videos alone: each is paired with a self-blended fake made on the fly (its face blended "
+        "with an altered copy of itself). Fake folders are not trained on; validation scores them as unseen.")),
     backbone: Optional[str] = typer.Option(None, show_default="auto", rich_help_panel=MODEL, help=(
         "efficientnet_b0 (the reference's) or efficientnet_lite0 (its ImageNet weights install with the package). "
         "auto: B0 when its ImageNet weights can be had, else Lite0.")),
@@ -222,6 +225,8 @@ def train(
     # Not --run: torchrun's argument parser would take it for an abbreviation of its --run-path.
     run: Optional[Path] = typer.Option(None, "--run-dir", help="Run folder for checkpoints, metrics and plots.",
                                        show_default="runs/<time>", rich_help_panel=RUN),
+    save_examples: int = typer.Option(0, metavar="N", rich_help_panel=RUN, help=(
+        "With --self-blend: write RUN/self-blend-examples.png, N training videos as real / mask / blend.")),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --run-dir (or the latest run) "
                                 "exactly.", rich_help_panel=RUN),
     as_json: bool = typer.Option(False, "--json", help="Print the best epoch's metrics as JSON on stdout.",
@@ -249,7 +254,8 @@ def train(
             split_file=split_file, real_folders=tuple(f.strip() for f in real_folders.split(",") if f.strip()), crop=crop,
             balance=balance, augment=augment, pretrained=pretrained, backbone_weights=backbone_weights,
             backbone=backbone, freeze_backbone=freeze_backbone, workers=workers, cache=cache, select=select, frame_loss=frame_loss, patience=patience,
-            device=device, amp=amp, channels_last=channels_last, skip_bad=skip_bad,
+            device=device, amp=amp, channels_last=channels_last, skip_bad=skip_bad, self_blend=self_blend,
+            save_examples=save_examples,
         )
     table = Table(title="validation after each epoch")
     for column in ("epoch", "train loss", "val loss", "accuracy", "F1", "macro F1", "AUC", "clips/s", ""):
@@ -265,6 +271,12 @@ def train(
             console.print("split (identity-aware): " + ", ".join(f"{k} {v['real']} real / {v['fake']} fake" for k, v in split.items())
                           + f"; fake loss weight {info['pos_weight']:.3f}", highlight=False)
             console.print(f"crops: {info['crop']} ({info['crop_source']}); predict will cut the same", highlight=False)
+            if info["self_blend"]:
+                masks = info["self_blend"]
+                fallback = (f", from the crop's face ellipse for {masks['crop_ellipse']} (extracted without landmark "
+                            "sidecars; extract again into a new folder to add them)") if masks["crop_ellipse"] else ""
+                console.print(f"self-blend: each real video is paired with its blend; masks from Face Mesh landmarks "
+                              f"for {masks['landmarks']} videos{fallback}", highlight=False)
 
         def on_batch(epoch: int, done: int, total: int, loss: float) -> None:
             progress.update(task, description=f"epoch {epoch}/{cfg.epochs}", total=total, completed=done,
@@ -275,8 +287,12 @@ def train(
             table.add_row(str(row["epoch"]), f"{row['train_loss']:.4f}", f"{row['val_loss']:.4f}", f"{row['accuracy']:.3f}",
                           f"{row['f1']:.3f}", f"{row['macro_f1']:.3f}", _fmt(row["auc"]), f"{row['clips_per_s']:.1f}",
                           "[green]best[/green]" if row["best"] else "")
+            unseen = row.get("unseen_methods")
             progress.console.print(f"epoch {row['epoch']}: val macro F1 {row['macro_f1']:.3f}, AUC {_fmt(row['auc'])}"
-                                   + (" (best, saved)" if row["best"] else ""), highlight=False)
+                                   + (" (best, saved)" if row["best"] else "")
+                                   + (f"; unseen fakes AUC {_fmt(row['unseen_auc'])} ("
+                                      + ", ".join(f"{m} {_fmt(a)}" for m, a in unseen.items()) + ")" if unseen else ""),
+                                   highlight=False)
 
         result = run_train(cfg, Callbacks(on_start, on_batch, on_epoch), resume=resume)
     best = result.best

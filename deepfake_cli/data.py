@@ -19,7 +19,8 @@ from deepfake_cli.errors import DeepfakeError
 from deepfake_cli.faces import REFERENCE_CROP, CropSpec
 from deepfake_cli.files import atomic_write
 from deepfake_cli.inputs import InputSpec
-from deepfake_cli.layout import META_DIR, REAL_FOLDERS
+from deepfake_cli.layout import META_DIR, REAL_FOLDERS, landmarks_path
+from deepfake_cli.selfblend import SelfBlend
 
 log = logging.getLogger(__name__)
 
@@ -276,6 +277,75 @@ class SequenceDataset(Dataset):
             frames, vectors = augment(frames, vectors, rng)
         images = torch.from_numpy(np.require(frames, requirements=["C", "W"])).permute(0, 3, 1, 2)  # (T, 3, S, S)
         return images, torch.from_numpy(vectors), torch.tensor(float(sample.label))
+
+
+class SelfBlendDataset(SequenceDataset):
+    """Real videos twice over: item 2i is video i as itself (label 0), item 2i+1 its self-blend (label 1).
+
+    The pair shares its augmentation draw, so the two differ by the blend alone (as in the paper).
+    Masks come from the landmark sidecars `extract` writes; a video without one gets the ellipse
+    its crop implies (`selfblend.crop_mask`). Without a (seed, epoch) key, every video's blend is
+    the same each time: a fixed validation set.
+    """
+
+    def __init__(self, root: Path, samples: list[Sample], inputs: InputSpec, augment: bool = False,
+                 cache_dir: Path | None = None):
+        super().__init__(root, samples, inputs, augment, cache_dir)
+        self.recipe = SelfBlend(inputs.crop)
+        self.has_landmarks = [self.landmarks(s) is not None for s in samples]
+
+    def __len__(self) -> int:
+        return 2 * len(self.samples)
+
+    def landmarks(self, sample: Sample) -> np.ndarray | None:
+        """(T, 468, 2) float32 in the pixels of the resized frames, or None without a usable sidecar."""
+        path = landmarks_path(self.root, sample.folder, sample.video)
+        try:
+            points = np.load(path, mmap_mode="r")
+        except (OSError, ValueError):
+            return None
+        if points.ndim != 3 or points.shape[0] < self.inputs.seq_len or points.shape[1:] != (468, 2):
+            return None
+        return points[:self.inputs.seq_len].astype(np.float32) * (self.inputs.image_size / self.inputs.crop.size)
+
+    def __getitem__(self, key: int | tuple[int, int, int]):
+        index, *draw = key if isinstance(key, tuple) else (key,)
+        video, fake = divmod(index, 2)
+        sample = self.samples[video]
+        frames = self.frames(sample)
+        vectors = load_vectors(self.root, sample, self.inputs.seq_len)
+        stream = [*draw, video]  # (seed, epoch, video), or (video,) for the fixed validation blends
+        if fake:
+            frames, _ = self.recipe(frames, self.landmarks(sample), np.random.default_rng([*stream, 1]))
+        if self.augment:
+            frames, vectors = augment(frames, vectors, np.random.default_rng(stream))
+        images = torch.from_numpy(np.require(frames, requirements=["C", "W"])).permute(0, 3, 1, 2)  # (T, 3, S, S)
+        return images, torch.from_numpy(vectors), torch.tensor(float(fake))
+
+    def example(self, video: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A video's first frame, its mask and its blend, as training draws them (without the shared augmentation)."""
+        sample = self.samples[video]
+        frames = self.frames(sample)
+        fakes, masks = self.recipe(frames, self.landmarks(sample), np.random.default_rng([seed, 1, video, 1]))
+        return np.asarray(frames[0]), masks[0], fakes[0]
+
+
+class PairedSampler(Sampler):
+    """Wraps a sampler over videos: yields 2i, 2i+1 for each video i it yields (a `SelfBlendDataset`'s pair),
+    so each batch of an even size is half real, half self-blended."""
+
+    def __init__(self, sampler: Sampler):
+        self.sampler = sampler
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+
+    def __iter__(self):
+        return (2 * i + fake for i in self.sampler for fake in (0, 1))
+
+    def __len__(self) -> int:
+        return 2 * len(self.sampler)
 
 
 def loader(dataset: Dataset, batch_size: int, workers: int, device: torch.device, sampler: Sampler | None = None,

@@ -5,6 +5,9 @@ Layout written (the contract with `train` and with the reference notebook's read
     OUT/<folder>/<video>_<i>.npy   float64 (5,) landmark distances in source-frame pixels
     OUT/.deepfake/manifest*.jsonl  one row per input video (OUT's top level holds folders only,
                                    as the reference reader lists every entry there as a label folder)
+    OUT/.deepfake/landmarks/<folder>/<video>.npy
+                                   float16 (frames, 468, 2): each crop's Face Mesh landmarks in crop
+                                   pixels, for `train --self-blend`'s masks
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import numpy as np
 from deepfake_cli.errors import DeepfakeError
 from deepfake_cli.faces import CropSpec, FaceAnalyzer
 from deepfake_cli.files import atomic_write_bytes, atomic_write_json
-from deepfake_cli.layout import META_DIR, REAL_FOLDERS
+from deepfake_cli.layout import META_DIR, REAL_FOLDERS, landmarks_path
 from deepfake_cli.sampling import SkipVideo, sample_faces
 from deepfake_cli.video import VIDEO_SUFFIXES, Video, reuse_frame_memory
 
@@ -152,6 +155,8 @@ def extract_video(job: VideoJob, out: Path, cfg: ExtractConfig, analyzer: FaceAn
             ok, jpg = cv2.imencode(".jpg", frame.crop)  # OpenCV's default quality 95, as the reference
             atomic_write_bytes(stem.with_suffix(".jpg"), jpg.tobytes())
             atomic_write_bytes(stem.with_suffix(".npy"), _npy_bytes(frame.vector))
+        landmarks = np.stack([f.landmarks for f in have]).astype(np.float16)  # (frames, 468, 2)
+        atomic_write_bytes(landmarks_path(out, job.folder, job.video), _npy_bytes(landmarks))
         row.update(frames=len(have), frame_indices=[f.index for f in have], borrowed=sampled.borrowed,
                    face_confidence=round(float(np.mean([f.score for f in have])), 4))
     except SkipVideo as e:

@@ -131,6 +131,13 @@ def crop_face(frame: np.ndarray, face: Face, spec: CropSpec) -> np.ndarray:
     return resize_square(frame[y0:y1, x0:x1], spec.size)
 
 
+def crop_landmarks(face: Face, frame_shape: tuple[int, ...], spec: CropSpec) -> np.ndarray:
+    """`face`'s (468, 2) landmarks in the pixels of its crop (`crop_face` with the same spec), float32."""
+    x0, y0, x1, y1 = crop_box(face, frame_shape, spec)
+    scale = np.array([spec.size / (x1 - x0), spec.size / (y1 - y0)])
+    return ((face.landmarks - (x0, y0)) * scale).astype(np.float32)
+
+
 def resize_square(image: np.ndarray, size: int) -> np.ndarray:
     """Resize to size x size: area averaging when shrinking (no aliasing), cubic when growing."""
     if image.shape[0] == size and image.shape[1] == size:

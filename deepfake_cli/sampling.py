@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from deepfake_cli.errors import DeepfakeError
-from deepfake_cli.faces import (MAX_SHIFT, CropSpec, Face, FaceAnalyzer, Track, crop_face, face_distance,
+from deepfake_cli.faces import (MAX_SHIFT, CropSpec, Face, FaceAnalyzer, Track, crop_face, crop_landmarks, face_distance,
                                 landmark_vector, track_faces)
 from deepfake_cli.video import Video, VideoInfo, sample_frame_indices
 
@@ -30,6 +30,7 @@ class FaceFrame:
     crop: np.ndarray  # (size, size, 3) uint8 BGR
     vector: np.ndarray  # (5,) float64 landmark distances in source pixels
     score: float  # detection confidence
+    landmarks: np.ndarray  # (468, 2) float32 Face Mesh landmarks in crop pixels (self-blend masks)
 
 
 @dataclass
@@ -115,7 +116,8 @@ def _detect(video: Video, analyzer: FaceAnalyzer, indices: list[int], spec: Crop
     found = {}
     for index, frame in video.read(indices):
         found[index] = [
-            (face, FaceFrame(index, crop_face(frame, face, spec), landmark_vector(face.landmarks), face.score))
+            (face, FaceFrame(index, crop_face(frame, face, spec), landmark_vector(face.landmarks), face.score,
+                             crop_landmarks(face, frame.shape, spec)))
             for face in analyzer.faces(frame)
         ]
     return found

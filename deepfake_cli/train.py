@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 SCHEDULES = ("none", "cosine", "plateau")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 METRIC_COLUMNS = ("epoch", "train_loss", "val_loss", "accuracy", "f1", "macro_f1", "auc", "ap", "eer", "threshold",
-                  "lr", "clips_per_s", "seconds", "select", "best")
+                  "unseen_auc", "lr", "clips_per_s", "seconds", "select", "best")
 # How best.pt is chosen: a validation row -> a key to maximise (ties broken by the second item).
 # Macro F1 by default: the fake class's F1 alone rewards "everything is fake" (0.91 on FF++).
 SELECTS: dict[str, Callable[[dict], tuple[float, float]]] = {
@@ -87,6 +87,8 @@ class TrainConfig:
     amp: str = "auto"
     channels_last: bool = True
     skip_bad: bool = False
+    self_blend: bool = False  # train on real videos and their self-blends (selfblend.py)
+    save_examples: int = 0  # with self_blend: a PNG of this many real / mask / blend rows
 
     def __post_init__(self) -> None:
         self.data, self.run = Path(self.data), Path(self.run) if self.run else None
@@ -105,6 +107,12 @@ class TrainConfig:
             (self.patience >= 0, "--patience must be 0 (off) or more"),
             (self.select in SELECTS, f"--select must be one of {', '.join(SELECTS)}"),
             (self.frame_loss >= 0, "--frame-loss must be 0 (off) or more"),
+            (self.save_examples >= 0, "--save-examples must be 0 (none) or more"),
+            (self.self_blend or not self.save_examples, "--save-examples shows self-blended fakes; add --self-blend"),
+            (not (self.self_blend and self.freeze_backbone), "--self-blend makes new fakes every epoch, which a frozen "
+             "backbone's feature cache cannot hold; leave out --freeze-backbone"),
+            (not self.self_blend or self.batch_size % 2 == 0, "--self-blend puts each real video and its blend in "
+             "one batch: --batch-size must be even"),
         ]
         for ok, message in checks:
             if not ok:
@@ -170,10 +178,16 @@ def prepare_split(cfg: TrainConfig) -> dict[str, list[D.Sample]]:
         split = D.read_split_file(cfg.split_file, samples)
     else:
         split = D.identity_split(samples, cfg.val_fraction, cfg.seed)
+    if cfg.self_blend:  # fakes are never trained on; the validation people's are scored as unseen manipulations
+        split["train"] = [s for s in split["train"] if s.label == 0]
+        for part in ("train", "val"):
+            if not any(s.label == 0 for s in split.get(part, [])):
+                raise DeepfakeError(f"--self-blend trains on real videos, and the {part} split has none; put real "
+                                    "videos in original/ (or name their folders with --real-folders)")
     for part in ("train", "val"):
         if not split.get(part):
             raise DeepfakeError(f"the {part} split is empty; add videos or change --val-fraction/--split-file")
-    if len({s.label for s in split["train"]}) < 2:
+    if not cfg.self_blend and len({s.label for s in split["train"]}) < 2:
         raise DeepfakeError("the training split has only one class; it needs real (original/ or --real-folders) "
                             "and fake videos")
     return split
@@ -294,7 +308,7 @@ def _train(cfg: TrainConfig, callbacks: Callbacks, resume: bool, rank: int, worl
     if state is None:
         cnn, choice = backbones.choose(cfg.backbone, cfg.pretrained, cfg.backbone_weights)
         model = DeepfakeDetector(readout="final", backbone=choice.name, cnn=cnn)
-        mean, std = landmark_stats(cfg, split["train"])
+        mean, std = landmark_stats(cfg, split["train"])  # with --self-blend, the real videos: what it trains on
         spec = backbones.get(choice.name)
         inputs = InputSpec(image_size=cfg.image_size, seq_len=cfg.seq_len, mean=spec.mean, std=spec.std,
                            landmark_mean=mean, landmark_std=std, crop=crop)
@@ -310,7 +324,8 @@ def _train(cfg: TrainConfig, callbacks: Callbacks, resume: bool, rank: int, worl
     counts = D.describe_split(split)
     n_real, n_fake = counts["train"]["real"], counts["train"]["fake"]
     # Weighting positives by real/fake makes both classes count equally in the loss (FF++ has ~4 fakes per real).
-    pos_weight = n_real / n_fake if cfg.balance else 1.0
+    # Self-blending makes one fake per real.
+    pos_weight = n_real / n_fake if cfg.balance and not cfg.self_blend else 1.0
     if main:
         run.mkdir(parents=True, exist_ok=True)
         atomic_write_json(run / "config.json", cfg.to_dict())
@@ -319,9 +334,15 @@ def _train(cfg: TrainConfig, callbacks: Callbacks, resume: bool, rank: int, worl
     if cfg.channels_last:
         model.cnn.to(memory_format=torch.channels_last)
 
-    train_ds = D.SequenceDataset(cfg.data, split["train"], inputs, augment=cfg.augment and not cfg.freeze_backbone,
-                                 cache_dir=run / "cache" / "frames" if cfg.cache else None)
-    val_ds = D.SequenceDataset(cfg.data, split["val"], inputs, cache_dir=train_ds.cache_dir)
+    Dataset = D.SelfBlendDataset if cfg.self_blend else D.SequenceDataset
+    train_ds = Dataset(cfg.data, split["train"], inputs, augment=cfg.augment and not cfg.freeze_backbone,
+                       cache_dir=run / "cache" / "frames" if cfg.cache else None)
+    # With --self-blend: the validation people's real videos and their (fixed) blends pick best.pt; their
+    # fakes, if any, are unseen manipulations, scored against the same real videos.
+    val_ds = Dataset(cfg.data, [s for s in split["val"] if not cfg.self_blend or s.label == 0], inputs,
+                     cache_dir=train_ds.cache_dir)
+    unseen = [s for s in split["val"] if s.label == 1] if cfg.self_blend else []
+    unseen_ds = D.SequenceDataset(cfg.data, unseen, inputs, cache_dir=train_ds.cache_dir) if unseen else None
     workers = min(os.cpu_count() or 1, 8) if cfg.workers < 0 else cfg.workers
     if cfg.freeze_backbone:
         model.cnn.requires_grad_(False)
@@ -360,7 +381,8 @@ def _train(cfg: TrainConfig, callbacks: Callbacks, resume: bool, rank: int, worl
         start_epoch, best, history, bad_epochs = state["epoch"] + 1, state["best"], state["history"], state["bad_epochs"]
     meta = {"backbone": choice.name, "weights": choice.weights, "backbone_note": choice.note, "select": cfg.select,
             "data": str(cfg.data), "run": str(run), "pos_weight": pos_weight, "real_folders": list(cfg.real_folders),
-            "split": counts, "freeze_backbone": cfg.freeze_backbone, "crop_source": crop_source}
+            "split": counts, "freeze_backbone": cfg.freeze_backbone, "crop_source": crop_source,
+            "self_blend": mask_sources(train_ds) if cfg.self_blend else None}
     if main:
         callbacks.on_start({**meta, "crop": inputs.crop.describe(), "device": str(device), "amp": str(amp).removeprefix("torch.") if amp else "off",
                             "world_size": world, "start_epoch": start_epoch, "epochs": cfg.epochs,
@@ -370,10 +392,15 @@ def _train(cfg: TrainConfig, callbacks: Callbacks, resume: bool, rank: int, worl
     # starting them. Its sampler hands out (index, seed, epoch), so a video's augmentation is
     # drawn from its own stream whatever worker loads it, and --resume replays it exactly.
     shuffle = torch.Generator()
-    sampler = SeededSampler(DistributedSampler(train_ds, world, rank, shuffle=True, seed=cfg.seed) if world > 1
-                            else RandomSampler(train_ds, generator=shuffle), cfg.seed)
+    videos = range(len(train_ds.samples)) if cfg.self_blend else train_ds  # what is shuffled: videos, or pairs
+    order = (DistributedSampler(videos, world, rank, shuffle=True, seed=cfg.seed) if world > 1
+             else RandomSampler(videos, generator=shuffle))
+    sampler = SeededSampler(D.PairedSampler(order) if cfg.self_blend else order, cfg.seed)
     loader = D.loader(train_ds, cfg.batch_size, workers, device, sampler=sampler, persistent=True)
     val_loader = D.loader(val_ds, cfg.batch_size, workers, device, persistent=True)
+    unseen_loader = D.loader(unseen_ds, cfg.batch_size, workers, device) if unseen_ds else None
+    if main and cfg.save_examples:
+        save_examples(train_ds, cfg.save_examples, cfg.seed, run / "self-blend-examples.png")
     stopped_early = False
     for epoch in range(start_epoch, cfg.epochs + 1):
         # Every random draw of an epoch derives from (seed, epoch): --resume replays it exactly.
@@ -389,9 +416,10 @@ def _train(cfg: TrainConfig, callbacks: Callbacks, resume: bool, rank: int, worl
             probs, labels = predict_batches(model, val_loader, inputs, device, amp, from_features=cfg.freeze_backbone)
             threshold = best_threshold(labels, probs)
             m = classification_metrics(labels, probs, 0.5)
+            scored = unseen_scores(model, unseen_loader, unseen_ds, probs[labels == 0], inputs, device, amp)
             row = {"epoch": epoch, "train_loss": train_loss, "val_loss": bce(labels, probs), "accuracy": m["accuracy"],
                    "f1": m["f1"], "macro_f1": m["macro_f1"], "auc": m["auc"], "ap": m["ap"], "eer": m["eer"],
-                   "threshold": threshold, "lr": optimizer.param_groups[0]["lr"], "clips_per_s": len(train_ds) / seconds,
+                   "threshold": threshold, **scored, "lr": optimizer.param_groups[0]["lr"], "clips_per_s": len(train_ds) / seconds,
                    "seconds": seconds, "select": cfg.select}
             history.append(row)
             improved = is_better(row, best, cfg.select)
@@ -418,6 +446,48 @@ def _train(cfg: TrainConfig, callbacks: Callbacks, resume: bool, rank: int, worl
             stopped_early = True
             break
     return TrainResult(run=run, best=best, history=history, stopped_early=stopped_early)
+
+
+def mask_sources(dataset: D.SelfBlendDataset) -> dict:
+    """Where the self-blend masks of a run's training videos come from, for the checkpoint and the start-up line."""
+    landmarks = sum(dataset.has_landmarks)
+    return {"landmarks": landmarks, "crop_ellipse": len(dataset.samples) - landmarks}
+
+
+def unseen_scores(model: DeepfakeDetector, loader: DataLoader | None, dataset: D.SequenceDataset | None,
+                  real_probs: np.ndarray, inputs: InputSpec, device: torch.device, amp: torch.dtype | None) -> dict:
+    """With --self-blend, the validation people's fakes (manipulations never trained on) against their real
+    videos: AUC over all of them and per method. Empty without such fakes."""
+    if loader is None:
+        return {"unseen_auc": None}
+    from sklearn.metrics import roc_auc_score
+
+    probs, _ = predict_batches(model, loader, inputs, device, amp)
+    folders = np.array([s.folder for s in dataset.samples])
+
+    def auc(fake_probs: np.ndarray) -> float:
+        return float(roc_auc_score(np.r_[np.zeros(len(real_probs)), np.ones(len(fake_probs))], np.r_[real_probs, fake_probs]))
+
+    methods = sorted({s.folder for s in dataset.samples})  # str, not numpy's: checkpoints load weights-only
+    return {"unseen_auc": auc(probs), "unseen_methods": {m: auc(probs[folders == m]) for m in methods}}
+
+
+def save_examples(dataset: D.SelfBlendDataset, n: int, seed: int, path: Path) -> None:
+    """A PNG grid, one training video a row: its first frame, the mask and the self-blend, as epoch 1 draws them."""
+    import cv2
+
+    rows = []
+    for video in range(min(n, len(dataset.samples))):
+        frame, mask, blend = dataset.example(video, seed)
+        mask = cv2.cvtColor(np.round(mask * 255).astype(np.uint8), cv2.COLOR_GRAY2BGR)
+        rows.append(np.hstack([frame, mask, blend]))
+    grid = np.vstack(rows)
+    scale = max(1, 192 // dataset.inputs.image_size)  # small crops are enlarged to be seen
+    grid = cv2.resize(grid, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+    header = np.full((28, grid.shape[1], 3), 255, np.uint8)
+    for k, title in enumerate(("real", "mask", "self-blend")):
+        cv2.putText(header, title, (k * grid.shape[1] // 3 + 6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
+    atomic_write_bytes(path, cv2.imencode(".png", np.vstack([header, grid]))[1].tobytes())
 
 
 def is_better(row: dict, best: dict | None, select: str) -> bool:

@@ -1,0 +1,178 @@
+"""Self-blended fakes (Shiohara and Yamasaki, CVPR 2022): a real face blended with an altered copy of itself.
+
+A detector trained on one generator's fakes learns that generator's fingerprint. A self-blend
+carries only what every face swap leaves behind, a blend boundary and a colour and sharpness
+mismatch inside it, so a detector trained on real videos and their self-blends has seen the
+traces of generators nobody trained on. The recipe is the paper's code (mapooon/SelfBlendedImages,
+`sbi.py` and `funcs.py`), drawn once per sequence so that the LSTM sees one consistent fake,
+with a flicker variant whose strength changes from frame to frame, as real swaps often do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from deepfake_cli.faces import CropSpec
+
+BLEND_RATIOS = (0.25, 0.5, 0.75, 1.0, 1.0, 1.0)  # the paper's: the mask's peak, full strength half the time
+NO_FOREHEAD = 0.25  # the share of hulls cut at the eyebrows (the paper's 68-point hull)
+FLICKER = 0.25  # the share of sequences whose blend strength is redrawn on every frame
+BROWS, NOSE_TIP = (105, 334), 1  # Face Mesh points: the middle of each eyebrow, the tip of the nose
+# Mask softening, in pixels of a 256 px crop (the paper's, at its 380 px, scaled): a first blur that
+# shrinks the hull by its radius, then a feathering blur.
+KERNELS = range(5, 26, 2)
+FEATHER_SIGMAS = (5, 46)
+DEFORM_GRID, DEFORM_STD = 6, 0.01  # elastic wobble: a coarse random field, in fractions of the side
+JITTER_STD = (0.002, 0.001)  # per-frame drift of the affine move (x, y), fractions of the side
+
+
+@dataclass(frozen=True)
+class BlendDraw:
+    """One sequence's blend: everything the recipe draws, fixed for all its frames."""
+
+    forehead: bool  # hull over every landmark, or only those below the eyebrows
+    ratio: float  # the mask's peak
+    alter_source: bool  # the altered copy is pasted inside the mask; else the frame around it is altered
+    rgb_shift: np.ndarray  # (3,) added to B, G, R; zeros when not drawn
+    hue: float  # OpenCV hue units (0..180)
+    saturation: float  # factor
+    brightness: float  # added, in 0..255 units
+    contrast: float  # factor
+    downscale: int  # 2..4: shrink with nearest and enlarge linearly; 0: sharpen instead
+    sharpen: tuple[float, float]  # (alpha, lightness), used when downscale is 0
+    move: tuple[float, float, float]  # affine move of the source and mask: x, y (fractions of the side), scale
+    deform: np.ndarray  # (DEFORM_GRID, DEFORM_GRID, 2) coarse displacement field, fractions of the side
+    blur: tuple[int, int, float]  # first kernel, feathering kernel, feathering sigma (256 px units)
+    strength: np.ndarray  # (T,) per-frame multiplier of ratio: ones, or the flicker's draws
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator, frames: int, flicker: float = FLICKER) -> "BlendDraw":
+        return cls(
+            forehead=rng.random() >= NO_FOREHEAD,
+            ratio=float(rng.choice(BLEND_RATIOS)),
+            alter_source=rng.random() < 0.5,
+            rgb_shift=rng.uniform(-20, 20, 3) if rng.random() < 0.3 else np.zeros(3),
+            hue=rng.uniform(-5, 5), saturation=rng.uniform(0.8, 1.2),
+            brightness=rng.uniform(-0.1, 0.1) * 255, contrast=rng.uniform(0.9, 1.1),
+            downscale=int(rng.integers(2, 5)) if rng.random() < 0.5 else 0,
+            sharpen=(rng.uniform(0.2, 0.5), rng.uniform(0.5, 1.0)),
+            move=(rng.uniform(-0.03, 0.03), rng.uniform(-0.015, 0.015), rng.uniform(0.95, 1 / 0.95)),
+            deform=rng.normal(0, DEFORM_STD, (DEFORM_GRID, DEFORM_GRID, 2)),
+            blur=(int(rng.choice(KERNELS)), int(rng.choice(KERNELS)), float(rng.integers(*FEATHER_SIGMAS))),
+            strength=rng.uniform(0.4, 1.0, frames) if rng.random() < flicker else np.ones(frames),
+        )
+
+
+def hull_mask(landmarks: np.ndarray, size: int, forehead: bool = True) -> np.ndarray:
+    """(size, size) float32, 1 inside the convex hull of a face's (468, 2) landmarks (crop pixels).
+
+    Without the forehead, only the points on the nose's side of the line through the eyebrows count.
+    """
+    points = landmarks
+    if not forehead:
+        a, b = landmarks[list(BROWS)]
+        normal = np.array([a[1] - b[1], b[0] - a[0]])  # perpendicular to the eyebrow line
+        side = (landmarks - a) @ normal
+        points = landmarks[side * np.sign(side[NOSE_TIP]) >= 0]
+    mask = np.zeros((size, size), np.float32)
+    cv2.fillConvexPoly(mask, cv2.convexHull(np.round(points).astype(np.int32)), 1.0)
+    return mask
+
+
+def crop_mask(crop: CropSpec, size: int) -> np.ndarray:
+    """The fallback for videos without landmarks: an ellipse where `crop` puts the face box.
+
+    A square crop with a relative margin holds a face box of 1 / (1 + 2 margin) of its side,
+    centred; a pixel margin is taken against a 200 px face. Face Mesh's hull is about as wide
+    as 0.85 of its height.
+    """
+    face = 1 / (1 + 2 * crop.margin) if crop.relative else 200 / (200 + 2 * crop.margin)
+    mask = np.zeros((size, size), np.float32)
+    axes = (round(0.42 * face * size), round(0.5 * face * size))
+    cv2.ellipse(mask, (size // 2, size // 2), axes, 0, 0, 360, 1.0, -1)
+    return mask
+
+
+@dataclass(frozen=True)
+class SelfBlend:
+    """The training-data recipe: a real (T, S, S, 3) uint8 sequence -> its self-blended fake and masks.
+
+    `crop` is how the crops were cut: it places the fallback mask for videos without landmarks.
+    """
+
+    crop: CropSpec
+    flicker: float = FLICKER
+
+    def __call__(self, frames: np.ndarray, landmarks: np.ndarray | None,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """`landmarks`: (T, 468, 2) in the pixels of `frames`, or None. Returns (T, S, S, 3) uint8, (T, S, S) float32."""
+        t, size = len(frames), frames.shape[1]
+        draw = BlendDraw.draw(rng, t, self.flicker)
+        jitter = rng.normal(0, JITTER_STD, (t, 2))
+        fallback = crop_mask(self.crop, size) if landmarks is None else None
+        fakes, masks = np.empty(frames.shape, np.uint8), np.empty(frames.shape[:3], np.float32)
+        for i in range(t):
+            hull = fallback if landmarks is None else hull_mask(landmarks[i], size, draw.forehead)
+            fakes[i], masks[i] = blend_frame(np.ascontiguousarray(frames[i]), hull, draw, i, jitter[i])
+        return fakes, masks
+
+
+def blend_frame(frame: np.ndarray, hull: np.ndarray, draw: BlendDraw, i: int,
+                jitter: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Frame `i` of a sequence blended by `draw`: (S, S, 3) uint8 and its (S, S) float32 mask."""
+    size = frame.shape[0]
+    altered = alter(frame, draw)
+    source, target = (altered, frame) if draw.alter_source else (frame, altered)
+    x, y, scale = draw.move
+    matrix = cv2.getRotationMatrix2D((size / 2, size / 2), 0, scale)
+    matrix[:, 2] += (np.array([x, y]) + jitter) * size
+    source = cv2.warpAffine(source, matrix, (size, size), borderMode=cv2.BORDER_REFLECT)
+    mask = soften(deform(cv2.warpAffine(hull, matrix, (size, size)), draw.deform), draw.blur)
+    mask *= draw.ratio * draw.strength[i]
+    blended = mask[..., None] * source.astype(np.float32) + (1 - mask[..., None]) * target.astype(np.float32)
+    return np.clip(blended + 0.5, 0, 255).astype(np.uint8), mask
+
+
+def alter(image: np.ndarray, draw: BlendDraw) -> np.ndarray:
+    """The drawn colour change, then a downscale or a sharpen: what makes the pasted face a stranger."""
+    hsv = cv2.cvtColor(image, cv2.COLOR_BGR2HSV).astype(np.float32)
+    hsv[..., 0] = (hsv[..., 0] + draw.hue) % 180
+    hsv[..., 1] = np.clip(hsv[..., 1] * draw.saturation, 0, 255)
+    out = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2BGR).astype(np.float32)
+    out = (out - 128) * draw.contrast + 128 + draw.brightness + draw.rgb_shift
+    out = np.clip(out, 0, 255).astype(np.uint8)
+    size = image.shape[0]
+    if draw.downscale:
+        small = cv2.resize(out, (size // draw.downscale, size // draw.downscale), interpolation=cv2.INTER_NEAREST)
+        return cv2.resize(small, (size, size), interpolation=cv2.INTER_LINEAR)
+    alpha, lightness = draw.sharpen  # albumentations' Sharpen: a Laplacian kernel mixed in by alpha
+    kernel = np.array([[-1, -1, -1], [-1, 8 + lightness, -1], [-1, -1, -1]], np.float32)
+    identity = np.zeros((3, 3), np.float32)
+    identity[1, 1] = 1
+    return cv2.filter2D(out, -1, (1 - alpha) * identity + alpha * kernel)
+
+
+def deform(mask: np.ndarray, field: np.ndarray) -> np.ndarray:
+    """An elastic wobble of the mask's edge: the coarse field, enlarged smoothly, moves every pixel."""
+    size = mask.shape[0]
+    shift = cv2.resize(field.astype(np.float32), (size, size), interpolation=cv2.INTER_CUBIC) * size  # (S, S, 2)
+    grid = np.arange(size, dtype=np.float32)
+    return cv2.remap(mask, grid[None, :] + shift[..., 0], grid[:, None] + shift[..., 1], cv2.INTER_LINEAR)
+
+
+def soften(mask: np.ndarray, blur: tuple[int, int, float]) -> np.ndarray:
+    """The paper's two blurs: the first, kept only where it stays 1, shrinks the hull; the second feathers it.
+
+    Peak 1 (when any of the mask survives), so the blend ratio is the mask's peak.
+    """
+    scale = mask.shape[0] / 256
+    first, second = (max(3, int(k * scale) | 1) for k in blur[:2])  # odd kernels, at least 3 px
+    inner = cv2.GaussianBlur(mask, (first, first), 0)
+    if inner.max() <= 0:
+        return inner
+    inner = (inner >= inner.max() * (1 - 1e-5)).astype(np.float32)
+    soft = cv2.GaussianBlur(inner, (second, second), blur[2] * scale)
+    return soft / soft.max()

@@ -1,0 +1,178 @@
+"""Self-blended training: the blend itself, the landmark sidecars it reads, and real --self-blend runs."""
+
+import json
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from conftest import FRAMES, IMAGE_SIZE, SEQ_LEN, tiny_config
+from deepfake_cli.checkpoint import read_checkpoint
+from deepfake_cli.cli import app
+from deepfake_cli.data import SelfBlendDataset, SequenceDataset, augment, load_vectors, scan
+from deepfake_cli.errors import DeepfakeError
+from deepfake_cli.evaluate import evaluate
+from deepfake_cli.faces import LANDMARK_PAIRS, CropSpec, resize_square
+from deepfake_cli.inputs import InputSpec
+from deepfake_cli.layout import landmarks_path
+from deepfake_cli.selfblend import BLEND_RATIOS, SelfBlend, crop_mask, hull_mask
+from deepfake_cli.train import train
+
+runner = CliRunner()
+SIZE = 64
+
+
+def sequence(extracted, video="000", size=SIZE, frames=SEQ_LEN):
+    """A real extracted sequence at `size` px and its sidecar landmarks in those pixels."""
+    images = np.stack([resize_square(cv2.imread(str(extracted / "original" / f"{video}_{i}.jpg")), size)
+                       for i in range(frames)])
+    points = np.load(landmarks_path(extracted, "original", video)).astype(np.float32)[:frames] * size / 256
+    return images, points
+
+
+def distance_outside(mask: np.ndarray) -> np.ndarray:
+    """Each pixel's distance to the nearest pixel of `mask` (0 inside)."""
+    return cv2.distanceTransform((mask == 0).astype(np.uint8), cv2.DIST_L2, 5)
+
+
+def test_extract_writes_each_crops_landmarks_in_crop_pixels(extracted):
+    for sample in scan(extracted, SEQ_LEN):
+        points = np.load(landmarks_path(extracted, sample.folder, sample.video))
+        assert points.dtype == np.float16 and points.shape == (FRAMES, 468, 2)
+        assert points.min() >= -5 and points.max() <= 256 + 5  # the face fills the crop, its margin around it
+        for i in (0, FRAMES - 1):  # the same face as the frame's 5 distances: the same ratios between them
+            a, b = np.array(LANDMARK_PAIRS).T
+            in_crop = np.linalg.norm(points[i, a].astype(np.float64) - points[i, b], axis=1)
+            vector = np.load(sample.stem(extracted, i).with_suffix(".npy"))
+            assert in_crop / in_crop[0] == pytest.approx(vector / vector[0], rel=0.02)
+
+
+def test_the_mask_stays_on_the_face_and_peaks_at_the_blend_ratio(extracted):
+    frames, points = sequence(extracted)
+    hull = hull_mask(points[0], SIZE)
+    assert 0.2 < hull.mean() < 0.8
+    ratios = set()
+    for seed in range(30):
+        fakes, masks = SelfBlend(CropSpec(), flicker=0.0)(frames, points, np.random.default_rng(seed))
+        peak = masks.max(axis=(1, 2))
+        assert peak == pytest.approx(np.full(SEQ_LEN, peak[0]), abs=1e-5)  # one ratio for the whole sequence
+        ratios.add(round(float(peak[0]), 4))
+        # The move (x 3%, y 1.5%, scale 5%), the elastic wobble and the feathering reach a few pixels past the
+        # hull; never a fifth of the crop.
+        assert masks[0][distance_outside(hull) > 0.2 * SIZE].max() == 0
+        assert (masks[0] * (hull == 0)).sum() < 0.25 * masks[0].sum()
+    assert ratios == set(BLEND_RATIOS)
+
+
+def test_pixels_the_mask_leaves_out_are_the_real_frame_or_its_altered_copy(extracted):
+    frames, points = sequence(extracted)
+    untouched = 0
+    for seed in range(10):
+        fakes, masks = SelfBlend(CropSpec())(frames, points, np.random.default_rng(seed))
+        outside = masks == 0
+        same = (fakes == frames).all(-1)
+        assert outside.any() and (fakes != frames).any()
+        untouched += same[outside].all()  # the altered copy was pasted inside: the rest is the real frame
+    assert 0 < untouched < 10  # either side gets the change, at random
+
+
+def test_one_draw_serves_the_whole_sequence_and_flicker_varies_its_strength(extracted):
+    frame, points = sequence(extracted, frames=1)
+    still = np.repeat(frame, 8, axis=0), np.repeat(points, 8, axis=0)  # one frame, held: only the blend can change
+    fakes, masks = SelfBlend(CropSpec(), flicker=0.0)(*still, np.random.default_rng(3))
+    other, _ = SelfBlend(CropSpec(), flicker=0.0)(*still, np.random.default_rng(4))
+    drift = [np.abs(fakes[i].astype(int) - fakes[0]).mean() for i in range(1, 8)]
+    assert max(drift) < 1.0 < np.abs(other[0].astype(int) - fakes[0]).mean()
+    _, flickering = SelfBlend(CropSpec(), flicker=1.0)(*still, np.random.default_rng(3))
+    peaks = flickering.max(axis=(1, 2))
+    assert peaks.max() <= max(BLEND_RATIOS) + 1e-6 and peaks.max() - peaks.min() > 0.05
+
+
+def test_without_landmarks_the_mask_is_the_face_box_the_crop_implies():
+    for crop, face in ((CropSpec(margin=0.2), 1 / 1.4), (CropSpec(margin=0.5), 0.5)):
+        mask = crop_mask(crop, 100)
+        ys, xs = np.nonzero(mask)
+        assert (ys.max() - ys.min() + 1) == pytest.approx(100 * face, abs=2)
+        assert (xs.mean(), ys.mean()) == pytest.approx((50, 50), abs=1)
+
+
+def test_a_self_blend_dataset_pairs_each_real_video_with_its_blend(extracted):
+    reals = [s for s in scan(extracted, SEQ_LEN) if s.label == 0]
+    inputs = InputSpec(image_size=IMAGE_SIZE, seq_len=SEQ_LEN)
+    blends, plain = SelfBlendDataset(extracted, reals, inputs), SequenceDataset(extracted, reals, inputs)
+    assert len(blends) == 2 * len(reals) and all(blends.has_landmarks)
+    real, _, label_real = blends[2]
+    fake, _, label_fake = blends[3]
+    assert (label_real.item(), label_fake.item()) == (0.0, 1.0)
+    assert (real == plain[1][0]).all() and (fake != real).any()
+    assert (blends[3][0] == fake).all()  # validation's blends are fixed
+    # In training, (seed, epoch, video) seeds the shared augmentation of the pair and, with one more number,
+    # the blend: the two differ by the blend alone, and a worker or --resume draws the same.
+    augmented = SelfBlendDataset(extracted, reals, inputs, augment=True)
+    frames, vectors = plain.frames(reals[1]), load_vectors(extracted, reals[1], SEQ_LEN)
+    blend, _ = blends.recipe(frames, blends.landmarks(reals[1]), np.random.default_rng([7, 2, 1, 1]))
+    for key, expected in (((2, 7, 2), frames), ((3, 7, 2), blend)):
+        images, _, _ = augmented[key]
+        want, _ = augment(expected, vectors, np.random.default_rng([7, 2, 1]))
+        assert (images.permute(0, 2, 3, 1).numpy() == want).all()
+
+
+@pytest.fixture(scope="module")
+def real_only(extracted, tmp_path_factory):
+    """Data holding real videos alone: `extract`'s original/ linked in (its sidecars found through the link)."""
+    data = tmp_path_factory.mktemp("real-only")
+    (data / "original").symlink_to(extracted / "original")
+    return data
+
+
+def test_self_blend_trains_on_real_videos_alone_and_shows_what_it_learns_from(real_only, extracted, tmp_path):
+    run = tmp_path / "run"
+    result = runner.invoke(app, ["train", str(real_only), "--run-dir", str(run), "--self-blend", "--save-examples", "2",
+                                 "--epochs", "1", "--batch-size", "4", "--seq-len", str(SEQ_LEN), "--image-size",
+                                 str(IMAGE_SIZE), "--no-pretrained", "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())  # rich wraps at the terminal's width
+    assert "masks from Face Mesh landmarks for" in said and "ellipse" not in said
+    meta = read_checkpoint(run / "best.pt")["meta"]
+    n_train = meta["split"]["train"]["real"]
+    assert meta["self_blend"] == {"landmarks": n_train, "crop_ellipse": 0}
+    assert meta["split"]["train"]["fake"] == meta["split"]["val"]["fake"] == 0 and meta["pos_weight"] == 1.0
+    examples = cv2.imread(str(run / "self-blend-examples.png"))
+    scale = 192 // IMAGE_SIZE
+    assert examples.shape == (28 + 2 * IMAGE_SIZE * scale, 3 * IMAGE_SIZE * scale, 3)
+    # The model is an ordinary detector: evaluate scores the real videos and every manipulation it never saw.
+    report = evaluate(extracted, run / "best.pt", split="all", workers=0)
+    assert {r["method"] for r in report["per_method"]} == {"original", "FaceSwap", "SelfBlend"}
+
+
+def test_fakes_in_the_data_are_never_trained_on_and_are_scored_as_unseen(extracted, tmp_path):
+    """Data extracted before landmark sidecars: the masks fall back to the crop's face ellipse, and say so."""
+    data = tmp_path / "data"
+    shutil.copytree(extracted, data, ignore=shutil.ignore_patterns("landmarks"))
+    result = train(tiny_config(data, tmp_path / "run", self_blend=True, val_fraction=0.4))
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    assert split["train"] and all(key.startswith("original/") for key in split["train"])
+    unseen = {key.split("/")[0] for key in split["val"]} - {"original"}
+    assert unseen and set(result.history[0]["unseen_methods"]) == unseen
+    assert 0 <= result.history[0]["unseen_auc"] <= 1
+    meta = read_checkpoint(tmp_path / "run" / "best.pt")["meta"]
+    assert meta["self_blend"] == {"landmarks": 0, "crop_ellipse": len(split["train"])}
+    assert "unseen_auc" in (tmp_path / "run" / "metrics.csv").read_text().splitlines()[0]
+
+
+def test_self_blend_refuses_what_it_cannot_do(extracted, tmp_path):
+    fakes_only = tmp_path / "fakes"
+    fakes_only.mkdir()
+    (fakes_only / "FaceSwap").symlink_to(extracted / "FaceSwap")
+    with pytest.raises(DeepfakeError, match="--self-blend trains on real videos, and the train split has none"):
+        train(tiny_config(fakes_only, tmp_path / "r", self_blend=True))
+    for overrides, message in ((dict(freeze_backbone=True), "leave out --freeze-backbone"),
+                               (dict(batch_size=3), "--batch-size must be even"),
+                               (dict(self_blend=False, save_examples=2), "add --self-blend")):
+        with pytest.raises(DeepfakeError, match=message):
+            tiny_config(extracted, tmp_path / "r", **{"self_blend": True, **overrides})
+    result = runner.invoke(app, ["train", str(extracted), "--run-dir", str(tmp_path / "r"), "--self-blend",
+                                 "--batch-size", "5"])
+    assert result.exit_code == 2 and "--batch-size must be even" in result.output and "Traceback" not in result.output
