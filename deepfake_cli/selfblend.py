@@ -19,6 +19,10 @@ from deepfake_cli.faces import CropSpec
 
 BLEND_RATIOS = (0.25, 0.5, 0.75, 1.0, 1.0, 1.0)  # the paper's: the mask's peak, full strength half the time
 NO_FOREHEAD = 0.25  # the share of hulls cut at the eyebrows (the paper's 68-point hull)
+# How much of the face is swapped. Swap tools replace anything from the inner face to the whole face
+# (DeepFaceLab's face types: half, mid-half, full, whole): half of the hulls are shrunk towards the
+# face's centre, keeping this share of its size, so the seam also falls inside the face.
+INNER_FACE, INNER_EXTENT = 0.5, (0.6, 0.9)
 FLICKER = 0.25  # the share of sequences whose blend strength is redrawn on every frame
 BROWS, NOSE_TIP = (105, 334), 1  # Face Mesh points: the middle of each eyebrow, the tip of the nose
 # Mask softening, in pixels of a 256 px crop (the paper's, at its 380 px, scaled): a first blur that
@@ -34,6 +38,7 @@ class BlendDraw:
     """One sequence's blend: everything the recipe draws, fixed for all its frames."""
 
     forehead: bool  # hull over every landmark, or only those below the eyebrows
+    extent: float  # the hull's size kept, around the face's centre (1: the whole hull)
     ratio: float  # the mask's peak
     alter_source: bool  # the altered copy is pasted inside the mask; else the frame around it is altered
     rgb_shift: np.ndarray  # (3,) added to B, G, R; zeros when not drawn
@@ -52,6 +57,7 @@ class BlendDraw:
     def draw(cls, rng: np.random.Generator, frames: int, flicker: float = FLICKER) -> "BlendDraw":
         return cls(
             forehead=rng.random() >= NO_FOREHEAD,
+            extent=rng.uniform(*INNER_EXTENT) if rng.random() < INNER_FACE else 1.0,
             ratio=float(rng.choice(BLEND_RATIOS)),
             alter_source=rng.random() < 0.5,
             rgb_shift=rng.uniform(-20, 20, 3) if rng.random() < 0.3 else np.zeros(3),
@@ -66,10 +72,11 @@ class BlendDraw:
         )
 
 
-def hull_mask(landmarks: np.ndarray, size: int, forehead: bool = True) -> np.ndarray:
+def hull_mask(landmarks: np.ndarray, size: int, forehead: bool = True, extent: float = 1.0) -> np.ndarray:
     """(size, size) float32, 1 inside the convex hull of a face's (468, 2) landmarks (crop pixels).
 
     Without the forehead, only the points on the nose's side of the line through the eyebrows count.
+    `extent` < 1 shrinks the hull towards the landmarks' centre.
     """
     points = landmarks
     if not forehead:
@@ -77,21 +84,23 @@ def hull_mask(landmarks: np.ndarray, size: int, forehead: bool = True) -> np.nda
         normal = np.array([a[1] - b[1], b[0] - a[0]])  # perpendicular to the eyebrow line
         side = (landmarks - a) @ normal
         points = landmarks[side * np.sign(side[NOSE_TIP]) >= 0]
+    centre = landmarks.mean(0)
+    points = centre + (points - centre) * extent
     mask = np.zeros((size, size), np.float32)
     cv2.fillConvexPoly(mask, cv2.convexHull(np.round(points).astype(np.int32)), 1.0)
     return mask
 
 
-def crop_mask(crop: CropSpec, size: int) -> np.ndarray:
+def crop_mask(crop: CropSpec, size: int, extent: float = 1.0) -> np.ndarray:
     """The fallback for videos without landmarks: an ellipse where `crop` puts the face box.
 
     A square crop with a relative margin holds a face box of 1 / (1 + 2 margin) of its side,
     centred; a pixel margin is taken against a 200 px face. Face Mesh's hull is about as wide
-    as 0.85 of its height.
+    as 0.85 of its height. `extent` < 1 shrinks the ellipse about its centre.
     """
     face = 1 / (1 + 2 * crop.margin) if crop.relative else 200 / (200 + 2 * crop.margin)
     mask = np.zeros((size, size), np.float32)
-    axes = (round(0.42 * face * size), round(0.5 * face * size))
+    axes = (round(0.42 * face * extent * size), round(0.5 * face * extent * size))
     cv2.ellipse(mask, (size // 2, size // 2), axes, 0, 0, 360, 1.0, -1)
     return mask
 
@@ -112,10 +121,10 @@ class SelfBlend:
         t, size = len(frames), frames.shape[1]
         draw = BlendDraw.draw(rng, t, self.flicker)
         jitter = rng.normal(0, JITTER_STD, (t, 2))
-        fallback = crop_mask(self.crop, size) if landmarks is None else None
+        fallback = crop_mask(self.crop, size, draw.extent) if landmarks is None else None
         fakes, masks = np.empty(frames.shape, np.uint8), np.empty(frames.shape[:3], np.float32)
         for i in range(t):
-            hull = fallback if landmarks is None else hull_mask(landmarks[i], size, draw.forehead)
+            hull = fallback if landmarks is None else hull_mask(landmarks[i], size, draw.forehead, draw.extent)
             fakes[i], masks[i] = blend_frame(np.ascontiguousarray(frames[i]), hull, draw, i, jitter[i])
         return fakes, masks
 

@@ -66,6 +66,16 @@ def test_the_mask_stays_on_the_face_and_peaks_at_the_blend_ratio(extracted):
     assert ratios == set(BLEND_RATIOS)
 
 
+def test_the_hull_shrinks_towards_the_face_for_inner_face_swaps_and_can_leave_out_the_forehead(extracted):
+    _, points = sequence(extracted, frames=1)
+    whole, inner, no_forehead = (hull_mask(points[0], SIZE, forehead, extent)
+                                 for forehead, extent in ((True, 1.0), (True, 0.7), (False, 1.0)))
+    assert (inner <= whole).all() and inner.sum() / whole.sum() == pytest.approx(0.49, abs=0.06)
+    assert (no_forehead <= whole).all() and 0.5 < no_forehead.sum() / whole.sum() < 0.95
+    rows = np.nonzero(whole.any(1))[0]
+    assert not no_forehead[rows[0]].any() and no_forehead[rows[-1]].any()  # the top goes, the chin stays
+
+
 def test_pixels_the_mask_leaves_out_are_the_real_frame_or_its_altered_copy(extracted):
     frames, points = sequence(extracted)
     untouched = 0
