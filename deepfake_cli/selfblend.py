@@ -23,6 +23,11 @@ NO_FOREHEAD = 0.25  # the share of hulls cut at the eyebrows (the paper's 68-poi
 # (DeepFaceLab's face types: half, mid-half, full, whole): half of the hulls are shrunk towards the
 # face's centre, keeping this share of its size, so the seam also falls inside the face.
 INNER_FACE, INNER_EXTENT = 0.5, (0.6, 0.9)
+# Beyond the paper: lip-sync fakes (Wav2Lip and its kind) change the mouth alone. This share of the
+# blends covers only the mouth: the hull of Face Mesh's lip points, enlarged by MOUTH_EXTENT.
+MOUTH_ONLY, MOUTH_EXTENT = 0.2, (1.3, 1.8)
+LIPS = (0, 13, 14, 17, 37, 39, 40, 61, 78, 80, 81, 82, 84, 87, 88, 91, 95, 146, 178, 181, 185, 191, 267, 269, 270,
+        291, 308, 310, 311, 312, 314, 317, 318, 321, 324, 375, 402, 405, 409, 415)  # FACEMESH_LIPS
 FLICKER = 0.25  # the share of sequences whose blend strength is redrawn on every frame
 BROWS, NOSE_TIP = (105, 334), 1  # Face Mesh points: the middle of each eyebrow, the tip of the nose
 # Mask softening, in pixels of a 256 px crop (the paper's, at its 380 px, scaled): a first blur that
@@ -37,8 +42,9 @@ JITTER_STD = (0.002, 0.001)  # per-frame drift of the affine move (x, y), fracti
 class BlendDraw:
     """One sequence's blend: everything the recipe draws, fixed for all its frames."""
 
+    mouth: bool  # the mouth region alone, else the face
     forehead: bool  # hull over every landmark, or only those below the eyebrows
-    extent: float  # the hull's size kept, around the face's centre (1: the whole hull)
+    extent: float  # the hull's size about its centre (face: 1 whole, < 1 inner face; mouth: > 1 around the lips)
     ratio: float  # the mask's peak
     alter_source: bool  # the altered copy is pasted inside the mask; else the frame around it is altered
     rgb_shift: np.ndarray  # (3,) added to B, G, R; zeros when not drawn
@@ -56,8 +62,9 @@ class BlendDraw:
     @classmethod
     def draw(cls, rng: np.random.Generator, frames: int, flicker: float = FLICKER) -> "BlendDraw":
         return cls(
+            mouth=(mouth := rng.random() < MOUTH_ONLY),
             forehead=rng.random() >= NO_FOREHEAD,
-            extent=rng.uniform(*INNER_EXTENT) if rng.random() < INNER_FACE else 1.0,
+            extent=rng.uniform(*MOUTH_EXTENT) if mouth else rng.uniform(*INNER_EXTENT) if rng.random() < INNER_FACE else 1.0,
             ratio=float(rng.choice(BLEND_RATIOS)),
             alter_source=rng.random() < 0.5,
             rgb_shift=rng.uniform(-20, 20, 3) if rng.random() < 0.3 else np.zeros(3),
@@ -72,36 +79,39 @@ class BlendDraw:
         )
 
 
-def hull_mask(landmarks: np.ndarray, size: int, forehead: bool = True, extent: float = 1.0) -> np.ndarray:
+def hull_mask(landmarks: np.ndarray, size: int, forehead: bool = True, extent: float = 1.0,
+              mouth: bool = False) -> np.ndarray:
     """(size, size) float32, 1 inside the convex hull of a face's (468, 2) landmarks (crop pixels).
 
     Without the forehead, only the points on the nose's side of the line through the eyebrows count.
-    `extent` < 1 shrinks the hull towards the landmarks' centre.
+    `extent` scales the hull about the centre of its points. With `mouth`, the hull of the lips alone.
     """
-    points = landmarks
-    if not forehead:
+    points = landmarks[list(LIPS)] if mouth else landmarks
+    if not forehead and not mouth:
         a, b = landmarks[list(BROWS)]
         normal = np.array([a[1] - b[1], b[0] - a[0]])  # perpendicular to the eyebrow line
         side = (landmarks - a) @ normal
         points = landmarks[side * np.sign(side[NOSE_TIP]) >= 0]
-    centre = landmarks.mean(0)
+    centre = points.mean(0)
     points = centre + (points - centre) * extent
     mask = np.zeros((size, size), np.float32)
     cv2.fillConvexPoly(mask, cv2.convexHull(np.round(points).astype(np.int32)), 1.0)
     return mask
 
 
-def crop_mask(crop: CropSpec, size: int, extent: float = 1.0) -> np.ndarray:
+def crop_mask(crop: CropSpec, size: int, extent: float = 1.0, mouth: bool = False) -> np.ndarray:
     """The fallback for videos without landmarks: an ellipse where `crop` puts the face box.
 
     A square crop with a relative margin holds a face box of 1 / (1 + 2 margin) of its side,
     centred; a pixel margin is taken against a 200 px face. Face Mesh's hull is about as wide
-    as 0.85 of its height. `extent` < 1 shrinks the ellipse about its centre.
+    as 0.85 of its height. `extent` scales the ellipse about its centre; with `mouth`, it is the
+    lips' (a quarter of the face wide, a tenth high, a quarter of the face below its centre).
     """
     face = 1 / (1 + 2 * crop.margin) if crop.relative else 200 / (200 + 2 * crop.margin)
     mask = np.zeros((size, size), np.float32)
-    axes = (round(0.42 * face * extent * size), round(0.5 * face * extent * size))
-    cv2.ellipse(mask, (size // 2, size // 2), axes, 0, 0, 360, 1.0, -1)
+    width, height, below = (0.13, 0.05, 0.25) if mouth else (0.42, 0.5, 0.0)
+    axes = (round(width * face * extent * size), round(height * face * extent * size))
+    cv2.ellipse(mask, (size // 2, round(size * (0.5 + below * face))), axes, 0, 0, 360, 1.0, -1)
     return mask
 
 
@@ -121,10 +131,10 @@ class SelfBlend:
         t, size = len(frames), frames.shape[1]
         draw = BlendDraw.draw(rng, t, self.flicker)
         jitter = rng.normal(0, JITTER_STD, (t, 2))
-        fallback = crop_mask(self.crop, size, draw.extent) if landmarks is None else None
+        fallback = crop_mask(self.crop, size, draw.extent, draw.mouth) if landmarks is None else None
         fakes, masks = np.empty(frames.shape, np.uint8), np.empty(frames.shape[:3], np.float32)
         for i in range(t):
-            hull = fallback if landmarks is None else hull_mask(landmarks[i], size, draw.forehead, draw.extent)
+            hull = fallback if landmarks is None else hull_mask(landmarks[i], size, draw.forehead, draw.extent, draw.mouth)
             fakes[i], masks[i] = blend_frame(np.ascontiguousarray(frames[i]), hull, draw, i, jitter[i])
         return fakes, masks
 

@@ -66,7 +66,7 @@ def test_the_mask_stays_on_the_face_and_peaks_at_the_blend_ratio(extracted):
     assert ratios == set(BLEND_RATIOS)
 
 
-def test_the_hull_shrinks_towards_the_face_for_inner_face_swaps_and_can_leave_out_the_forehead(extracted):
+def test_masks_for_inner_face_swaps_without_the_forehead_and_for_the_mouth_alone(extracted):
     _, points = sequence(extracted, frames=1)
     whole, inner, no_forehead = (hull_mask(points[0], SIZE, forehead, extent)
                                  for forehead, extent in ((True, 1.0), (True, 0.7), (False, 1.0)))
@@ -74,6 +74,10 @@ def test_the_hull_shrinks_towards_the_face_for_inner_face_swaps_and_can_leave_ou
     assert (no_forehead <= whole).all() and 0.5 < no_forehead.sum() / whole.sum() < 0.95
     rows = np.nonzero(whole.any(1))[0]
     assert not no_forehead[rows[0]].any() and no_forehead[rows[-1]].any()  # the top goes, the chin stays
+    mouth = hull_mask(points[0], SIZE, extent=1.5, mouth=True)  # lip-sync fakes: the mouth alone
+    ys, xs = np.nonzero(mouth)
+    assert (mouth <= whole).all() and 0.02 < mouth.sum() / whole.sum() < 0.25
+    assert ys.mean() > np.nonzero(whole)[0].mean() + 0.1 * SIZE  # well below the face's centre
 
 
 def test_pixels_the_mask_leaves_out_are_the_real_frame_or_its_altered_copy(extracted):
@@ -106,6 +110,8 @@ def test_without_landmarks_the_mask_is_the_face_box_the_crop_implies():
         ys, xs = np.nonzero(mask)
         assert (ys.max() - ys.min() + 1) == pytest.approx(100 * face, abs=2)
         assert (xs.mean(), ys.mean()) == pytest.approx((50, 50), abs=1)
+        ys, xs = np.nonzero(crop_mask(crop, 100, mouth=True))  # the lips: a quarter of the face below its centre
+        assert (xs.mean(), ys.mean()) == pytest.approx((50, 50 + 25 * face), abs=1)
 
 
 def test_a_self_blend_dataset_pairs_each_real_video_with_its_blend(extracted):

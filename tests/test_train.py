@@ -81,10 +81,11 @@ def test_split_file_accepts_ff_pairs(tmp_path):
     assert len(split["train"]) == 4 and [s.video for s in split["val"]] == ["002"]
 
 
-def test_resume_continues_exactly(extracted, tmp_path):
-    straight = train(tiny_config(extracted, tmp_path / "straight", epochs=2))
-    train(tiny_config(extracted, tmp_path / "resumed", epochs=1))
-    resumed = train(tiny_config(extracted, tmp_path / "resumed", epochs=2), resume=True)
+@pytest.mark.parametrize("recipe", [{}, {"self_blend": True}], ids=["plain", "self-blend"])
+def test_resume_continues_exactly(extracted, tmp_path, recipe):
+    straight = train(tiny_config(extracted, tmp_path / "straight", epochs=2, **recipe))
+    train(tiny_config(extracted, tmp_path / "resumed", epochs=1, **recipe))
+    resumed = train(tiny_config(extracted, tmp_path / "resumed", epochs=2, **recipe), resume=True)
     assert [r["train_loss"] for r in resumed.history] == pytest.approx([r["train_loss"] for r in straight.history])
     a = read_checkpoint(tmp_path / "straight" / "last.pt")["model"]
     b = read_checkpoint(tmp_path / "resumed" / "last.pt")["model"]
