@@ -21,7 +21,11 @@ deepfake extract "$OUT/videos" "$OUT/faces"
 # EfficientNet-Lite0 fine-tuned whole from the ImageNet weights installed with the package (the
 # offline default; named here so the demo is the same online), on 128 px crops: 4-6 minutes on 2 cores.
 echo "== 3/5 train (EfficientNet-Lite0 from ImageNet weights, full fine-tuning, 128 px crops)"
-deepfake train "$OUT/faces" --run-dir "$OUT/run" --backbone efficientnet_lite0 --image-size 128 --epochs 6 --batch-size 8 --lr 5e-4
+if [ -f "$OUT/run/last.pt" ]; then  # a second `make demo`, or one that was interrupted: continue that run
+  deepfake train --run-dir "$OUT/run" --resume
+else
+  deepfake train "$OUT/faces" --run-dir "$OUT/run" --backbone efficientnet_lite0 --image-size 128 --epochs 6 --batch-size 8 --lr 5e-4
+fi
 
 echo "== 4/5 evaluate on the run's validation split (people never seen in training)"
 deepfake evaluate "$OUT/faces" --model "$OUT/run/best.pt" --plots "$OUT/plots" --json "$OUT/metrics.json"
