@@ -270,13 +270,15 @@ class SequenceDataset(Dataset):
         (the same in any worker process, and again on --resume)."""
         index, *draw = key if isinstance(key, tuple) else (key,)
         sample = self.samples[index]
-        frames = self.frames(sample)
-        vectors = load_vectors(self.root, sample, self.inputs.seq_len)
+        return self.item(self.frames(sample), load_vectors(self.root, sample, self.inputs.seq_len), sample.label,
+                         [*draw, index] if draw else None)
+
+    def item(self, frames: np.ndarray, vectors: np.ndarray, label: int, stream: list[int] | None):
+        """The sequence as the model takes it, augmented (when on) by a draw from `stream`."""
         if self.augment:
-            rng = np.random.default_rng([*draw, index] if draw else None)
-            frames, vectors = augment(frames, vectors, rng)
+            frames, vectors = augment(frames, vectors, np.random.default_rng(stream))
         images = torch.from_numpy(np.require(frames, requirements=["C", "W"])).permute(0, 3, 1, 2)  # (T, 3, S, S)
-        return images, torch.from_numpy(vectors), torch.tensor(float(sample.label))
+        return images, torch.from_numpy(vectors), torch.tensor(float(label))
 
 
 class SelfBlendDataset(SequenceDataset):
@@ -292,41 +294,46 @@ class SelfBlendDataset(SequenceDataset):
                  cache_dir: Path | None = None):
         super().__init__(root, samples, inputs, augment, cache_dir)
         self.recipe = SelfBlend(inputs.crop)
-        self.has_landmarks = [self.landmarks(s) is not None for s in samples]
+        self.has_landmarks = [self._sidecar(s) is not None for s in samples]  # headers only: no landmarks read
 
     def __len__(self) -> int:
         return 2 * len(self.samples)
 
-    def landmarks(self, sample: Sample) -> np.ndarray | None:
-        """(T, 468, 2) float32 in the pixels of the resized frames, or None without a usable sidecar."""
-        path = landmarks_path(self.root, sample.folder, sample.video)
+    def _sidecar(self, sample: Sample) -> np.ndarray | None:
+        """The video's landmark sidecar, memory-mapped, or None when it is missing or does not fit."""
         try:
-            points = np.load(path, mmap_mode="r")
+            points = np.load(landmarks_path(self.root, sample.folder, sample.video), mmap_mode="r")
         except (OSError, ValueError):
             return None
-        if points.ndim != 3 or points.shape[0] < self.inputs.seq_len or points.shape[1:] != (468, 2):
+        fits = points.ndim == 3 and points.shape[0] >= self.inputs.seq_len and points.shape[1:] == (468, 2)
+        return points if fits else None
+
+    def landmarks(self, sample: Sample) -> np.ndarray | None:
+        """(T, 468, 2) float32 in the pixels of the resized frames, or None without a usable sidecar."""
+        points = self._sidecar(sample)
+        if points is None:
             return None
         return points[:self.inputs.seq_len].astype(np.float32) * (self.inputs.image_size / self.inputs.crop.size)
+
+    def _blend(self, sample: Sample, frames: np.ndarray, stream: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """The video's self-blend and masks, drawn from `stream` + [1] (the pair's augmentation draws from `stream`)."""
+        return self.recipe(frames, self.landmarks(sample), np.random.default_rng([*stream, 1]))
 
     def __getitem__(self, key: int | tuple[int, int, int]):
         index, *draw = key if isinstance(key, tuple) else (key,)
         video, fake = divmod(index, 2)
         sample = self.samples[video]
         frames = self.frames(sample)
-        vectors = load_vectors(self.root, sample, self.inputs.seq_len)
         stream = [*draw, video]  # (seed, epoch, video), or (video,) for the fixed validation blends
         if fake:
-            frames, _ = self.recipe(frames, self.landmarks(sample), np.random.default_rng([*stream, 1]))
-        if self.augment:
-            frames, vectors = augment(frames, vectors, np.random.default_rng(stream))
-        images = torch.from_numpy(np.require(frames, requirements=["C", "W"])).permute(0, 3, 1, 2)  # (T, 3, S, S)
-        return images, torch.from_numpy(vectors), torch.tensor(float(fake))
+            frames, _ = self._blend(sample, frames, stream)
+        return self.item(frames, load_vectors(self.root, sample, self.inputs.seq_len), fake, stream)
 
     def example(self, video: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """A video's first frame, its mask and its blend, as training draws them (without the shared augmentation)."""
         sample = self.samples[video]
         frames = self.frames(sample)
-        fakes, masks = self.recipe(frames, self.landmarks(sample), np.random.default_rng([seed, 1, video, 1]))
+        fakes, masks = self._blend(sample, frames, [seed, 1, video])  # epoch 1's stream
         return np.asarray(frames[0]), masks[0], fakes[0]
 
 

@@ -131,17 +131,18 @@ class SelfBlend:
         t, size = len(frames), frames.shape[1]
         draw = BlendDraw.draw(rng, t, self.flicker)
         jitter = rng.normal(0, JITTER_STD, (t, 2))
+        maps = wobble(draw.deform, size)
         fallback = crop_mask(self.crop, size, draw.extent, draw.mouth) if landmarks is None else None
         fakes, masks = np.empty(frames.shape, np.uint8), np.empty(frames.shape[:3], np.float32)
         for i in range(t):
             hull = fallback if landmarks is None else hull_mask(landmarks[i], size, draw.forehead, draw.extent, draw.mouth)
-            fakes[i], masks[i] = blend_frame(np.ascontiguousarray(frames[i]), hull, draw, i, jitter[i])
+            fakes[i], masks[i] = blend_frame(np.ascontiguousarray(frames[i]), hull, draw, i, jitter[i], maps)
         return fakes, masks
 
 
-def blend_frame(frame: np.ndarray, hull: np.ndarray, draw: BlendDraw, i: int,
-                jitter: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Frame `i` of a sequence blended by `draw`: (S, S, 3) uint8 and its (S, S) float32 mask."""
+def blend_frame(frame: np.ndarray, hull: np.ndarray, draw: BlendDraw, i: int, jitter: np.ndarray,
+                maps: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Frame `i` of a sequence blended by `draw` (`maps`: its `wobble`): (S, S, 3) uint8 and its (S, S) float32 mask."""
     size = frame.shape[0]
     altered = alter(frame, draw)
     source, target = (altered, frame) if draw.alter_source else (frame, altered)
@@ -149,7 +150,7 @@ def blend_frame(frame: np.ndarray, hull: np.ndarray, draw: BlendDraw, i: int,
     matrix = cv2.getRotationMatrix2D((size / 2, size / 2), 0, scale)
     matrix[:, 2] += (np.array([x, y]) + jitter) * size
     source = cv2.warpAffine(source, matrix, (size, size), borderMode=cv2.BORDER_REFLECT)
-    mask = soften(deform(cv2.warpAffine(hull, matrix, (size, size)), draw.deform), draw.blur)
+    mask = soften(cv2.remap(cv2.warpAffine(hull, matrix, (size, size)), *maps, cv2.INTER_LINEAR), draw.blur)
     mask *= draw.ratio * draw.strength[i]
     blended = mask[..., None] * source.astype(np.float32) + (1 - mask[..., None]) * target.astype(np.float32)
     return np.clip(blended + 0.5, 0, 255).astype(np.uint8), mask
@@ -174,12 +175,12 @@ def alter(image: np.ndarray, draw: BlendDraw) -> np.ndarray:
     return cv2.filter2D(out, -1, (1 - alpha) * identity + alpha * kernel)
 
 
-def deform(mask: np.ndarray, field: np.ndarray) -> np.ndarray:
-    """An elastic wobble of the mask's edge: the coarse field, enlarged smoothly, moves every pixel."""
-    size = mask.shape[0]
+def wobble(field: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The elastic wobble of a mask's edge as `cv2.remap` maps: the coarse field, enlarged smoothly, moves
+    every pixel. Once per sequence: the field is."""
     shift = cv2.resize(field.astype(np.float32), (size, size), interpolation=cv2.INTER_CUBIC) * size  # (S, S, 2)
     grid = np.arange(size, dtype=np.float32)
-    return cv2.remap(mask, grid[None, :] + shift[..., 0], grid[:, None] + shift[..., 1], cv2.INTER_LINEAR)
+    return grid[None, :] + shift[..., 0], grid[:, None] + shift[..., 1]
 
 
 def soften(mask: np.ndarray, blur: tuple[int, int, float]) -> np.ndarray:

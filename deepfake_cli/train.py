@@ -463,13 +463,13 @@ def unseen_scores(model: DeepfakeDetector, loader: DataLoader | None, dataset: D
     from sklearn.metrics import roc_auc_score
 
     probs, _ = predict_batches(model, loader, inputs, device, amp)
-    folders = np.array([s.folder for s in dataset.samples])
+    folders = [s.folder for s in dataset.samples]
 
     def auc(fake_probs: np.ndarray) -> float:
         return float(roc_auc_score(np.r_[np.zeros(len(real_probs)), np.ones(len(fake_probs))], np.r_[real_probs, fake_probs]))
 
-    methods = sorted({s.folder for s in dataset.samples})  # str, not numpy's: checkpoints load weights-only
-    return {"unseen_auc": auc(probs), "unseen_methods": {m: auc(probs[folders == m]) for m in methods}}
+    # Keys stay Python str (numpy's would not load weights-only from a checkpoint).
+    return {"unseen_auc": auc(probs), "unseen_methods": {m: auc(probs[np.array(folders) == m]) for m in sorted(set(folders))}}
 
 
 def save_examples(dataset: D.SelfBlendDataset, n: int, seed: int, path: Path) -> None:
