@@ -210,8 +210,13 @@ def train(
     patience: int = typer.Option(0, help="Stop after this many epochs without a better --select metric; 0 = never.",
                                  rich_help_panel=OPTIMISATION),
     frame_loss: float = typer.Option(1.0, rich_help_panel=OPTIMISATION, help=(
-        "Weight of a per-frame loss (each frame's backbone features get the video's label through a probe "
-        "used only in training); 0 = off.")),
+        "Weight of the frame head's loss (each frame's backbone features get the video's label; the head's mean "
+        "is averaged into the video's score); 0 = no frame head, the reference's model.")),
+    ema: float = typer.Option(0.9, rich_help_panel=OPTIMISATION, help=(
+        "Validate and save a moving average of the weights, this decay per step (steadier on unseen people "
+        "than one step's weights); 0 = the weights as trained.")),
+    warmup: bool = typer.Option(True, rich_help_panel=OPTIMISATION, help="Raise the learning rate linearly to --lr "
+                                "over epoch 1."),
     device: str = typer.Option("auto", help="cpu, cuda, cuda:1, ...; auto picks the GPU when there is one.",
                                rich_help_panel=HARDWARE),
     amp: str = typer.Option("auto", rich_help_panel=HARDWARE, help=(
@@ -253,7 +258,8 @@ def train(
             clip_grad=clip_grad, seed=seed, seq_len=seq_len, image_size=image_size, val_fraction=val_fraction,
             split_file=split_file, real_folders=tuple(f.strip() for f in real_folders.split(",") if f.strip()), crop=crop,
             balance=balance, augment=augment, pretrained=pretrained, backbone_weights=backbone_weights,
-            backbone=backbone, freeze_backbone=freeze_backbone, workers=workers, cache=cache, select=select, frame_loss=frame_loss, patience=patience,
+            backbone=backbone, freeze_backbone=freeze_backbone, workers=workers, cache=cache, select=select, frame_loss=frame_loss, ema=ema,
+            warmup=warmup, patience=patience,
             device=device, amp=amp, channels_last=channels_last, skip_bad=skip_bad, self_blend=self_blend,
             save_examples=save_examples,
         )

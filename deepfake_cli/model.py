@@ -1,6 +1,7 @@
 """A backbone per frame (EfficientNet-B0 or -Lite0) -> + 5-d landmarks -> BiLSTM -> head.
 
-With the B0 backbone, compatible with the reference's state_dict."""
+With the B0 backbone, compatible with the reference's state_dict. Models trained here also
+score each frame (`frame_head`) and average that with the sequence's score."""
 
 from __future__ import annotations
 
@@ -22,10 +23,16 @@ class DeepfakeDetector(nn.Module):
 
     The head returns logits (train with BCEWithLogitsLoss; `torch.sigmoid` for probabilities).
     The reference's `fc.4` was a Sigmoid, which has no parameters, so the keys are unchanged.
+
+    With `frame_head`, a linear layer also scores every frame from its backbone features, and
+    the video's logit is the mean of the sequence head's and the frames' (mean) logits: two
+    views of the same features, each trained on its own loss. On unseen generated people the
+    average ranks 0.01-0.03 AUC better than the sequence head alone, and as well as the frames
+    alone (README, "Detection quality"). The reference has no frame head.
     """
 
     def __init__(self, hidden_size: int = 128, landmark_dim: int = 5, readout: str = "final", dropout: float = 0.3,
-                 backbone: str = backbones.DEFAULT, cnn: nn.Module | None = None):
+                 backbone: str = backbones.DEFAULT, cnn: nn.Module | None = None, frame_head: bool = False):
         """`cnn`: the backbone network already built (with its starting weights), else a new `backbone`."""
         super().__init__()
         if readout not in READOUTS:
@@ -35,6 +42,7 @@ class DeepfakeDetector(nn.Module):
         self.cnn = cnn if cnn is not None else backbones.get(backbone).build()  # B0: torchvision's, no classifier
         self.lstm = nn.LSTM(FEATURE_DIM + landmark_dim, hidden_size, batch_first=True, bidirectional=True)
         self.fc = nn.Sequential(nn.Linear(2 * hidden_size, 64), nn.ReLU(), nn.Dropout(dropout), nn.Linear(64, 1))
+        self.frame_head = nn.Linear(FEATURE_DIM, 1) if frame_head else None
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
         """(B, T, 3, H, W) normalised images -> (B, T, 1280) per-frame features."""
@@ -57,10 +65,21 @@ class DeepfakeDetector(nn.Module):
         # Each direction's final state: forward after frame T-1, backward after frame 0.
         return torch.cat([h_n[0], h_n[1]], dim=1)
 
+    def forward_parts(self, features: torch.Tensor, landmarks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, T, 1280) features + (B, T, 5) landmarks -> the sequence's (B,) logits and, with a
+        frame head, each frame's (B, T) logits (else None): what training puts a loss on."""
+        sequence = self.fc(self.read_out(features, landmarks)).squeeze(1)  # (B,)
+        frames = self.frame_head(features).squeeze(-1) if self.frame_head is not None else None  # (B, T)
+        return sequence, frames
+
     def forward_head(self, features: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
         """(B, T, 1280) features + (B, T, 5) landmarks -> (B,) logits."""
-        return self.fc(self.read_out(features, landmarks)).squeeze(1)  # (B,)
+        sequence, frames = self.forward_parts(features, landmarks)
+        return sequence if frames is None else (sequence + frames.mean(1)) / 2
 
-    def forward(self, x: torch.Tensor, landmarks: torch.Tensor, precomputed: bool = False) -> torch.Tensor:
-        """(B, T, 3, H, W) images, or (B, T, 1280) cached features when `precomputed`, -> (B,) logits."""
-        return self.forward_head(x if precomputed else self.forward_features(x), landmarks)
+    def forward(self, x: torch.Tensor, landmarks: torch.Tensor, precomputed: bool = False,
+                parts: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, T, 3, H, W) images, or (B, T, 1280) cached features when `precomputed`, -> (B,) logits,
+        or with `parts` what `forward_parts` returns."""
+        features = x if precomputed else self.forward_features(x)
+        return self.forward_parts(features, landmarks) if parts else self.forward_head(features, landmarks)

@@ -44,6 +44,18 @@ def test_our_efficientnet_b0_is_torchvisions_number_for_number(training):
     torch.testing.assert_close(ours(images), expected, rtol=0, atol=0)
 
 
+def test_the_frame_head_averages_the_sequence_and_frame_logits():
+    torch.manual_seed(0)
+    model = DeepfakeDetector(frame_head=True).eval()
+    features, landmarks = torch.randn(2, 4, 1280), torch.randn(2, 4, 5)
+    with torch.no_grad():
+        sequence, frames = model(features, landmarks, precomputed=True, parts=True)
+        assert sequence.shape == (2,) and frames.shape == (2, 4)
+        torch.testing.assert_close(model(features, landmarks, precomputed=True), (sequence + frames.mean(1)) / 2)
+        torch.testing.assert_close(sequence, model.fc(model.read_out(features, landmarks)).squeeze(1))
+    assert DeepfakeDetector()(features, landmarks, precomputed=True, parts=True)[1] is None
+
+
 def test_cpu_inference_in_chunks_equals_one_pass():
     model = DeepfakeDetector().eval()
     images = torch.randn(1, 6, 3, 256, 256)  # 4 frames per pass at 256 px: chunks of 4 and 2

@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 from typer.testing import CliRunner
 
 from conftest import SEQ_LEN, tiny_config
@@ -217,7 +218,26 @@ def test_resume_rebuilds_the_runs_backbone(lite0_run, tmp_path):
     payload = read_checkpoint(run / "last.pt")  # the copy was resumed, not the folder it was copied from
     assert payload["epoch"] == 2 and payload["model_args"]["backbone"] == "efficientnet_lite0"
     assert read_checkpoint(lite0_run / "last.pt")["epoch"] == 1
-    assert set(payload["frame_probe"]) == {"weight", "bias"}  # the per-frame probe resumes with its weights
+    assert payload["model_args"]["frame_head"] and "frame_head.weight" in payload["model"]
+
+
+def test_a_run_from_before_the_frame_head_resumes_with_its_probe_as_the_head(lite0_run, tmp_path):
+    """Such runs' last.pt kept the per-frame layer apart, as a training-only `frame_probe`."""
+    run = tmp_path / "old"
+    subprocess.run(["cp", "-r", str(lite0_run), str(run)], check=True)
+    payload = read_checkpoint(run / "last.pt")  # written as that version wrote it: no frame head, no average
+    payload["model"] = payload.pop("trained_model")
+    del payload["average_steps"], payload["model_args"]["frame_head"]
+    probe = {k: payload["model"].pop(f"frame_head.{k}") for k in ("weight", "bias")}
+    torch.save({**payload, "frame_probe": probe}, run / "last.pt")
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({k: v for k, v in config.items() if k not in ("ema", "warmup")}))
+    result = runner.invoke(app, ["train", "--run-dir", str(run), "--resume", "--epochs", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    resumed = read_checkpoint(run / "last.pt")
+    assert resumed["model_args"]["frame_head"] and "frame_probe" not in resumed
+    assert "trained_model" not in resumed  # it resumes as it began: without the weight average
+    assert not torch.equal(resumed["model"]["frame_head.weight"], probe["weight"])  # trained on from the old probe
 
 
 def test_train_help_groups_its_options_and_fits_80_columns():
@@ -230,13 +250,16 @@ def test_train_help_groups_its_options_and_fits_80_columns():
     assert max(len(line) for line in result.stdout.splitlines()) <= 80
 
 
-def test_best_pt_holds_the_detector_alone_and_the_frame_loss_trains(trained_run, extracted, tmp_path):
-    """The per-frame probe is a training aid: best.pt keeps the reference's keys, and the loss it adds is real."""
-    assert read_checkpoint(trained_run / "best.pt")["model"].keys() == DeepfakeDetector().state_dict().keys()
+def test_the_frame_head_is_part_of_the_detector_and_its_loss_trains(trained_run, extracted, tmp_path):
+    """best.pt holds the reference's keys plus the frame head; --frame-loss 0 trains the reference's model alone."""
+    reference_keys = DeepfakeDetector().state_dict().keys()
+    assert read_checkpoint(trained_run / "best.pt")["model"].keys() == reference_keys | {"frame_head.weight", "frame_head.bias"}
+    assert load_detector(trained_run / "best.pt").model.frame_head is not None
     without = train(tiny_config(extracted, tmp_path / "without", frame_loss=0))
-    assert "frame_probe" not in read_checkpoint(tmp_path / "without" / "last.pt")
-    with_probe = read_checkpoint(trained_run / "last.pt")["history"][0]["train_loss"]
-    assert with_probe > without.history[0]["train_loss"] + 0.3  # video loss + per-frame loss (~0.69 each)
+    payload = read_checkpoint(tmp_path / "without" / "best.pt")
+    assert payload["model"].keys() == reference_keys and "frame_head" not in payload["model_args"]
+    with_head = read_checkpoint(trained_run / "last.pt")["history"][0]["train_loss"]
+    assert with_head > without.history[0]["train_loss"] + 0.3  # video loss + per-frame loss (~0.69 each)
 
 
 def test_offline_without_a_backbone_named_trains_lite0_and_records_why(extracted, tmp_path, monkeypatch):
@@ -277,6 +300,24 @@ def test_schedules_set_each_epochs_learning_rate(extracted, tmp_path):
     # plateau: the validation loss of a frozen run never improves; after 2 such epochs the rate halves
     plateau = train(frozen_config(extracted, tmp_path / "p", epochs=4, schedule="plateau"))
     assert [r["lr"] for r in plateau.history] == pytest.approx([1e-12, 1e-12, 1e-12, 5e-13])
+
+
+def test_warmup_raises_the_rate_over_epoch_1_and_the_weight_average_is_what_is_kept(extracted, tmp_path):
+    rates = []  # each optimizer step's rate, as the step sees it
+    hook = register_optimizer_step_pre_hook(lambda opt, *_: rates.append(opt.param_groups[0]["lr"]))
+    try:
+        result = train(tiny_config(extracted, tmp_path / "run", epochs=2, lr=1e-3))
+    finally:
+        hook.remove()
+    steps = len(rates) // 2
+    assert steps > 1 and rates == pytest.approx([1e-3 * i / steps for i in range(1, steps + 1)] + [1e-3] * steps)
+    last = read_checkpoint(tmp_path / "run" / "last.pt")
+    assert last["average_steps"] == 2 * steps and last["trained_model"].keys() == last["model"].keys()
+    assert not torch.equal(last["model"]["fc.3.weight"], last["trained_model"]["fc.3.weight"])
+    scored = evaluate(extracted, tmp_path / "run" / "last.pt", workers=0)  # validation scored the average
+    assert scored["at_threshold"]["auc"] == pytest.approx(result.history[-1]["auc"])
+    plain = train(tiny_config(extracted, tmp_path / "plain", epochs=1, ema=0, warmup=False))
+    assert "trained_model" not in read_checkpoint(tmp_path / "plain" / "last.pt") and plain.history[0]["lr"] == 1e-4
 
 
 def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(extracted, tmp_path):
