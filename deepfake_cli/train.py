@@ -7,6 +7,7 @@ command under `torchrun`; every rank trains, rank 0 validates and writes.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -547,13 +548,11 @@ class WeightAverage:
     """
 
     def __init__(self, model: DeepfakeDetector, decay: float):
-        import copy
-
         self.module, self.decay, self.steps = copy.deepcopy(model), decay, 0
         self.averaged, self.live = [], []
         for mine, theirs in zip(self.module.modules(), model.modules()):
             if any(p.requires_grad for p in theirs.parameters(recurse=False)):
-                for a, b in zip([*mine.parameters(False), *mine.buffers(False)], [*theirs.parameters(False), *theirs.buffers(False)]):
+                for a, b in zip(_own_tensors(mine), _own_tensors(theirs)):
                     if b.is_floating_point():
                         self.averaged.append(a.detach())
                         self.live.append(b.detach())
@@ -576,6 +575,11 @@ class WeightAverage:
             average.module.load_state_dict(state["model"])
             average.steps = state["average_steps"]
         return average
+
+
+def _own_tensors(module: nn.Module) -> list[torch.Tensor]:
+    """A module's own parameters and buffers (not its children's)."""
+    return [*module.parameters(recurse=False), *module.buffers(recurse=False)]
 
 
 def model_args(model: DeepfakeDetector) -> dict:
