@@ -56,6 +56,10 @@ def _or_worst(value: float | None) -> float:
     return float("-inf") if value is None else value
 
 
+# What a config.json written before --ema and --warmup existed trained with.
+BEFORE_EMA = {"ema": 0.0, "warmup": False}
+
+
 @dataclass
 class TrainConfig:
     data: Path
@@ -142,9 +146,6 @@ class TrainConfig:
         if unknown:
             raise DeepfakeError(f"unknown training settings {sorted(unknown)} in config.json")
         return cls(**{**BEFORE_EMA, **d})  # a run from before --ema and --warmup resumes as it began
-
-
-BEFORE_EMA = {"ema": 0.0, "warmup": False}
 
 
 @dataclass
@@ -473,13 +474,13 @@ def unseen_scores(model: DeepfakeDetector, loader: DataLoader | None, dataset: D
     from sklearn.metrics import roc_auc_score
 
     probs, _ = predict_batches(model, loader, inputs, device, amp)
-    folders = [s.folder for s in dataset.samples]
+    folders = np.array([s.folder for s in dataset.samples])
 
     def auc(fake_probs: np.ndarray) -> float:
         return float(roc_auc_score(np.r_[np.zeros(len(real_probs)), np.ones(len(fake_probs))], np.r_[real_probs, fake_probs]))
 
-    # Keys stay Python str (numpy's would not load weights-only from a checkpoint).
-    return {"unseen_auc": auc(probs), "unseen_methods": {m: auc(probs[np.array(folders) == m]) for m in sorted(set(folders))}}
+    methods = sorted({s.folder for s in dataset.samples})  # str, not numpy's: checkpoints load weights-only
+    return {"unseen_auc": auc(probs), "unseen_methods": {m: auc(probs[folders == m]) for m in methods}}
 
 
 def save_examples(dataset: D.SelfBlendDataset, n: int, seed: int, path: Path) -> None:
