@@ -222,10 +222,13 @@ def augment(frames: np.ndarray, vectors: np.ndarray, rng: np.random.Generator) -
     gain = rng.uniform(0.8, 1.2) * rng.uniform(0.92, 1.08, size=3)  # contrast and colour
     shift = rng.uniform(-20, 20)  # brightness
     quality = int(rng.integers(40, 96)) if rng.random() < 0.5 else None  # re-compression
+    # value * gain + shift, clipped, as a per-channel table: the same bytes as the arithmetic on every pixel
+    # (which took half a worker's time per video at 256 px), in a table lookup
+    table = np.clip(np.arange(256)[:, None] * gain + shift, 0, 255).astype(np.uint8)[None]  # (1, 256, 3)
     out = np.empty_like(frames)
     for i in range(t):
         f = cv2.resize(np.ascontiguousarray(frames[i, y:y + ch, x:x + cw]), (w, h), interpolation=cv2.INTER_LINEAR)
-        f = np.clip(f.astype(np.float32) * gain + shift, 0, 255).astype(np.uint8)
+        f = cv2.LUT(f, table)
         if quality is not None:
             f = cv2.imdecode(cv2.imencode(".jpg", f, [cv2.IMWRITE_JPEG_QUALITY, quality])[1], cv2.IMREAD_COLOR)
         out[i] = f
