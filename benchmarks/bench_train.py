@@ -1,7 +1,7 @@
 """Training speed and memory: deepfake_cli.train against the reference notebook's training loop.
 
     python benchmarks/bench_train.py [--quick] [--steps K]
-    python benchmarks/bench_train.py --gpu-only DATA   # the GPU half alone, on extracted DATA
+    python benchmarks/bench_train.py --gpu-only DATA [BLEND_DATA]   # the GPU half alone, on extracted DATA
     python benchmarks/bench_train.py --self-blend      # a --self-blend epoch against a plain one
 
 Both sides train EfficientNet-B0 + BiLSTM on the same extracted example videos, 16 frames,
@@ -15,12 +15,15 @@ A split file fixes ours to exactly K + 1 training steps and a two-video validati
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from deepfake_cli.data import scan
 
 import common
 from reference import ReferenceDataset, reference_train_steps
@@ -36,7 +39,6 @@ def write_split(data: Path, train_videos: int, path: Path) -> list[str]:
 
     Returns the training keys.
     """
-    from deepfake_cli.data import scan
 
     samples = scan(data, SEQ_LEN)
     real = [s.key for s in samples if s.label == 0]
@@ -52,7 +54,7 @@ def write_split(data: Path, train_videos: int, path: Path) -> list[str]:
 
 def ours_train(data: Path, split_file: Path, name: str, image_size: int, device: str = "cpu", amp: str = "off",
                freeze: bool = False, epochs: int = 1, backbone: str = "efficientnet_b0", batch: int = BATCH,
-               self_blend: bool = False) -> dict:
+               self_blend: bool = False, workers: int = -1) -> dict:
     """`deepfake_cli.train.train` with its defaults (augmentation, DataLoader workers, channels_last).
 
     Clips/s of the first epoch's steps after the first (the warm-up), from on_batch time stamps.
@@ -62,7 +64,8 @@ def ours_train(data: Path, split_file: Path, name: str, image_size: int, device:
     stamps: list[tuple[int, int, float]] = []  # (epoch, step, time at the end of the step)
     cfg = TrainConfig(data=data, run=common.scratch_dir(f"train-{name}") / "run", epochs=epochs, batch_size=batch,
                       seq_len=SEQ_LEN, image_size=image_size, split_file=split_file, backbone=backbone, pretrained=False,
-                      device=device, amp=amp, freeze_backbone=freeze, self_blend=self_blend)
+                      device=device, amp=amp, freeze_backbone=freeze, self_blend=self_blend,
+                      workers=workers)
     seconds, result = common.timed(
         train, cfg, Callbacks(on_batch=lambda epoch, step, total, loss: stamps.append((epoch, step, time.perf_counter()))))
     first = [t for epoch, _, t in stamps if epoch == 1]
@@ -88,34 +91,30 @@ def train_memory(data: Path, image_size: int, freeze: bool = False) -> common.Ch
 
 def resident_steps(device: torch.device, image_size: int, steps: int, amp: torch.dtype | None = None,
                    backbone: str = "efficientnet_b0", batch: int = BATCH) -> dict:
-    """train()'s step (model, channels_last, loss, AdamW, clipping) fed one batch already in device memory.
+    """train()'s own step (`_train_epoch`: the frame head's loss, AdamW, clipping, the weight average) fed one
+    batch already in device memory, `steps` + 1 times.
 
     No decoding, augmentation or transfer: the compute-bound ceiling that train() can reach.
     """
     from deepfake_cli.inputs import InputSpec
-    from deepfake_cli.device import autocast
     from deepfake_cli.model import DeepfakeDetector
+    from deepfake_cli.train import Callbacks, TrainConfig, WeightAverage, _train_epoch
 
+    cfg = TrainConfig(data=Path("."), batch_size=batch, image_size=image_size, seq_len=SEQ_LEN)
     inputs = InputSpec(image_size=image_size, seq_len=SEQ_LEN)
-    model = DeepfakeDetector(backbone=backbone).to(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # as train() sets it
+    model = DeepfakeDetector(readout="final", backbone=backbone, frame_head=True).to(device)
     model.cnn.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    criterion = torch.nn.BCEWithLogitsLoss()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     frames = torch.randint(0, 256, (batch, SEQ_LEN, 3, image_size, image_size), dtype=torch.uint8, device=device)
     vectors, labels = torch.rand(batch, SEQ_LEN, 5, device=device) * 100, torch.ones(batch, device=device)
-    model.train()
-    for step in range(steps + 1):
-        if step == 1:  # after one warm-up step; loss.item() below has synchronised the device
-            started = time.perf_counter()
-        with autocast(device, amp):
-            logits = model(inputs.images(frames), inputs.landmark_features(vectors))
-        loss = criterion(logits.float(), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        loss.item()
-    seconds = time.perf_counter() - started
+    stamps: list[float] = []  # the end of each step: loss.item() in the step has synchronised the device
+    _train_epoch(model, [(frames, vectors, labels)] * (steps + 1), inputs, cfg, device, amp, optimizer,
+                 torch.amp.GradScaler(device.type, enabled=amp == torch.float16), torch.nn.BCEWithLogitsLoss(), 1,
+                 Callbacks(on_batch=lambda *_: stamps.append(time.perf_counter())), Path("."), from_features=False,
+                 frame_loss=cfg.frame_loss, average=WeightAverage(model, cfg.ema))
+    seconds = stamps[-1] - stamps[0]  # after the first (warm-up) step
     return {"steps": steps, "seconds": seconds, "clips_per_s": steps * batch / seconds}
 
 
@@ -128,13 +127,15 @@ def gpu_figures(data: Path, split_file: Path, train_keys: list[str], image_size:
     model fed from tensors already on the GPU.
 
     The last ratio is the data pipeline's efficiency: 1.0 means the GPU never waits for data.
-    GPU steps are fast, so every side runs 3 epochs' steps and ours is read from epochs 2-3.
+    GPU steps are fast, so ours runs 3 epochs and is read from epochs 2-3 (the loader's steady state); the
+    reference loop and the resident steps, which have no start-up to hide, run 400 clips' steps.
     """
     from deepfake_cli.device import resolve_amp
 
     device = torch.device(name)  # `name` is only ever "cpu" to smoke-test this code without a GPU
-    n = 3 * len(train_keys) // BATCH  # steps in 3 epochs
-    reference = reference_train_steps(ReferenceDataset.from_folder(data, set(train_keys), size=image_size), device, n)
+    clips = 400
+    reference = reference_train_steps(ReferenceDataset.from_folder(data, set(train_keys), size=image_size), device,
+                                      clips // BATCH)
     figures = {"measured": True, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else name,
                "reference_clips_per_s": reference["clips_per_s"]}
     for backbone in BACKBONES:
@@ -142,20 +143,27 @@ def gpu_figures(data: Path, split_file: Path, train_keys: list[str], image_size:
             ours = ours_train(data, split_file, f"gpu-{backbone}-{batch}", image_size, device=name, amp="auto", epochs=3,
                               backbone=backbone, batch=batch)
             ours_cps = sum(row["clips_per_s"] for row in ours["history"][1:]) / len(ours["history"][1:])
-            resident = resident_steps(device, image_size, max(n * BATCH // batch, 10), resolve_amp("auto", device),
+            resident = resident_steps(device, image_size, clips // batch, resolve_amp("auto", device),
                                       backbone, batch)["clips_per_s"]
             figures[f"{backbone}-batch{batch}"] = {
                 "backbone": backbone, "batch": batch, "ours_clips_per_s": ours_cps, "resident_clips_per_s": resident,
                 "speedup_vs_reference": ours_cps / reference["clips_per_s"], "ours_vs_resident": ours_cps / resident}
             print(f"GPU {backbone} batch {batch}: {ours_cps:.1f} clips/s, reference {reference['clips_per_s']:.1f}, "
                   f"resident {resident:.1f}", flush=True)
+    if (os.cpu_count() or 1) > 8:  # train() stops at 8 loader workers: would every core feed the GPU better?
+        ours = ours_train(data, split_file, "gpu-all-cores", image_size, device=name, amp="auto", epochs=3,
+                          batch=max(GPU_BATCHES), workers=os.cpu_count())
+        figures["all_cores"] = {"workers": os.cpu_count(), "backbone": "efficientnet_b0", "batch": max(GPU_BATCHES),
+                                "ours_clips_per_s": sum(row["clips_per_s"] for row in ours["history"][1:]) / 2}
+        print(f"GPU efficientnet_b0 batch {max(GPU_BATCHES)}, {os.cpu_count()} workers: "
+              f"{figures['all_cores']['ours_clips_per_s']:.1f} clips/s", flush=True)
     return figures
 
 
 def gpu_rows(g: dict) -> list[dict]:
     rows = []
     for key, b in g.items():
-        if not isinstance(b, dict):
+        if not isinstance(b, dict) or key == "all_cores":
             continue
         backbone = f"{b['backbone']}, batch {b['batch']}"
         rows += [common.row(f"GPU ({g['device']}): train {backbone} vs reference loop (B0, batch {BATCH})",
@@ -164,36 +172,82 @@ def gpu_rows(g: dict) -> list[dict]:
                  common.row(f"GPU: train {backbone} vs tensors already on the GPU", f"{b['ours_clips_per_s']:.1f} clips/s",
                             f"resident {b['resident_clips_per_s']:.1f} clips/s", f"{b['ours_vs_resident']:.2f}x", ">= 0.85x",
                             b["ours_vs_resident"] >= 0.85)]
+    if "all_cores" in g:
+        a, eight = g["all_cores"], g[f"efficientnet_b0-batch{g['all_cores']['batch']}"]
+        rows.append(common.row(f"GPU: train efficientnet_b0, batch {a['batch']}, {a['workers']} loader workers vs 8",
+                               f"{a['ours_clips_per_s']:.1f} clips/s", f"8 workers {eight['ours_clips_per_s']:.1f} clips/s",
+                               f"{a['ours_clips_per_s'] / eight['ours_clips_per_s']:.2f}x"))
     return rows
 
 
-def gpu_only(data: Path) -> None:
-    """The GPU half alone, on already extracted DATA (a GPU machine needs no MediaPipe for it)."""
+def replicate(data: Path, copies: int) -> Path:
+    """DATA with every video `copies` times over (hard links, video ids suffixed `r1`, `r2`, ...), so that a GPU
+    epoch is long enough to time the loader's steady state rather than its start-up. Landmark sidecars and
+    extract.json come along."""
+    out = common.RESULTS / "tmp" / f"{data.parent.name}-x{copies}"
+    if out.exists():
+        return out
+    staging = out.with_name(out.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    for path in data.rglob("*"):
+        rel = path.relative_to(data)
+        if not path.is_file():
+            continue
+        if rel.parts[0] == ".deepfake" and path.suffix != ".npy":  # extract.json, manifest.jsonl: as they are
+            names = [path.name]
+        elif rel.parts[0] == ".deepfake":  # landmarks/<folder>/<video>.npy
+            names = [f"{path.stem}r{c}{path.suffix}" for c in range(copies)]
+        else:  # <folder>/<video>_<i>.jpg and .npy
+            video, sep, index = path.stem.rpartition("_")
+            names = [f"{video}r{c}{sep}{index}{path.suffix}" for c in range(copies)]
+        for name in names:
+            target = staging / rel.parent / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.link(path, target)
+    staging.rename(out)
+    return out
+
+
+def gpu_only(data: Path, blend_data: Path | None = None, copies: int = 4) -> None:
+    """The GPU half alone, on already extracted DATA (a GPU machine needs no MediaPipe for it), each video
+    `copies` times over; with BLEND_DATA (extracted with landmark sidecars), the --self-blend epoch's cost too."""
+    data = replicate(data, copies)
     split_file = common.RESULTS / "tmp" / "train-split-gpu.json"
     split_file.parent.mkdir(parents=True, exist_ok=True)
-    train_keys = write_split(data, BATCH * 20, split_file)
+    videos = len(scan(data, SEQ_LEN)) - 2
+    train_keys = write_split(data, videos - videos % max(GPU_BATCHES), split_file)
     measured = {"gpu": gpu_figures(data, split_file, train_keys, FULL["image_size"])}
+    rows = gpu_rows(measured["gpu"])
+    if blend_data is not None:
+        measured["gpu_self_blend"] = gpu_self_blend(replicate(blend_data, copies))
+        rows += gpu_blend_rows(measured["gpu_self_blend"], measured["gpu"]["device"])
     common.save_results("bench_train-gpu", False, {"load_1min_at_start": 0, "waited_s": 0, "idle": True},
-                        {"image_size": FULL["image_size"], "batch": BATCH, "seq_len": SEQ_LEN,
-                         "train_videos": len(train_keys), "data": str(data)}, measured, gpu_rows(measured["gpu"]))
+                        {"image_size": FULL["image_size"], "batch": BATCH, "seq_len": SEQ_LEN, "copies": copies,
+                         "train_videos": len(train_keys), "data": str(data), "blend_data": str(blend_data)}, measured, rows)
+
+
+def blend_splits(data: Path, k: int) -> tuple[Path, Path]:
+    """Split files over as many sequences: k real + k fake videos (plain), and the same k real videos (--self-blend,
+    each with its blend). One real and one fake video validate both."""
+
+    samples = scan(data, SEQ_LEN)
+    real = [s.key for s in samples if s.label == 0]
+    fake = [s.key for s in samples if s.label == 1]
+    val = [real.pop(), fake.pop()]
+    plain, blend = common.RESULTS / "tmp" / "train-split-plain.json", common.RESULTS / "tmp" / "train-split-blend.json"
+    plain.parent.mkdir(parents=True, exist_ok=True)
+    plain.write_text(json.dumps({"train": real[:k] + fake[:k], "val": val}))
+    blend.write_text(json.dumps({"train": real[:k], "val": val}))
+    return plain, blend
 
 
 def self_blend_cost(quick: bool) -> None:
     """A --self-blend epoch against a plain one over as many sequences: the quality recipe's settings (Lite0,
     128 px, batch 8, 16 frames), 2k plain videos (k real, k fake) against k real videos and their k blends,
     three rounds interleaved. Blends are made in the DataLoader workers, so they should hide behind the step."""
-    from deepfake_cli.data import scan
-
     image_size, batch, k, rounds = (32, 4, 4, 1) if quick else (128, 8, 14, 3)
     data = common.example_dataset(16)
-    samples = scan(data, SEQ_LEN)
-    real = [s.key for s in samples if s.label == 0]
-    fake = [s.key for s in samples if s.label == 1]
-    val = [real.pop(), fake.pop()]
-    plain_split, blend_split = common.RESULTS / "tmp" / "train-split-plain.json", common.RESULTS / "tmp" / "train-split-blend.json"
-    plain_split.parent.mkdir(parents=True, exist_ok=True)
-    plain_split.write_text(json.dumps({"train": real[:k] + fake[:k], "val": val}))  # 2k sequences each
-    blend_split.write_text(json.dumps({"train": real[:k], "val": val}))
+    plain_split, blend_split = blend_splits(data, k)
     idle = common.wait_until_idle(quick)
     measured: dict = {"plain": [], "self_blend": []}
     for _ in range(rounds):
@@ -210,11 +264,45 @@ def self_blend_cost(quick: bool) -> None:
     common.remove_scratch()
 
 
+def gpu_self_blend(data: Path, name: str = "cuda", image_size: int = 128, batch: int = 8, rounds: int = 2) -> dict:
+    """On a GPU, the quality recipe's settings (Lite0, 128 px, batch 8): a --self-blend epoch against a plain one
+    over as many sequences, rounds interleaved, each read from epochs 2-3 of a 3-epoch run; and the same step fed
+    from tensors already on the GPU. DATA should carry landmark sidecars, so the masks are the hull's."""
+    from deepfake_cli.device import resolve_amp
+
+    samples = scan(data, SEQ_LEN)
+    k = min(sum(s.label == 0 for s in samples), sum(s.label == 1 for s in samples)) - 1
+    plain_split, blend_split = blend_splits(data, k)
+    measured: dict = {"plain": [], "self_blend": [], "sequences": 2 * k, "image_size": image_size, "batch": batch}
+    for _ in range(rounds):
+        for key, split, blend in (("plain", plain_split, False), ("self_blend", blend_split, True)):
+            ours = ours_train(data, split, f"gpu-{key}", image_size, device=name, amp="auto", epochs=3,
+                              backbone="efficientnet_lite0", batch=batch, self_blend=blend)
+            measured[key].append(sum(row["clips_per_s"] for row in ours["history"][1:]) / 2)
+            print(f"GPU {key}: {measured[key][-1]:.1f} clips/s", flush=True)
+    device = torch.device(name)
+    measured["resident_clips_per_s"] = resident_steps(device, image_size, 20, resolve_amp("auto", device),
+                                                      "efficientnet_lite0", batch)["clips_per_s"]
+    measured["plain_clips_per_s"], measured["self_blend_clips_per_s"] = (
+        float(np.median(measured[key])) for key in ("plain", "self_blend"))
+    print(f"GPU resident: {measured['resident_clips_per_s']:.1f} clips/s", flush=True)
+    return measured
+
+
+def gpu_blend_rows(b: dict, device: str) -> list[dict]:
+    plain, blend, resident = b["plain_clips_per_s"], b["self_blend_clips_per_s"], b["resident_clips_per_s"]
+    setting = f"{b['sequences']} sequences, {b['image_size']} px, Lite0, batch {b['batch']}"
+    return [common.row(f"GPU ({device}): train --self-blend epoch vs a plain epoch ({setting})", f"{blend:.1f} clips/s",
+                       f"plain {plain:.1f} clips/s", f"{plain / blend:.2f}x the time", "hidden (~1x)", plain / blend <= 1.1),
+            common.row(f"GPU: train, plain epoch, vs tensors already on the GPU ({setting})", f"{plain:.1f} clips/s",
+                       f"resident {resident:.1f} clips/s", f"{plain / resident:.2f}x")]
+
+
 def main() -> None:
-    from deepfake_cli.data import scan
 
     if "--gpu-only" in sys.argv:
-        return gpu_only(Path(sys.argv[sys.argv.index("--gpu-only") + 1]))
+        args = sys.argv[sys.argv.index("--gpu-only") + 1:]
+        return gpu_only(Path(args[0]), Path(args[1]) if len(args) > 1 else None)
     if "--self-blend" in sys.argv:
         return self_blend_cost("--quick" in sys.argv)
     p, quick = common.settings(__doc__, FULL, QUICK, "tiny images, one timed step: a smoke check",
