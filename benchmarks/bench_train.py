@@ -39,7 +39,6 @@ def write_split(data: Path, train_videos: int, path: Path) -> list[str]:
 
     Returns the training keys.
     """
-
     samples = scan(data, SEQ_LEN)
     real = [s.key for s in samples if s.label == 0]
     fake = [s.key for s in samples if s.label == 1]
@@ -64,8 +63,7 @@ def ours_train(data: Path, split_file: Path, name: str, image_size: int, device:
     stamps: list[tuple[int, int, float]] = []  # (epoch, step, time at the end of the step)
     cfg = TrainConfig(data=data, run=common.scratch_dir(f"train-{name}") / "run", epochs=epochs, batch_size=batch,
                       seq_len=SEQ_LEN, image_size=image_size, split_file=split_file, backbone=backbone, pretrained=False,
-                      device=device, amp=amp, freeze_backbone=freeze, self_blend=self_blend,
-                      workers=workers)
+                      device=device, amp=amp, freeze_backbone=freeze, self_blend=self_blend, workers=workers)
     seconds, result = common.timed(
         train, cfg, Callbacks(on_batch=lambda epoch, step, total, loss: stamps.append((epoch, step, time.perf_counter()))))
     first = [t for epoch, _, t in stamps if epoch == 1]
@@ -74,6 +72,12 @@ def ours_train(data: Path, split_file: Path, name: str, image_size: int, device:
     return {"clips_per_s": timed_clips / (first[-1] - first[0]), "timed_steps": len(first) - 1,
             "timed_clips": timed_clips, "total_seconds": round(seconds, 2),
             "history": [{k: row[k] for k in ("epoch", "clips_per_s", "seconds")} for row in result.history]}
+
+
+def after_first_epoch(ours: dict) -> float:
+    """Clips/s over the epochs after the first of an `ours_train` run: the loader past its start."""
+    later = ours["history"][1:]
+    return sum(row["clips_per_s"] for row in later) / len(later)
 
 
 def train_memory(data: Path, image_size: int, freeze: bool = False) -> common.Child:
@@ -142,7 +146,7 @@ def gpu_figures(data: Path, split_file: Path, train_keys: list[str], image_size:
         for batch in GPU_BATCHES:
             ours = ours_train(data, split_file, f"gpu-{backbone}-{batch}", image_size, device=name, amp="auto", epochs=3,
                               backbone=backbone, batch=batch)
-            ours_cps = sum(row["clips_per_s"] for row in ours["history"][1:]) / len(ours["history"][1:])
+            ours_cps = after_first_epoch(ours)
             resident = resident_steps(device, image_size, clips // batch, resolve_amp("auto", device),
                                       backbone, batch)["clips_per_s"]
             figures[f"{backbone}-batch{batch}"] = {
@@ -154,7 +158,7 @@ def gpu_figures(data: Path, split_file: Path, train_keys: list[str], image_size:
         ours = ours_train(data, split_file, "gpu-all-cores", image_size, device=name, amp="auto", epochs=3,
                           batch=max(GPU_BATCHES), workers=os.cpu_count())
         figures["all_cores"] = {"workers": os.cpu_count(), "backbone": "efficientnet_b0", "batch": max(GPU_BATCHES),
-                                "ours_clips_per_s": sum(row["clips_per_s"] for row in ours["history"][1:]) / 2}
+                                "ours_clips_per_s": after_first_epoch(ours)}
         print(f"GPU efficientnet_b0 batch {max(GPU_BATCHES)}, {os.cpu_count()} workers: "
               f"{figures['all_cores']['ours_clips_per_s']:.1f} clips/s", flush=True)
     return figures
@@ -278,7 +282,7 @@ def gpu_self_blend(data: Path, name: str = "cuda", image_size: int = 128, batch:
         for key, split, blend in (("plain", plain_split, False), ("self_blend", blend_split, True)):
             ours = ours_train(data, split, f"gpu-{key}", image_size, device=name, amp="auto", epochs=3,
                               backbone="efficientnet_lite0", batch=batch, self_blend=blend)
-            measured[key].append(sum(row["clips_per_s"] for row in ours["history"][1:]) / 2)
+            measured[key].append(after_first_epoch(ours))
             print(f"GPU {key}: {measured[key][-1]:.1f} clips/s", flush=True)
     device = torch.device(name)
     measured["resident_clips_per_s"] = resident_steps(device, image_size, 20, resolve_amp("auto", device),
@@ -333,8 +337,7 @@ def main() -> None:
     measured["ours_bf16"] = ours_train(data, split_file, "bf16", size, amp="bf16")
     print(f"ours bf16: {measured['ours_bf16']['clips_per_s']:.3f} clips/s", flush=True)
     measured["ours_frozen"] = ours_train(data, split_file, "frozen", size, freeze=True, epochs=3)
-    cached = measured["ours_frozen"]["history"][1:]
-    frozen_cps = sum(row["clips_per_s"] for row in cached) / len(cached)
+    frozen_cps = after_first_epoch(measured["ours_frozen"])
     print(f"ours --freeze-backbone, cached epochs: {frozen_cps:.1f} clips/s", flush=True)
     memory = {data.parent.name: train_memory(data, p["memory_image_size"]) for data in memory_data}
     # --freeze-backbone runs the backbone over every video before training: its peak, at full size.
