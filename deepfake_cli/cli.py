@@ -209,7 +209,7 @@ def train(
         "f1 (the fake class's), auc or loss.")),
     patience: int = typer.Option(0, help="Stop after this many epochs without a better --select metric; 0 = never.",
                                  rich_help_panel=OPTIMISATION),
-    frame_loss: float = typer.Option(1.0, rich_help_panel=OPTIMISATION, help=(
+    frame_loss: float = typer.Option(2.0, rich_help_panel=OPTIMISATION, help=(
         "Weight of the frame head's loss (each frame's backbone features get the video's label; the head's mean "
         "is averaged into the video's score); 0 = no frame head, the reference's model.")),
     ema: float = typer.Option(0.9, rich_help_panel=OPTIMISATION, help=(

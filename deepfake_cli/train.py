@@ -86,7 +86,7 @@ class TrainConfig:
     workers: int = -1  # DataLoader processes; -1: one per core, at most 8
     cache: bool = False
     select: str = "macro-f1"  # which validation metric picks best.pt (SELECTS)
-    frame_loss: float = 1.0  # weight of the frame head's per-frame loss; 0: no frame head
+    frame_loss: float = 2.0  # weight of the frame head's per-frame loss; 0: no frame head
     patience: int = 0  # epochs without a better selection metric before stopping; 0: never
     device: str = "auto"
     amp: str = "auto"
