@@ -158,12 +158,10 @@ def blend_frame(frame: np.ndarray, hull: np.ndarray, draw: BlendDraw, i: int, ji
 
 def alter(image: np.ndarray, draw: BlendDraw) -> np.ndarray:
     """The drawn colour change, then a downscale or a sharpen: what makes the pasted face a stranger."""
-    hsv = cv2.cvtColor(image, cv2.COLOR_BGR2HSV).astype(np.float32)
-    hsv[..., 0] = (hsv[..., 0] + draw.hue) % 180
-    hsv[..., 1] = np.clip(hsv[..., 1] * draw.saturation, 0, 255)
-    out = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2BGR).astype(np.float32)
-    out = (out - 128) * draw.contrast + 128 + draw.brightness + draw.rgb_shift
-    out = np.clip(out, 0, 255).astype(np.uint8)
+    # Each step maps a pixel's channel values one by one, so each is a lookup table of the arithmetic:
+    # the same bytes as computing it on every pixel, at a fraction of the cost.
+    hsv = cv2.LUT(cv2.cvtColor(image, cv2.COLOR_BGR2HSV), hsv_table(draw.hue, draw.saturation))
+    out = cv2.LUT(cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR), colour_table(draw))
     size = image.shape[0]
     if draw.downscale:
         small = cv2.resize(out, (size // draw.downscale, size // draw.downscale), interpolation=cv2.INTER_NEAREST)
@@ -173,6 +171,19 @@ def alter(image: np.ndarray, draw: BlendDraw) -> np.ndarray:
     identity = np.zeros((3, 3), np.float32)
     identity[1, 1] = 1
     return cv2.filter2D(out, -1, (1 - alpha) * identity + alpha * kernel)
+
+
+def hsv_table(hue: float, saturation: float) -> np.ndarray:
+    """(1, 256, 3) table: hue turned by `hue` (OpenCV's 0..180), saturation scaled, value kept."""
+    v = np.arange(256, dtype=np.float32)
+    table = np.stack([(v + hue) % 180, np.clip(v * saturation, 0, 255), v], axis=-1)
+    return table.astype(np.uint8)[None]
+
+
+def colour_table(draw: BlendDraw) -> np.ndarray:
+    """(1, 256, 3) table: contrast about 128, brightness and the per-channel shift, clipped."""
+    v = np.arange(256, dtype=np.float32)[:, None]
+    return np.clip((v - 128) * draw.contrast + 128 + draw.brightness + draw.rgb_shift, 0, 255).astype(np.uint8)[None]
 
 
 def wobble(field: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
