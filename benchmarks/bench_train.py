@@ -34,15 +34,20 @@ BATCH = 4
 SEQ_LEN = 16
 
 
+def real_fake_val(data: Path) -> tuple[list[str], list[str], list[str]]:
+    """DATA's real and fake video keys, less the last of each, which validate (the third list)."""
+    samples = scan(data, SEQ_LEN)
+    real = [s.key for s in samples if s.label == 0]
+    fake = [s.key for s in samples if s.label == 1]
+    return real, fake, [real.pop(), fake.pop()]
+
+
 def write_split(data: Path, train_videos: int, path: Path) -> list[str]:
     """A split file: `train_videos` videos alternating real and fake, and one real + one fake to validate.
 
     Returns the training keys.
     """
-    samples = scan(data, SEQ_LEN)
-    real = [s.key for s in samples if s.label == 0]
-    fake = [s.key for s in samples if s.label == 1]
-    val = [real.pop(), fake.pop()]
+    real, fake, val = real_fake_val(data)
     mixed = [key for pair in zip(real, fake) for key in pair] + real[len(fake):] + fake[len(real):]
     if len(mixed) < train_videos:
         raise SystemExit(f"{data} has {len(mixed) + 2} videos; {train_videos + 2} needed")
@@ -230,19 +235,17 @@ def gpu_only(data: Path, blend_data: Path | None = None, copies: int = 4) -> Non
                          "train_videos": len(train_keys), "data": str(data), "blend_data": str(blend_data)}, measured, rows)
 
 
-def blend_splits(data: Path, k: int) -> tuple[Path, Path]:
+def blend_splits(data: Path, k: int | None = None) -> tuple[Path, Path, int]:
     """Split files over as many sequences: k real + k fake videos (plain), and the same k real videos (--self-blend,
-    each with its blend). One real and one fake video validate both."""
-
-    samples = scan(data, SEQ_LEN)
-    real = [s.key for s in samples if s.label == 0]
-    fake = [s.key for s in samples if s.label == 1]
-    val = [real.pop(), fake.pop()]
+    each with its blend); k = None: as many as both classes have. One real and one fake video validate both.
+    Returns the two files and k."""
+    real, fake, val = real_fake_val(data)
+    k = min(len(real), len(fake)) if k is None else k
     plain, blend = common.RESULTS / "tmp" / "train-split-plain.json", common.RESULTS / "tmp" / "train-split-blend.json"
     plain.parent.mkdir(parents=True, exist_ok=True)
     plain.write_text(json.dumps({"train": real[:k] + fake[:k], "val": val}))
     blend.write_text(json.dumps({"train": real[:k], "val": val}))
-    return plain, blend
+    return plain, blend, k
 
 
 def self_blend_cost(quick: bool) -> None:
@@ -251,7 +254,7 @@ def self_blend_cost(quick: bool) -> None:
     three rounds interleaved. Blends are made in the DataLoader workers, so they should hide behind the step."""
     image_size, batch, k, rounds = (32, 4, 4, 1) if quick else (128, 8, 14, 3)
     data = common.example_dataset(16)
-    plain_split, blend_split = blend_splits(data, k)
+    plain_split, blend_split, _ = blend_splits(data, k)
     idle = common.wait_until_idle(quick)
     measured: dict = {"plain": [], "self_blend": []}
     for _ in range(rounds):
@@ -274,9 +277,7 @@ def gpu_self_blend(data: Path, name: str = "cuda", image_size: int = 128, batch:
     from tensors already on the GPU. DATA should carry landmark sidecars, so the masks are the hull's."""
     from deepfake_cli.device import resolve_amp
 
-    samples = scan(data, SEQ_LEN)
-    k = min(sum(s.label == 0 for s in samples), sum(s.label == 1 for s in samples)) - 1
-    plain_split, blend_split = blend_splits(data, k)
+    plain_split, blend_split, k = blend_splits(data)
     measured: dict = {"plain": [], "self_blend": [], "sequences": 2 * k, "image_size": image_size, "batch": batch}
     for _ in range(rounds):
         for key, split, blend in (("plain", plain_split, False), ("self_blend", blend_split, True)):
@@ -303,7 +304,6 @@ def gpu_blend_rows(b: dict, device: str) -> list[dict]:
 
 
 def main() -> None:
-
     if "--gpu-only" in sys.argv:
         args = sys.argv[sys.argv.index("--gpu-only") + 1:]
         return gpu_only(Path(args[0]), Path(args[1]) if len(args) > 1 else None)
