@@ -33,11 +33,15 @@ def predict_batches(model: DeepfakeDetector, batches: Iterable, inputs: InputSpe
 
 
 def best_threshold(labels: np.ndarray, probs: np.ndarray) -> float:
-    """The decision threshold with the best macro F1 on these scores (0.5 when undefined).
+    """The decision threshold where the two error rates meet on these scores (0.5 when undefined).
 
-    Macro, as model selection: the fake class's F1 alone is best at a threshold near 0, calling
-    nearly everything fake. Between two scores the midpoint is taken; among equally good
-    thresholds, the one nearest 0.5.
+    The equal-error-rate point: the share of real videos called fake equals the share of fakes
+    called real, whatever the classes' sizes. On a validation set of a few dozen videos the
+    threshold with the best macro F1 sits in whichever gap between two scores a video or two
+    happens to favour; the crossing of the error rates depends on every score and moves less.
+    Chosen on validation, on unseen generated people the 18 `best.pt` of 18 development runs
+    scored 0.745 accuracy at it, 0.714 at the macro-F1 one (README, "Threshold"). Between two
+    scores the midpoint is taken; among equally good thresholds, the one nearest 0.5.
     """
     if labels.min() == labels.max():
         return 0.5
@@ -47,12 +51,13 @@ def best_threshold(labels: np.ndarray, probs: np.ndarray) -> float:
     k = np.concatenate([[0], np.flatnonzero(np.diff(scores)) + 1, [len(scores)]])
     tp = np.concatenate([[0.0], np.cumsum(fake)])[k]
     fp = k - tp
-    fn, tn = fake.sum() - tp, (len(fake) - fake.sum()) - fp
-    macro = (2 * tp / np.maximum(2 * tp + fp + fn, 1e-12) + 2 * tn / np.maximum(2 * tn + fn + fp, 1e-12)) / 2
+    false_positive = fp / (len(fake) - fake.sum())
+    false_negative = 1 - tp / fake.sum()
+    gap = np.abs(false_positive - false_negative)
     above = np.concatenate([[scores[0] + 2e-6], scores])[k]  # the lowest score called fake (past the top if none)
     below = np.concatenate([scores, [0.0]])[k]  # the highest score called real (0 when none is)
     thresholds = (above + below) / 2
-    best = np.flatnonzero(macro >= macro.max() - 1e-12)
+    best = np.flatnonzero(gap <= gap.min() + 1e-12)
     return float(thresholds[best[np.argmin(np.abs(thresholds[best] - 0.5))]])
 
 

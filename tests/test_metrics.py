@@ -4,20 +4,28 @@ import pytest
 from deepfake_cli.metrics import best_threshold, classification_metrics
 
 
-def test_the_threshold_has_the_best_macro_f1_of_any():
-    from sklearn.metrics import f1_score
+def error_gap(labels, probs, t):
+    called = probs >= t
+    return abs(called[labels == 0].mean() - (~called[labels == 1]).mean())  # |false positive rate - false negative rate|
 
-    def macro_f1(labels, probs, t):
-        return f1_score(labels, probs >= t, average="macro", labels=[0, 1], zero_division=0)
 
+def test_the_threshold_is_where_the_error_rates_meet():
     rng = np.random.default_rng(0)
     grid = np.linspace(0, 1.01, 203)
     for _ in range(12):
         labels = rng.integers(0, 2, 30)
         probs = np.round(rng.random(30), 1)  # ties, and scores of exactly 0 and 1
-        chosen = macro_f1(labels, probs, best_threshold(labels, probs))
-        assert chosen == pytest.approx(max(macro_f1(labels, probs, t) for t in grid))
-        assert chosen == pytest.approx(classification_metrics(labels, probs, best_threshold(labels, probs))["macro_f1"])
+        threshold = best_threshold(labels, probs)
+        assert error_gap(labels, probs, threshold) == pytest.approx(min(error_gap(labels, probs, t) for t in grid))
+
+
+def test_the_threshold_does_not_move_with_the_class_sizes():
+    """Five copies of every fake (FaceForensics++ has five methods per real) leave the rates, and the threshold, as they were."""
+    rng = np.random.default_rng(3)
+    labels = np.array([0] * 12 + [1] * 12)
+    probs = np.concatenate([rng.beta(2, 5, 12), rng.beta(5, 2, 12)])
+    many = np.concatenate([probs[:12], *[probs[12:]] * 5])
+    assert best_threshold(np.array([0] * 12 + [1] * 60), many) == best_threshold(labels, probs)
 
 
 def test_the_threshold_does_not_call_everything_fake():
