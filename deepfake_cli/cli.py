@@ -179,6 +179,9 @@ def train(
     balance: bool = typer.Option(True, help="Weight the loss so real and fake videos count equally.", rich_help_panel=DATA),
     augment: bool = typer.Option(True, help="Flip, colour, JPEG and crop jitter, the same for all frames of a video.",
                                  rich_help_panel=DATA),
+    pairs: bool = typer.Option(True, rich_help_panel=DATA, help=(
+        "Batch each fake with the real videos of the people it shows, found from the names (FF++ 000_003 with 000 "
+        "and 003), all augmented alike, so that they differ by the manipulation alone.")),
     skip_bad: bool = typer.Option(False, help="Leave out videos with a missing or broken file instead of stopping.",
                                   rich_help_panel=DATA),
     self_blend: bool = typer.Option(False, "--self-blend", rich_help_panel=DATA, help=(
@@ -204,9 +207,9 @@ def train(
     clip_grad: float = typer.Option(1.0, help="Clip the gradient norm to this; 0 = off.", rich_help_panel=OPTIMISATION),
     seed: int = typer.Option(42, help="Seed for the split, initialisation, augmentation and shuffling.",
                              rich_help_panel=OPTIMISATION),
-    select: str = typer.Option("macro-f1", rich_help_panel=OPTIMISATION, help=(
-        "Validation metric that picks best.pt: macro-f1 (F1 averaged over real and fake; ties go to AUC), "
-        "f1 (the fake class's), auc or loss.")),
+    select: str = typer.Option("auc", rich_help_panel=OPTIMISATION, help=(
+        "Validation metric that picks best.pt: auc (ties go to the lower loss), macro-f1 (F1 averaged over real "
+        "and fake at 0.5; ties go to AUC), f1 (the fake class's) or loss.")),
     patience: int = typer.Option(0, help="Stop after this many epochs without a better --select metric; 0 = never.",
                                  rich_help_panel=OPTIMISATION),
     frame_loss: float = typer.Option(2.0, rich_help_panel=OPTIMISATION, help=(
@@ -259,7 +262,7 @@ def train(
             split_file=split_file, real_folders=tuple(f.strip() for f in real_folders.split(",") if f.strip()), crop=crop,
             balance=balance, augment=augment, pretrained=pretrained, backbone_weights=backbone_weights,
             backbone=backbone, freeze_backbone=freeze_backbone, workers=workers, cache=cache, select=select, frame_loss=frame_loss, ema=ema,
-            warmup=warmup, patience=patience,
+            warmup=warmup, patience=patience, pairs=pairs,
             device=device, amp=amp, channels_last=channels_last, skip_bad=skip_bad, self_blend=self_blend,
             save_examples=save_examples,
         )
@@ -325,6 +328,9 @@ def evaluate(
     batch_size: int = typer.Option(8, help="Videos per forward pass."),
     workers: int = typer.Option(2, help="Data-loading processes."),
     device: str = typer.Option("auto", help="cpu, cuda, cuda:1, ..."),
+    pairs: bool = typer.Option(True, rich_help_panel=DATA, help=(
+        "Batch each fake with the real videos of the people it shows, found from the names (FF++ 000_003 with 000 "
+        "and 003), all augmented alike, so that they differ by the manipulation alone.")),
     skip_bad: bool = typer.Option(False, help="Leave out videos with a missing or broken file."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write every metric and per-video score to this JSON file."),
     plots: Optional[Path] = typer.Option(None, help="Write roc.png, pr.png, confusion.png and scores.png to this folder."),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import re
 from collections import Counter
@@ -23,6 +24,8 @@ from deepfake_cli.layout import META_DIR, REAL_FOLDERS, landmarks_path
 from deepfake_cli.selfblend import SelfBlend
 
 log = logging.getLogger(__name__)
+
+PAIR_GROUP_MOST = 32  # videos in one --pairs group at most (pair_groups)
 
 
 @dataclass(frozen=True, order=True)
@@ -140,8 +143,22 @@ def identity_tokens(video: str) -> frozenset[str]:
     return frozenset(people) if people else frozenset([video])
 
 
-def identity_split(samples: list[Sample], val_fraction: float, seed: int) -> dict[str, list[Sample]]:
-    """Split so that videos sharing a person land on the same side (union-find over identities)."""
+def made_on(video: str) -> str:
+    """The real video a fake was made on, from its id (a real video's is its own).
+
+    FaceForensics++: `033_097` is 097's face on 033's video `033`. Celeb-DF: `id0_id16_0003` is
+    id16's face on `id0_0003`. Anything else (a SelfBlend `033`): the video of the same id.
+    """
+    parts = video.split("_")
+    if len(parts) > 1 and all(p.isdigit() for p in parts):
+        return parts[0]
+    if len(parts) == 3 and re.fullmatch(r"id\d+", parts[0]) and re.fullmatch(r"id\d+", parts[1]):
+        return f"{parts[0]}_{parts[2]}"
+    return video
+
+
+def identity_groups(samples: list[Sample]) -> list[list[Sample]]:
+    """Videos grouped so that those sharing a person are together (union-find over identities)."""
     parent: dict[str, str] = {}
 
     def find(x: str) -> str:
@@ -157,15 +174,42 @@ def identity_split(samples: list[Sample], val_fraction: float, seed: int) -> dic
     groups: dict[str, list[Sample]] = {}
     for s in samples:
         groups.setdefault(find(min(identity_tokens(s.video))), []).append(s)
-    order = sorted(groups)
+    return [groups[g] for g in sorted(groups)]
+
+
+def identity_split(samples: list[Sample], val_fraction: float, seed: int) -> dict[str, list[Sample]]:
+    """Split so that videos sharing a person land on the same side."""
+    order = identity_groups(samples)
     random.Random(seed).shuffle(order)
     val, target = [], val_fraction * len(samples)
-    for g in order:
+    for group in order:
         if len(val) >= target:
             break
-        val += groups[g]
+        val += group
     val_keys = {s.key for s in val}
     return {"train": [s for s in samples if s.key not in val_keys], "val": sorted(val)}
+
+
+def pair_groups(samples: list[Sample], most: int = PAIR_GROUP_MOST) -> list[list[int]]:
+    """Indices of `samples` in the groups --pairs batches together and augments alike.
+
+    A group is the people a fake shows with all their videos (`identity_groups`): FaceForensics++'s
+    `000_003` with `003_000`, `000` and `003`, so a swap sits beside the real video it was made on
+    and the real video of the face it carries. Where swaps chain many people into one group (as in
+    Celeb-DF), a group of more than `most` videos is cut into each real video with the fakes made
+    on it (`made_on`).
+    """
+    index = {s.key: i for i, s in enumerate(samples)}
+    groups = []
+    for group in identity_groups(samples):
+        if len(group) <= most:
+            groups.append([index[s.key] for s in group])
+            continue
+        by_video: dict[str, list[int]] = {}
+        for s in group:
+            by_video.setdefault(made_on(s.video), []).append(index[s.key])
+        groups += by_video.values()
+    return groups
 
 
 def read_split_file(path: Path, samples: list[Sample]) -> dict[str, list[Sample]]:
@@ -247,6 +291,7 @@ class SequenceDataset(Dataset):
                  cache_dir: Path | None = None):
         self.root, self.samples, self.inputs = root, samples, inputs
         self.augment, self.cache_dir = augment, cache_dir
+        self.shared_draws: dict[int, int] | None = None  # index -> whose augmentation draw it shares
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -274,7 +319,7 @@ class SequenceDataset(Dataset):
         index, *draw = key if isinstance(key, tuple) else (key,)
         sample = self.samples[index]
         return self.item(self.frames(sample), load_vectors(self.root, sample, self.inputs.seq_len), sample.label,
-                         [*draw, index] if draw else None)
+                         [*draw, self.shared_draws[index] if self.shared_draws else index] if draw else None)
 
     def item(self, frames: np.ndarray, vectors: np.ndarray, label: int, stream: list[int] | None):
         """The sequence as the model takes it, augmented (when on) by a draw from `stream`."""
@@ -356,6 +401,31 @@ class PairedSampler(Sampler):
 
     def __len__(self) -> int:
         return 2 * len(self.sampler)
+
+
+class GroupedSampler(Sampler):
+    """Each epoch, the groups in random order and each group's videos shuffled, one group after another.
+
+    With `identity_groups`, a batch holds a person's real video beside the fakes made on it
+    (FaceForensics++ and Celeb-DF fakes keep the real video's scene and motion). With several
+    processes, each takes its own stretch of the one order (every rank's generator is seeded
+    alike), padded from the start to equal lengths as `DistributedSampler` pads.
+    """
+
+    def __init__(self, groups: list[list[int]], generator: torch.Generator, rank: int = 0, world: int = 1):
+        self.groups, self.generator, self.rank, self.world = groups, generator, rank, world
+
+    def __iter__(self):
+        order = []
+        for g in torch.randperm(len(self.groups), generator=self.generator).tolist():
+            group = self.groups[g]
+            order += [group[i] for i in torch.randperm(len(group), generator=self.generator).tolist()]
+        share = len(self)
+        order += order[:share * self.world - len(order)]
+        return iter(order[self.rank * share:(self.rank + 1) * share])
+
+    def __len__(self) -> int:
+        return math.ceil(sum(map(len, self.groups)) / self.world)
 
 
 def loader(dataset: Dataset, batch_size: int, workers: int, device: torch.device, sampler: Sampler | None = None,

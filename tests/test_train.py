@@ -15,11 +15,13 @@ from conftest import SEQ_LEN, tiny_config
 from deepfake_cli.backbones import lite0_weights_file
 from deepfake_cli.checkpoint import load_detector, read_checkpoint
 from deepfake_cli.cli import app
-from deepfake_cli.data import Sample, identity_split, identity_tokens, read_split_file, scan
+from deepfake_cli.data import (GroupedSampler, Sample, SequenceDataset, identity_split, identity_tokens, made_on, pair_groups,
+                               read_split_file, scan)
 from deepfake_cli.errors import DeepfakeError
 from deepfake_cli.evaluate import evaluate
 from deepfake_cli.model import DeepfakeDetector
-from deepfake_cli.train import is_better, train
+from deepfake_cli.inputs import InputSpec
+from deepfake_cli.train import is_better, train, training_order
 
 runner = CliRunner()
 
@@ -30,9 +32,9 @@ def test_a_run_writes_every_run_folder_file(trained_run):
     rows = list(csv.DictReader(open(trained_run / "metrics.csv")))
     assert [r["epoch"] for r in rows] == ["1", "2"]
     assert all(0 <= float(r["f1"]) <= 1 and 0 <= float(r["macro_f1"]) <= 1 and float(r["train_loss"]) > 0 for r in rows)
-    assert [r["select"] for r in rows] == ["macro-f1"] * 2  # the selection rule, on every row
+    assert [r["select"] for r in rows] == ["auc"] * 2  # the selection rule, on every row
     best = read_checkpoint(trained_run / "best.pt")["meta"]
-    assert [r["epoch"] for r in rows if r["best"] == "1"] == [str(best["epoch"])] and best["select"] == "macro-f1"
+    assert [r["epoch"] for r in rows if r["best"] == "1"] == [str(best["epoch"])] and best["select"] == "auc"
     assert (trained_run / "curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -61,6 +63,60 @@ def test_identity_tokens_for_ff_and_celeb_df_names():
     assert identity_tokens("id0_id16_0003") == {"id0", "id16"}
     assert identity_tokens("id0_0003") == {"id0"}
     assert identity_tokens("some_clip") == {"some_clip"}
+
+
+def test_made_on_names_the_real_video_under_a_fake():
+    assert made_on("033") == made_on("033_097") == "033"
+    assert made_on("id0_id16_0003") == made_on("id0_0003") == "id0_0003"
+    assert made_on("some_clip") == "some_clip"
+
+
+def test_pair_groups_join_a_swap_with_both_people_and_cut_long_chains():
+    def keys(samples, groups):
+        return sorted(sorted(samples[i].key for i in group) for group in groups)
+
+    ff = [Sample("original", v, 0) for v in ("000", "003", "005")] + [
+        Sample("Deepfakes", "000_003", 1), Sample("Deepfakes", "003_000", 1), Sample("NeuralTextures", "005", 1)]
+    assert keys(ff, pair_groups(ff)) == [["Deepfakes/000_003", "Deepfakes/003_000", "original/000", "original/003"],
+                                         ["NeuralTextures/005", "original/005"]]
+    celeb = [Sample("Celeb-real", v, 0) for v in ("id0_0000", "id1_0000", "id2_0000")] + [
+        Sample("Celeb-synthesis", v, 1) for v in ("id0_id1_0000", "id1_id2_0000")]  # one chain of three people
+    assert len(pair_groups(celeb)) == 1
+    assert keys(celeb, pair_groups(celeb, most=4)) == [["Celeb-real/id0_0000", "Celeb-synthesis/id0_id1_0000"],
+                                                       ["Celeb-real/id1_0000", "Celeb-synthesis/id1_id2_0000"],
+                                                       ["Celeb-real/id2_0000"]]
+
+
+def test_grouped_sampler_keeps_each_group_together_and_shares_it_between_processes():
+    groups = [[0, 1], [2, 3, 4], [5], [6, 7]]
+    order = list(GroupedSampler(groups, torch.Generator().manual_seed(0)))
+    assert sorted(order) == list(range(8))
+    for group in groups:
+        where = sorted(order.index(i) for i in group)
+        assert where == list(range(where[0], where[0] + len(group))), (group, order)
+    shares = [list(GroupedSampler(groups, torch.Generator().manual_seed(0), rank, 3)) for rank in range(3)]
+    assert [len(s) for s in shares] == [3, 3, 3] and [k for share in shares for k in share] == order + order[:1]  # padded as DistributedSampler
+
+
+def test_pairs_put_a_fake_beside_its_real_video_augmented_alike(extracted, tmp_path):
+    """A "fake" that is a byte copy of its real video comes out identical with --pairs, and differs without.
+    Its group is original/000 (the video it was made on), original/001 (the face it carries) and itself."""
+    data = tmp_path / "data"
+    (data / "FaceSwap").mkdir(parents=True)
+    (data / "original").symlink_to(extracted / "original")
+    for i in range(SEQ_LEN):
+        for ext in ("jpg", "npy"):
+            (data / "FaceSwap" / f"000_001_{i}.{ext}").write_bytes((extracted / "original" / f"000_{i}.{ext}").read_bytes())
+    samples = scan(data, SEQ_LEN)
+    dataset = SequenceDataset(data, samples, InputSpec(seq_len=SEQ_LEN, image_size=32), augment=True)
+    real, fake = samples.index(Sample("original", "000", 0)), samples.index(Sample("FaceSwap", "000_001", 1))
+    for pairs in (True, False):
+        sampler = training_order(dataset, tiny_config(data, None, pairs=pairs), torch.Generator().manual_seed(5))
+        sampler.set_epoch(3)
+        keys = list(sampler)
+        at = {key[0]: n for n, key in enumerate(keys)}
+        same = torch.equal(dataset[keys[at[real]]][0], dataset[keys[at[fake]]][0])
+        assert same == pairs and (abs(at[real] - at[fake]) <= 2 or not pairs)
 
 
 def test_identity_split_never_leaks_a_person_across_ff_pairs():
@@ -197,6 +253,8 @@ def test_selection_never_keeps_the_everything_is_fake_epoch():
     tie = {**learned, "epoch": 3, "auc": 0.95}
     assert kept("macro-f1", (trivial, learned, tie)) == 3  # equal macro F1: the higher AUC wins
     assert kept("macro-f1", (trivial, tie, learned)) == 3
+    surer = {**learned, "epoch": 3, "val_loss": 0.4}
+    assert kept("auc", (trivial, learned, surer)) == 3  # equal AUC: the lower validation loss wins
     old = {"epoch": 1, "f1": 0.8, "auc": 0.5, "val_loss": 0.7}  # a row from a run before macro F1 was recorded
     assert is_better(learned, old, "macro-f1")
 
@@ -231,9 +289,11 @@ def test_a_run_from_before_the_frame_head_resumes_with_its_probe_as_the_head(lit
     probe = {k: payload["model"].pop(f"frame_head.{k}") for k in ("weight", "bias")}
     torch.save({**payload, "frame_probe": probe}, run / "last.pt")
     config = json.loads((run / "config.json").read_text())
-    (run / "config.json").write_text(json.dumps({k: v for k, v in config.items() if k not in ("ema", "warmup")}))
+    (run / "config.json").write_text(json.dumps({k: v for k, v in config.items() if k not in ("ema", "warmup", "pairs", "select")}))
     result = runner.invoke(app, ["train", "--run-dir", str(run), "--resume", "--epochs", "2", "--json"])
     assert result.exit_code == 0, result.output
+    config = json.loads((run / "config.json").read_text())
+    assert (config["ema"], config["warmup"], config["pairs"], config["select"]) == (0, False, False, "macro-f1")  # as it began
     resumed = read_checkpoint(run / "last.pt")
     assert resumed["model_args"]["frame_head"] and "frame_probe" not in resumed
     assert "trained_model" not in resumed  # it resumes as it began: without the weight average
