@@ -532,7 +532,7 @@ def training_order(train_ds: D.SequenceDataset | FeatureDataset, cfg: TrainConfi
     With --pairs, each group of `D.pair_groups` (a fake, the real video it was made on, the real
     video of the face it carries) comes one video after another and shares one augmentation
     draw, so that in a batch a fake and the real videos differ by the manipulation alone. On
-    unseen generated people that raised every epoch from the third on (README, "Pairs").
+    unseen generated people that raised epochs 4 to 6 on three seeds of four (README, "Pairs").
     """
     if cfg.pairs and not cfg.self_blend:  # self-blends are paired with their real video already
         groups = D.pair_groups(train_ds.samples)
