@@ -329,9 +329,6 @@ def evaluate(
     batch_size: int = typer.Option(8, help="Videos per forward pass."),
     workers: int = typer.Option(2, help="Data-loading processes."),
     device: str = typer.Option("auto", help="cpu, cuda, cuda:1, ..."),
-    pairs: bool = typer.Option(True, rich_help_panel=DATA, help=(
-        "Batch each fake with the real videos of the people it shows, found from the names (FF++ 000_003 with 000 "
-        "and 003), all augmented alike, so that they differ by the manipulation alone.")),
     skip_bad: bool = typer.Option(False, help="Leave out videos with a missing or broken file."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write every metric and per-video score to this JSON file."),
     plots: Optional[Path] = typer.Option(None, help="Write roc.png, pr.png, confusion.png and scores.png to this folder."),

@@ -406,7 +406,7 @@ class PairedSampler(Sampler):
 class GroupedSampler(Sampler):
     """Each epoch, the groups in random order and each group's videos shuffled, one group after another.
 
-    With `identity_groups`, a batch holds a person's real video beside the fakes made on it
+    With `pair_groups`, a batch holds a fake beside the real videos of the people it shows
     (FaceForensics++ and Celeb-DF fakes keep the real video's scene and motion). With several
     processes, each takes its own stretch of the one order (every rank's generator is seeded
     alike), padded from the start to equal lengths as `DistributedSampler` pads.

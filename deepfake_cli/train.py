@@ -224,7 +224,7 @@ class FeatureDataset(Dataset):
     """
 
     def __init__(self, features: np.ndarray, base: D.SequenceDataset):
-        self.features, self.samples, self.shared_draws = features, base.samples, None  # the last two as training_order wants
+        self.features, self.samples = features, base.samples  # samples: for training_order's groups
         self.vectors = torch.from_numpy(np.stack([D.load_vectors(base.root, s, base.inputs.seq_len) for s in base.samples]))
         self.labels = torch.tensor([float(s.label) for s in base.samples])
 
