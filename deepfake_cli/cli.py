@@ -207,7 +207,7 @@ def train(
     clip_grad: float = typer.Option(1.0, help="Clip the gradient norm to this; 0 = off.", rich_help_panel=OPTIMISATION),
     seed: int = typer.Option(42, help="Seed for the split, initialisation, augmentation and shuffling.",
                              rich_help_panel=OPTIMISATION),
-    select: Optional[str] = typer.Option(None, show_default="auc; macro-f1 with --self-blend", rich_help_panel=OPTIMISATION,
+    select: Optional[str] = typer.Option(None, show_default="auc; loss with --self-blend", rich_help_panel=OPTIMISATION,
                                          help="Validation metric that picks best.pt: auc (ties go to the lower loss), "
                                          "macro-f1 (F1 averaged over real and fake at 0.5; ties go to AUC), f1 (the "
                                          "fake class's) or loss."),

@@ -28,6 +28,16 @@ INNER_FACE, INNER_EXTENT = 0.5, (0.6, 0.9)
 MOUTH_ONLY, MOUTH_EXTENT = 0.2, (1.3, 1.8)
 LIPS = (0, 13, 14, 17, 37, 39, 40, 61, 78, 80, 81, 82, 84, 87, 88, 91, 95, 146, 178, 181, 185, 191, 267, 269, 270,
         291, 308, 310, 311, 312, 314, 317, 318, 321, 324, 375, 402, 405, 409, 415)  # FACEMESH_LIPS
+# Also beyond the paper, from what the recipe learnt on generated people it never saw (README,
+# "Self-blended training"): with a texture step on every blend the model learns sharpness alone and
+# misses colour, while the paper's colour change is small next to the step between two people's skins.
+# So a face blend's altered copy is also scaled by a gain (overall, and a little per channel), and only
+# this share of face blends gets the downscale-or-sharpen step.
+GAIN, CHANNEL_GAIN, TEXTURE = 0.25, 0.07, 0.5
+# A lip-sync fake re-renders the mouth: opened or closed a little, and smoother. A mouth blend's copy is
+# stretched vertically about the lips' centre and softened (Gaussian sigma, as a fraction of the side)
+# instead of the texture step.
+MOUTH_STRETCH, MOUTH_SOFTEN = (0.85, 1.2), (0.0, 1.5 / 128)
 FLICKER = 0.25  # the share of sequences whose blend strength is redrawn on every frame
 BROWS, NOSE_TIP = (105, 334), 1  # Face Mesh points: the middle of each eyebrow, the tip of the nose
 # Mask softening, in pixels of a 256 px crop (the paper's, at its 380 px, scaled): a first blur that
@@ -52,8 +62,12 @@ class BlendDraw:
     saturation: float  # factor
     brightness: float  # added, in 0..255 units
     contrast: float  # factor
+    gain: np.ndarray  # (3,) B, G, R factors after the colour change; ones for a mouth blend
+    texture: bool  # a face blend's downscale-or-sharpen step
     downscale: int  # 2..4: shrink with nearest and enlarge linearly; 0: sharpen instead
     sharpen: tuple[float, float]  # (alpha, lightness), used when downscale is 0
+    stretch: float  # a mouth blend's vertical stretch of its copy, about the lips' centre
+    soften: float  # a mouth blend's Gaussian sigma, a fraction of the side
     move: tuple[float, float, float]  # affine move of the source and mask: x, y (fractions of the side), scale
     deform: np.ndarray  # (DEFORM_GRID, DEFORM_GRID, 2) coarse displacement field, fractions of the side
     blur: tuple[int, int, float]  # first kernel, feathering kernel, feathering sigma (256 px units)
@@ -70,8 +84,11 @@ class BlendDraw:
             rgb_shift=rng.uniform(-20, 20, 3) if rng.random() < 0.3 else np.zeros(3),
             hue=rng.uniform(-5, 5), saturation=rng.uniform(0.8, 1.2),
             brightness=rng.uniform(-0.1, 0.1) * 255, contrast=rng.uniform(0.9, 1.1),
+            gain=np.ones(3) if mouth else rng.uniform(1 - GAIN, 1 + GAIN) * rng.uniform(1 - CHANNEL_GAIN, 1 + CHANNEL_GAIN, 3),
+            texture=not mouth and rng.random() < TEXTURE,
             downscale=int(rng.integers(2, 5)) if rng.random() < 0.5 else 0,
             sharpen=(rng.uniform(0.2, 0.5), rng.uniform(0.5, 1.0)),
+            stretch=rng.uniform(*MOUTH_STRETCH), soften=rng.uniform(*MOUTH_SOFTEN),
             move=(rng.uniform(-0.03, 0.03), rng.uniform(-0.015, 0.015), rng.uniform(0.95, 1 / 0.95)),
             deform=rng.normal(0, DEFORM_STD, (DEFORM_GRID, DEFORM_GRID, 2)),
             blur=(int(rng.choice(KERNELS)), int(rng.choice(KERNELS)), float(rng.integers(*FEATHER_SIGMAS))),
@@ -144,7 +161,8 @@ def blend_frame(frame: np.ndarray, hull: np.ndarray, draw: BlendDraw, i: int, ji
                 maps: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Frame `i` of a sequence blended by `draw` (`maps`: its `wobble`): (S, S, 3) uint8 and its (S, S) float32 mask."""
     size = frame.shape[0]
-    altered = alter(frame, draw)
+    moments = cv2.moments(hull)
+    altered = alter(frame, draw, moments["m01"] / max(moments["m00"], 1e-6))
     source, target = (altered, frame) if draw.alter_source else (frame, altered)
     x, y, scale = draw.move
     matrix = cv2.getRotationMatrix2D((size / 2, size / 2), 0, scale)
@@ -156,13 +174,23 @@ def blend_frame(frame: np.ndarray, hull: np.ndarray, draw: BlendDraw, i: int, ji
     return np.clip(blended + 0.5, 0, 255).astype(np.uint8), mask
 
 
-def alter(image: np.ndarray, draw: BlendDraw) -> np.ndarray:
-    """The drawn colour change, then a downscale or a sharpen: what makes the pasted face a stranger."""
+def alter(image: np.ndarray, draw: BlendDraw, centre_y: float) -> np.ndarray:
+    """The drawn colour change, then (drawn) a downscale or a sharpen: what makes the pasted face a stranger.
+
+    A mouth blend's copy is stretched about row `centre_y` (the mask's centre) and softened instead.
+    """
     # Each step maps a pixel's channel values one by one, so each is a lookup table of the arithmetic:
     # the same bytes as computing it on every pixel, at a fraction of the cost.
     hsv = cv2.LUT(cv2.cvtColor(image, cv2.COLOR_BGR2HSV), hsv_table(draw.hue, draw.saturation))
     out = cv2.LUT(cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR), colour_table(draw))
     size = image.shape[0]
+    if draw.mouth:
+        out = cv2.warpAffine(out, np.float32([[1, 0, 0], [0, draw.stretch, centre_y * (1 - draw.stretch)]]),
+                             (size, size), borderMode=cv2.BORDER_REFLECT)
+        sigma = draw.soften * size
+        return cv2.GaussianBlur(out, (0, 0), sigma) if sigma > 0.3 else out
+    if not draw.texture:
+        return out
     if draw.downscale:
         small = cv2.resize(out, (size // draw.downscale, size // draw.downscale), interpolation=cv2.INTER_NEAREST)
         return cv2.resize(small, (size, size), interpolation=cv2.INTER_LINEAR)
@@ -181,9 +209,10 @@ def hsv_table(hue: float, saturation: float) -> np.ndarray:
 
 
 def colour_table(draw: BlendDraw) -> np.ndarray:
-    """(1, 256, 3) table: contrast about 128, brightness and the per-channel shift, clipped."""
+    """(1, 256, 3) table: contrast about 128, brightness and the per-channel shift, clipped, then the gain."""
     v = np.arange(256, dtype=np.float32)[:, None]
-    return np.clip((v - 128) * draw.contrast + 128 + draw.brightness + draw.rgb_shift, 0, 255).astype(np.uint8)[None]
+    shifted = np.clip((v - 128) * draw.contrast + 128 + draw.brightness + draw.rgb_shift, 0, 255)
+    return np.clip(shifted.astype(np.uint8) * draw.gain, 0, 255).astype(np.uint8)[None]
 
 
 def wobble(field: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:

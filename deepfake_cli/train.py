@@ -88,7 +88,7 @@ class TrainConfig:
     freeze_backbone: bool = False
     workers: int = -1  # DataLoader processes; -1: one per core, at most 8
     cache: bool = False
-    select: str | None = None  # which validation metric picks best.pt (SELECTS); None: auc, or macro-f1 with self_blend
+    select: str | None = None  # which validation metric picks best.pt (SELECTS); None: auc, or loss with self_blend
     frame_loss: float = 2.0  # weight of the frame head's per-frame loss; 0: no frame head
     patience: int = 0  # epochs without a better selection metric before stopping; 0: never
     device: str = "auto"
@@ -106,7 +106,7 @@ class TrainConfig:
         # Self-blended validation fakes are the training recipe's own: their AUC keeps rising while the
         # model narrows to them (0.90 -> 0.97 while unseen methods fell 0.77 -> 0.67), and macro F1 at
         # 0.5 stops earlier (README, "Model selection").
-        self.select = self.select or ("macro-f1" if self.self_blend else "auc")
+        self.select = self.select or ("loss" if self.self_blend else "auc")
         self.split_file = Path(self.split_file) if self.split_file else None
         self.backbone_weights = Path(self.backbone_weights) if self.backbone_weights else None
         self.real_folders = tuple(self.real_folders)
