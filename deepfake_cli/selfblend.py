@@ -161,7 +161,7 @@ def blend_frame(frame: np.ndarray, hull: np.ndarray, draw: BlendDraw, i: int, ji
                 maps: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Frame `i` of a sequence blended by `draw` (`maps`: its `wobble`): (S, S, 3) uint8 and its (S, S) float32 mask."""
     size = frame.shape[0]
-    moments = cv2.moments(hull)
+    moments = cv2.moments(hull) if draw.mouth else {"m01": 0.0, "m00": 1.0}  # a mouth blend stretches about its centre
     altered = alter(frame, draw, moments["m01"] / max(moments["m00"], 1e-6))
     source, target = (altered, frame) if draw.alter_source else (frame, altered)
     x, y, scale = draw.move
