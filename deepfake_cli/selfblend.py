@@ -161,8 +161,7 @@ def blend_frame(frame: np.ndarray, hull: np.ndarray, draw: BlendDraw, i: int, ji
                 maps: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Frame `i` of a sequence blended by `draw` (`maps`: its `wobble`): (S, S, 3) uint8 and its (S, S) float32 mask."""
     size = frame.shape[0]
-    moments = cv2.moments(hull) if draw.mouth else {"m01": 0.0, "m00": 1.0}  # a mouth blend stretches about its centre
-    altered = alter(frame, draw, moments["m01"] / max(moments["m00"], 1e-6))
+    altered = alter(frame, draw, centre_row(hull) if draw.mouth else 0.0)  # a mouth blend stretches about its centre
     source, target = (altered, frame) if draw.alter_source else (frame, altered)
     x, y, scale = draw.move
     matrix = cv2.getRotationMatrix2D((size / 2, size / 2), 0, scale)
@@ -172,6 +171,12 @@ def blend_frame(frame: np.ndarray, hull: np.ndarray, draw: BlendDraw, i: int, ji
     mask *= draw.ratio * draw.strength[i]
     blended = mask[..., None] * source.astype(np.float32) + (1 - mask[..., None]) * target.astype(np.float32)
     return np.clip(blended + 0.5, 0, 255).astype(np.uint8), mask
+
+
+def centre_row(mask: np.ndarray) -> float:
+    """The row of a mask's centre of mass (0 for an empty mask)."""
+    moments = cv2.moments(mask)
+    return moments["m01"] / max(moments["m00"], 1e-6)
 
 
 def alter(image: np.ndarray, draw: BlendDraw, centre_y: float) -> np.ndarray:
@@ -188,7 +193,7 @@ def alter(image: np.ndarray, draw: BlendDraw, centre_y: float) -> np.ndarray:
         out = cv2.warpAffine(out, np.float32([[1, 0, 0], [0, draw.stretch, centre_y * (1 - draw.stretch)]]),
                              (size, size), borderMode=cv2.BORDER_REFLECT)
         sigma = draw.soften * size
-        return cv2.GaussianBlur(out, (0, 0), sigma) if sigma > 0.3 else out
+        return cv2.GaussianBlur(out, (0, 0), sigma) if sigma > 0.3 else out  # below 0.3 px a blur changes nothing
     if not draw.texture:
         return out
     if draw.downscale:
