@@ -216,6 +216,9 @@ def train(
     frame_loss: float = typer.Option(2.0, rich_help_panel=OPTIMISATION, help=(
         "Weight of the frame head's loss (each frame's backbone features get the video's label; the head's mean "
         "is averaged into the video's score); 0 = no frame head, the reference's model.")),
+    mask_loss: Optional[float] = typer.Option(None, show_default="1 with --self-blend", rich_help_panel=OPTIMISATION, help=(
+        "With --self-blend: weight of a training-only head's loss that learns where each frame was blended "
+        "(the backbone learns to find the blend, not only that there is one); 0 = off. Not in best.pt.")),
     ema: float = typer.Option(0.9, rich_help_panel=OPTIMISATION, help=(
         "Validate and save a moving average of the weights, this decay per step (steadier on unseen people "
         "than one step's weights); 0 = the weights as trained.")),
@@ -262,7 +265,8 @@ def train(
             clip_grad=clip_grad, seed=seed, seq_len=seq_len, image_size=image_size, val_fraction=val_fraction,
             split_file=split_file, real_folders=tuple(f.strip() for f in real_folders.split(",") if f.strip()), crop=crop,
             balance=balance, augment=augment, pretrained=pretrained, backbone_weights=backbone_weights,
-            backbone=backbone, freeze_backbone=freeze_backbone, workers=workers, cache=cache, select=select, frame_loss=frame_loss, ema=ema,
+            backbone=backbone, freeze_backbone=freeze_backbone, workers=workers, cache=cache, select=select, frame_loss=frame_loss,
+            mask_loss=mask_loss, ema=ema,
             warmup=warmup, patience=patience, pairs=pairs,
             device=device, amp=amp, channels_last=channels_last, skip_bad=skip_bad, self_blend=self_blend,
             save_examples=save_examples,
@@ -285,8 +289,9 @@ def train(
                 masks = info["self_blend"]
                 fallback = (f", from the crop's face ellipse for {masks['crop_ellipse']} (extracted without landmark "
                             "sidecars; extract again into a new folder to add them)") if masks["crop_ellipse"] else ""
+                head = f"; a mask head learns where they were blended (weight {cfg.mask_loss:g})" if cfg.mask_loss else ""
                 console.print(f"self-blend: each real video is paired with its blend; masks from Face Mesh landmarks "
-                              f"for {masks['landmarks']} videos{fallback}", highlight=False)
+                              f"for {masks['landmarks']} videos{fallback}{head}", highlight=False)
 
         def on_batch(epoch: int, done: int, total: int, loss: float) -> None:
             progress.update(task, description=f"epoch {epoch}/{cfg.epochs}", total=total, completed=done,

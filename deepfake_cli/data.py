@@ -251,18 +251,25 @@ def load_vectors(root: Path, sample: Sample, seq_len: int) -> np.ndarray:
     return np.stack([np.load(sample.stem(root, i).with_suffix(".npy")) for i in range(seq_len)]).astype(np.float32)
 
 
-def augment(frames: np.ndarray, vectors: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def augment(frames: np.ndarray, vectors: np.ndarray, rng: np.random.Generator,
+            masks: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Augment a (T, H, W, 3) uint8 sequence with one draw for all its frames.
 
     Per-frame draws would make frames flicker, a temporal artefact the LSTM could learn.
+    `masks`, (T, H, W) float32 if given (where a self-blend was blended), are mirrored and
+    cropped with the frames, and returned third (else None).
     """
     t, h, w, _ = frames.shape
-    if rng.random() < 0.5:  # mirror: left and right eye-to-mouth distances swap places
+    flip = rng.random() < 0.5
+    if flip:  # mirror: left and right eye-to-mouth distances swap places
         frames = frames[:, :, ::-1]
         vectors = vectors[:, [0, 1, 2, 4, 3]]
     scale = rng.uniform(0.9, 1.0)  # crop jitter
     ch, cw = int(h * scale), int(w * scale)
     y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+    if masks is not None:
+        masks = masks[:, :, ::-1] if flip else masks
+        masks = np.stack([cv2.resize(np.ascontiguousarray(m[y:y + ch, x:x + cw]), (w, h)) for m in masks])
     gain = rng.uniform(0.8, 1.2) * rng.uniform(0.92, 1.08, size=3)  # contrast and colour
     shift = rng.uniform(-20, 20)  # brightness
     quality = int(rng.integers(40, 96)) if rng.random() < 0.5 else None  # re-compression
@@ -276,7 +283,7 @@ def augment(frames: np.ndarray, vectors: np.ndarray, rng: np.random.Generator) -
         if quality is not None:
             f = cv2.imdecode(cv2.imencode(".jpg", f, [cv2.IMWRITE_JPEG_QUALITY, quality])[1], cv2.IMREAD_COLOR)
         out[i] = f
-    return out, vectors
+    return out, vectors, masks
 
 
 class SequenceDataset(Dataset):
@@ -321,18 +328,23 @@ class SequenceDataset(Dataset):
         return self.item(self.frames(sample), load_vectors(self.root, sample, self.inputs.seq_len), sample.label,
                          [*draw, self.shared_draws[index] if self.shared_draws else index] if draw else None)
 
-    def item(self, frames: np.ndarray, vectors: np.ndarray, label: int, stream: list[int] | None):
-        """The sequence as the model takes it, augmented (when on) by a draw from `stream`."""
+    def item(self, frames: np.ndarray, vectors: np.ndarray, label: int, stream: list[int] | None,
+             masks: np.ndarray | None = None) -> tuple[torch.Tensor, ...]:
+        """The sequence as the model takes it, augmented (when on) by a draw from `stream`; with `masks`,
+        those too, augmented alike, as a fourth item."""
         if self.augment:
-            frames, vectors = augment(frames, vectors, np.random.default_rng(stream))
+            frames, vectors, masks = augment(frames, vectors, np.random.default_rng(stream), masks)
         images = torch.from_numpy(np.require(frames, requirements=["C", "W"])).permute(0, 3, 1, 2)  # (T, 3, S, S)
-        return images, torch.from_numpy(vectors), torch.tensor(float(label))
+        item = images, torch.from_numpy(vectors), torch.tensor(float(label))
+        return item if masks is None else (*item, torch.from_numpy(masks))
 
 
 class SelfBlendDataset(SequenceDataset):
     """Real videos twice over: item 2i is video i as itself (label 0), item 2i+1 its self-blend (label 1).
 
     The pair shares its augmentation draw, so the two differ by the blend alone (as in the paper).
+    With `mask_grid`, each item has a fourth part, (T, grid, grid) float32: the share of every
+    cell that was blended (zero for the real video), the target of training's mask head.
     Masks come from the landmark sidecars `extract` writes; a video without one gets the ellipse
     its crop implies (`selfblend.crop_mask`). Without a (seed, epoch) key, every video's blend is
     the same each time: a fixed validation set.
@@ -342,6 +354,7 @@ class SelfBlendDataset(SequenceDataset):
                  cache_dir: Path | None = None):
         super().__init__(root, samples, inputs, augment, cache_dir)
         self.recipe = SelfBlend(inputs.crop)
+        self.mask_grid: int | None = None  # set: items carry each frame's mask as the mean over grid x grid cells
         self.has_landmarks = [self._sidecar(s) is not None for s in samples]  # headers only: no landmarks read
 
     def __len__(self) -> int:
@@ -373,9 +386,17 @@ class SelfBlendDataset(SequenceDataset):
         sample = self.samples[video]
         frames = self.frames(sample)
         stream = [*draw, video]  # (seed, epoch, video), or (video,) for the fixed validation blends
+        masks = None
         if fake:
-            frames, _ = self._blend(sample, frames, stream)
-        return self.item(frames, load_vectors(self.root, sample, self.inputs.seq_len), fake, stream)
+            frames, masks = self._blend(sample, frames, stream)
+        vectors = load_vectors(self.root, sample, self.inputs.seq_len)
+        if not self.mask_grid:
+            return self.item(frames, vectors, fake, stream)
+        images, vectors, label, *masks = self.item(frames, vectors, fake, stream, masks)
+        t, g = len(images), self.mask_grid
+        cells = np.stack([cv2.resize(m, (g, g), interpolation=cv2.INTER_AREA) for m in masks[0].numpy()]) if fake \
+            else np.zeros((t, g, g), np.float32)
+        return images, vectors, label, torch.from_numpy(cells)
 
     def example(self, video: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """A video's first frame, its mask and its blend, as training draws them (without the shared augmentation)."""

@@ -44,12 +44,16 @@ class DeepfakeDetector(nn.Module):
         self.fc = nn.Sequential(nn.Linear(2 * hidden_size, 64), nn.ReLU(), nn.Dropout(dropout), nn.Linear(64, 1))
         self.frame_head = nn.Linear(FEATURE_DIM, 1) if frame_head else None
 
-    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, T, 3, H, W) normalised images -> (B, T, 1280) per-frame features."""
+    def forward_features(self, images: torch.Tensor, maps: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """(B, T, 3, H, W) normalised images -> (B, T, 1280) per-frame features; with `maps`, also the
+        backbone's last feature map before pooling, (B*T, 1280, H/32, W/32): what a mask head reads."""
         b, t = images.shape[:2]
         x = images.flatten(0, 1)  # (B*T, 3, H, W)
         if next(self.cnn.parameters()).is_contiguous(memory_format=torch.channels_last):
             x = x.contiguous(memory_format=torch.channels_last)
+        if maps:
+            grid = self.cnn.features(x)
+            return torch.flatten(self.cnn.avgpool(grid), 1).view(b, t, -1), grid
         if self.training or x.device.type != "cpu":
             return self.cnn(x).view(b, t, -1)  # (B, T, 1280)
         frames = max(1, CPU_PIXELS_PER_PASS // (x.shape[2] * x.shape[3]))

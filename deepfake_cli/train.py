@@ -34,7 +34,7 @@ from deepfake_cli.files import atomic_write_bytes, atomic_write_json
 from deepfake_cli.inputs import InputSpec, face_scale
 from deepfake_cli.device import autocast, resolve_amp, resolve_device
 from deepfake_cli.metrics import bce, best_threshold, classification_metrics, predict_batches
-from deepfake_cli.model import DeepfakeDetector
+from deepfake_cli.model import FEATURE_DIM, DeepfakeDetector
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +59,8 @@ def _or_worst(value: float | None) -> float:
     return float("-inf") if value is None else value
 
 
-# What a config.json written before --ema, --warmup, --pairs and --select existed trained with.
-OLD_DEFAULTS = {"ema": 0.0, "warmup": False, "pairs": False, "select": "macro-f1"}
+# What a config.json written before --ema, --warmup, --pairs, --select and --mask-loss existed trained with.
+OLD_DEFAULTS = {"ema": 0.0, "warmup": False, "pairs": False, "select": "macro-f1", "mask_loss": 0.0}
 
 
 @dataclass
@@ -90,6 +90,7 @@ class TrainConfig:
     cache: bool = False
     select: str | None = None  # which validation metric picks best.pt (SELECTS); None: auc, or loss with self_blend
     frame_loss: float = 2.0  # weight of the frame head's per-frame loss; 0: no frame head
+    mask_loss: float | None = None  # weight of the training-only mask head's loss (self-blends); None: 1 with self_blend
     patience: int = 0  # epochs without a better selection metric before stopping; 0: never
     device: str = "auto"
     amp: str = "auto"
@@ -108,6 +109,7 @@ class TrainConfig:
         # every video's score where macro F1 at 0.5 moves in steps over 24 videos: over 38 runs its picks
         # scored 0.733 on unseen methods, macro F1's 0.724, AUC's 0.708 (README, "Model selection").
         self.select = self.select or ("loss" if self.self_blend else "auc")
+        self.mask_loss = (1.0 if self.self_blend else 0.0) if self.mask_loss is None else self.mask_loss
         self.split_file = Path(self.split_file) if self.split_file else None
         self.backbone_weights = Path(self.backbone_weights) if self.backbone_weights else None
         self.real_folders = tuple(self.real_folders)
@@ -123,6 +125,8 @@ class TrainConfig:
             (self.patience >= 0, "--patience must be 0 (off) or more"),
             (self.select in SELECTS, f"--select must be one of {', '.join(SELECTS)}"),
             (self.frame_loss >= 0, "--frame-loss must be 0 (off) or more"),
+            (self.mask_loss >= 0, "--mask-loss must be 0 (off) or more"),
+            (self.self_blend or not self.mask_loss, "--mask-loss learns where self-blends were blended; add --self-blend"),
             (self.save_examples >= 0, "--save-examples must be 0 (none) or more"),
             (0 <= self.ema < 1, "--ema must be 0 (off) or a decay below 1, such as 0.9"),
             (self.self_blend or not self.save_examples, "--save-examples shows self-blended fakes; add --self-blend"),
@@ -382,9 +386,14 @@ def _train(cfg: TrainConfig, callbacks: Callbacks, resume: bool, rank: int, worl
 
     frame_loss = cfg.frame_loss if model.frame_head is not None else 0.0
     net: nn.Module = model
+    if cfg.mask_loss:
+        net = MaskHead(model).to(device)
+        train_ds.mask_grid = MaskHead.grid(cfg.image_size)
+        if state is not None:
+            net.head.load_state_dict(state["mask_head"])
     if world > 1:
         net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = [p for p in net.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = _scheduler(cfg, optimizer)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
@@ -426,7 +435,7 @@ def _train(cfg: TrainConfig, callbacks: Callbacks, resume: bool, rank: int, worl
         started = time.perf_counter()
         train_loss = _train_epoch(net, loader, inputs, cfg, device, amp, optimizer, scaler, criterion, epoch,
                                   callbacks, run, from_features=cfg.freeze_backbone, frame_loss=frame_loss,
-                                  warmup=cfg.warmup and epoch == 1, average=average)
+                                  mask_loss=cfg.mask_loss, warmup=cfg.warmup and epoch == 1, average=average)
         seconds = time.perf_counter() - started
         verdict = torch.zeros(2)  # (stop?, validation loss): rank 0 decides, every rank follows
         if main:
@@ -449,6 +458,8 @@ def _train(cfg: TrainConfig, callbacks: Callbacks, resume: bool, rank: int, worl
             if improved:
                 save_checkpoint(run / "best.pt", threshold=threshold, **ckpt)
             trained = {"trained_model": model.state_dict(), "average_steps": average.steps} if average is not None else {}
+            if cfg.mask_loss:  # training-only: in last.pt for --resume, never in best.pt
+                trained["mask_head"] = net.module.head.state_dict() if world > 1 else net.head.state_dict()
             save_checkpoint(run / "last.pt", threshold=threshold, **ckpt, **trained, epoch=epoch, best=best, history=history,
                             bad_epochs=bad_epochs, optimizer=optimizer.state_dict(),
                             scheduler=scheduler.state_dict() if scheduler is not None else None)
@@ -609,6 +620,36 @@ def _own_tensors(module: nn.Module) -> list[torch.Tensor]:
     return [*module.parameters(recurse=False), *module.buffers(recurse=False)]
 
 
+class MaskHead(nn.Module):
+    """The detector as `--self-blend` trains it: with a head that learns where each frame was blended.
+
+    Face X-ray's idea (Li et al., CVPR 2020): a 1x1 convolution reads the backbone's last feature
+    map (4 x 4 cells at 128 px) and predicts, per cell, the share of it the blend covered (0 in
+    real videos). A pooled feature can separate blends from real faces by anything that differs;
+    the map must point at the blend, so the backbone learns the local traces every swap leaves.
+    The head itself is training-only: validation, best.pt and predict use the detector alone, whose
+    keys are unchanged. On unseen people and manipulations (README, "Self-blended training"):
+    0.796 / 0.779 / 0.813 AUC on three seeds, against 0.790 / 0.754 / 0.763 without it.
+    """
+
+    def __init__(self, model: DeepfakeDetector):
+        super().__init__()
+        self.model = model
+        self.head = nn.Conv2d(FEATURE_DIM, 1, 1)
+
+    @staticmethod
+    def grid(image_size: int) -> int:
+        """The side of the backbone's last map: EfficientNet halves it five times, rounding up."""
+        return -(-image_size // 32)
+
+    def forward(self, images: torch.Tensor, landmarks: torch.Tensor, precomputed: bool = False,
+                parts: bool = False) -> tuple[torch.Tensor | tuple, torch.Tensor]:
+        """What the detector returns (`DeepfakeDetector.forward`), and the (B*T, 1, grid, grid) mask logits."""
+        features, maps = self.model.forward_features(images, maps=True)
+        out = self.model.forward_parts(features, landmarks) if parts else self.model.forward_head(features, landmarks)
+        return out, self.head(maps)
+
+
 def model_args(model: DeepfakeDetector) -> dict:
     """What `DeepfakeDetector(**args)` needs to rebuild the trained model (`frame_head` only where it has one)."""
     return {"readout": model.readout, "backbone": model.backbone, **({"frame_head": True} if model.frame_head is not None else {})}
@@ -616,22 +657,27 @@ def model_args(model: DeepfakeDetector) -> dict:
 
 def _train_epoch(net: nn.Module, loader: DataLoader, inputs: InputSpec, cfg: TrainConfig, device: torch.device,
                  amp: torch.dtype | None, optimizer, scaler, criterion, epoch: int, callbacks: Callbacks, run: Path,
-                 from_features: bool, frame_loss: float = 0.0, warmup: bool = False,
+                 from_features: bool, frame_loss: float = 0.0, mask_loss: float = 0.0, warmup: bool = False,
                  average: WeightAverage | None = None) -> float:
+    """One pass over `loader`. `net`: the detector, or with `mask_loss` its `MaskHead` (batches then carry masks)."""
     net.train()
     total, steps = 0.0, len(loader)
-    for step, (x, vectors, labels) in enumerate(loader, 1):
+    for step, (x, vectors, labels, *cells) in enumerate(loader, 1):
         x, vectors = x.to(device, non_blocking=True), vectors.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
         with autocast(device, amp):
             out = net(x if from_features else inputs.images(x), inputs.landmark_features(vectors),
                       precomputed=from_features, parts=bool(frame_loss))
+        out, mask_logits = out if mask_loss else (out, None)
         if frame_loss:  # every frame of a fake video is fake: 16 gradients per video reach the backbone at once
             logits, frame_logits = out  # (B,), (B, T)
             per_frame = criterion(frame_logits.float(), labels[:, None].expand_as(frame_logits))
             loss = criterion(logits.float(), labels) + frame_loss * per_frame
         else:
             loss = criterion(out.float(), labels)
+        if mask_loss:  # each cell of each frame: how much of it was blended (all 0 in the real videos)
+            target = cells[0].to(device, non_blocking=True).flatten()
+            loss = loss + mask_loss * nn.functional.binary_cross_entropy_with_logits(mask_logits.float().flatten(), target)
         if not torch.isfinite(loss):
             raise DeepfakeError(f"the loss became {loss.item()} at epoch {epoch}, step {step}; lower --lr or check the "
                                 f"data. The last good checkpoint is kept in {run}/last.pt")

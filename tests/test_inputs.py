@@ -37,7 +37,7 @@ def sequence(t=4, size=32):
 def test_augmentation_is_one_draw_for_every_frame_of_a_video():
     frames, vectors = sequence()
     for seed in range(20):
-        out, _ = augment(frames, vectors, np.random.default_rng(seed))
+        out, _, _ = augment(frames, vectors, np.random.default_rng(seed))
         assert all(np.array_equal(out[0], f) for f in out[1:]), seed  # no flicker between frames
         assert not np.array_equal(out[0], frames[0])
 
@@ -46,7 +46,7 @@ def test_a_mirrored_video_swaps_its_left_and_right_eye_to_mouth_distances():
     frames, vectors = sequence()
     flipped = kept = 0
     for seed in range(20):
-        out, v = augment(frames, vectors, np.random.default_rng(seed))
+        out, v, _ = augment(frames, vectors, np.random.default_rng(seed))
         left, right = out[0, :, :12].mean(), out[0, :, -12:].mean()
         if left > right:  # the picture was mirrored ...
             flipped += 1

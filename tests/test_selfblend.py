@@ -18,6 +18,7 @@ from deepfake_cli.evaluate import evaluate
 from deepfake_cli.faces import LANDMARK_PAIRS, CropSpec, resize_square
 from deepfake_cli.inputs import InputSpec
 from deepfake_cli.layout import landmarks_path
+from deepfake_cli.model import DeepfakeDetector
 from deepfake_cli.selfblend import BLEND_RATIOS, BlendDraw, SelfBlend, alter, crop_mask, hull_mask
 from deepfake_cli.train import train
 
@@ -155,8 +156,27 @@ def test_a_self_blend_dataset_pairs_each_real_video_with_its_blend(extracted):
     blend, _ = blends.recipe(frames, blends.landmarks(reals[1]), np.random.default_rng([7, 2, 1, 1]))
     for key, expected in (((2, 7, 2), frames), ((3, 7, 2), blend)):
         images, _, _ = augmented[key]
-        want, _ = augment(expected, vectors, np.random.default_rng([7, 2, 1]))
+        want, _, _ = augment(expected, vectors, np.random.default_rng([7, 2, 1]))
         assert (images.permute(0, 2, 3, 1).numpy() == want).all()
+
+
+def test_with_a_mask_grid_each_item_carries_the_share_of_every_cell_that_was_blended(extracted):
+    reals = [s for s in scan(extracted, SEQ_LEN) if s.label == 0]
+    inputs = InputSpec(image_size=96, seq_len=SEQ_LEN)
+    blends = SelfBlendDataset(extracted, reals, inputs, augment=True)
+    blends.mask_grid = 3
+    frames, vectors = blends.frames(reals[1]), load_vectors(extracted, reals[1], SEQ_LEN)
+    blend, masks = blends.recipe(frames, blends.landmarks(reals[1]), np.random.default_rng([7, 2, 1, 1]))
+    _, _, _, real_cells = blends[2, 7, 2]
+    images, _, _, cells = blends[3, 7, 2]
+    assert real_cells.shape == cells.shape == (SEQ_LEN, 3, 3) and not real_cells.any()
+    # The masks are mirrored and cropped with the frames, then averaged over each cell of a 3 x 3 grid.
+    want_images, _, want_masks = augment(blend, vectors, np.random.default_rng([7, 2, 1]), masks)
+    assert (images.permute(0, 2, 3, 1).numpy() == want_images).all()
+    assert cells.numpy() == pytest.approx(want_masks.reshape(SEQ_LEN, 3, 32, 3, 32).mean((2, 4)), abs=1e-5)
+    assert 0 < cells.max() <= 1 and cells[:, 1, 1].min() > cells.min()  # the face is in the middle cell
+    without = SelfBlendDataset(extracted, reals, inputs, augment=True)
+    assert len(without[3, 7, 2]) == 3  # validation's items: no masks
 
 
 @pytest.fixture(scope="module")
@@ -180,6 +200,10 @@ def test_self_blend_trains_on_real_videos_alone_and_shows_what_it_learns_from(re
     assert meta["self_blend"] == {"landmarks": n_train, "crop_ellipse": 0}
     assert meta["split"]["train"]["fake"] == meta["split"]["val"]["fake"] == 0 and meta["pos_weight"] == 1.0
     assert meta["select"] == "loss"  # not AUC on the recipe's own blends, which rises as the model narrows to them
+    # The mask head trained beside the detector (1 x 1 cells at 32 px) is kept for --resume, never in best.pt.
+    assert "a mask head learns where they were blended (weight 1)" in said
+    assert set(read_checkpoint(run / "best.pt")["model"]) == set(DeepfakeDetector(frame_head=True).state_dict())
+    assert read_checkpoint(run / "last.pt")["mask_head"]["weight"].shape == (1, 1280, 1, 1)
     examples = cv2.imread(str(run / "self-blend-examples.png"))
     scale = 192 // IMAGE_SIZE
     assert examples.shape == (28 + 2 * IMAGE_SIZE * scale, 3 * IMAGE_SIZE * scale, 3)
@@ -192,7 +216,7 @@ def test_fakes_in_the_data_are_never_trained_on_and_are_scored_as_unseen(extract
     """Data extracted before landmark sidecars: the masks fall back to the crop's face ellipse, and say so."""
     data = tmp_path / "data"
     shutil.copytree(extracted, data, ignore=shutil.ignore_patterns("landmarks"))
-    result = train(tiny_config(data, tmp_path / "run", self_blend=True, val_fraction=0.4))
+    result = train(tiny_config(data, tmp_path / "run", self_blend=True, val_fraction=0.4, mask_loss=0))
     split = json.loads((tmp_path / "run" / "split.json").read_text())
     assert split["train"] and all(key.startswith("original/") for key in split["train"])
     unseen = {key.split("/")[0] for key in split["val"]} - {"original"}
@@ -201,6 +225,7 @@ def test_fakes_in_the_data_are_never_trained_on_and_are_scored_as_unseen(extract
     meta = read_checkpoint(tmp_path / "run" / "best.pt")["meta"]
     assert meta["self_blend"] == {"landmarks": 0, "crop_ellipse": len(split["train"])}
     assert "unseen_auc" in (tmp_path / "run" / "metrics.csv").read_text().splitlines()[0]
+    assert "mask_head" not in read_checkpoint(tmp_path / "run" / "last.pt")  # --mask-loss 0: no mask head
 
 
 def test_self_blend_refuses_what_it_cannot_do(extracted, tmp_path):
@@ -211,7 +236,8 @@ def test_self_blend_refuses_what_it_cannot_do(extracted, tmp_path):
         train(tiny_config(fakes_only, tmp_path / "r", self_blend=True))
     for overrides, message in ((dict(freeze_backbone=True), "leave out --freeze-backbone"),
                                (dict(batch_size=3), "--batch-size must be even"),
-                               (dict(self_blend=False, save_examples=2), "add --self-blend")):
+                               (dict(self_blend=False, save_examples=2), "add --self-blend"),
+                               (dict(self_blend=False, mask_loss=1.0), "add --self-blend")):
         with pytest.raises(DeepfakeError, match=message):
             tiny_config(extracted, tmp_path / "r", **{"self_blend": True, **overrides})
     result = runner.invoke(app, ["train", str(extracted), "--run-dir", str(tmp_path / "r"), "--self-blend",
