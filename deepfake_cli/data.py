@@ -389,14 +389,14 @@ class SelfBlendDataset(SequenceDataset):
         masks = None
         if fake:
             frames, masks = self._blend(sample, frames, stream)
-        vectors = load_vectors(self.root, sample, self.inputs.seq_len)
-        if not self.mask_grid:
+        vectors, g = load_vectors(self.root, sample, self.inputs.seq_len), self.mask_grid
+        if not g:
             return self.item(frames, vectors, fake, stream)
-        images, vectors, label, *masks = self.item(frames, vectors, fake, stream, masks)
-        t, g = len(images), self.mask_grid
-        cells = np.stack([cv2.resize(m, (g, g), interpolation=cv2.INTER_AREA) for m in masks[0].numpy()]) if fake \
-            else np.zeros((t, g, g), np.float32)
-        return images, vectors, label, torch.from_numpy(cells)
+        if not fake:  # nothing was blended
+            return (*self.item(frames, vectors, fake, stream), torch.zeros(len(frames), g, g))
+        *item, masks = self.item(frames, vectors, fake, stream, masks)
+        cells = np.stack([cv2.resize(m, (g, g), interpolation=cv2.INTER_AREA) for m in masks.numpy()])
+        return (*item, torch.from_numpy(cells))
 
     def example(self, video: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """A video's first frame, its mask and its blend, as training draws them (without the shared augmentation)."""

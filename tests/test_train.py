@@ -172,15 +172,18 @@ def test_freeze_backbone_caches_features_and_trains_the_head(extracted, tmp_path
         assert not torch.equal(after_one[key], after_two[key]), key  # the LSTM and head learn
 
 
-def test_ddp_with_two_gloo_processes(extracted, tmp_path):
+@pytest.mark.parametrize("recipe", [[], ["--self-blend"]], ids=["plain", "self-blend"])
+def test_ddp_with_two_gloo_processes(extracted, tmp_path, recipe):
+    """With --self-blend, DDP wraps the detector and its training-only mask head together."""
     run = tmp_path / "ddp"
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29512",
                "-m", "deepfake_cli", "train", str(extracted), "--run-dir", str(run), "--epochs", "1", "--seq-len", str(SEQ_LEN),
-               "--image-size", "32", "--no-pretrained", "--workers", "0", "--json"]
+               "--image-size", "32", "--no-pretrained", "--workers", "0", "--json", *recipe]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     assert (run / "best.pt").is_file() and len(list(csv.DictReader(open(run / "metrics.csv")))) == 1
+    assert ("mask_head" in read_checkpoint(run / "last.pt")) == bool(recipe)
 
 
 def test_bad_data_is_named_before_training(extracted, tmp_path):
