@@ -20,7 +20,7 @@ from deepfake_cli.inputs import InputSpec
 from deepfake_cli.layout import landmarks_path
 from deepfake_cli.model import DeepfakeDetector
 from deepfake_cli.selfblend import BLEND_RATIOS, BlendDraw, SelfBlend, alter, crop_mask, hull_mask
-from deepfake_cli.train import train
+from deepfake_cli.train import TrainConfig, train
 
 runner = CliRunner()
 SIZE = 64
@@ -226,6 +226,12 @@ def test_fakes_in_the_data_are_never_trained_on_and_are_scored_as_unseen(extract
     assert meta["self_blend"] == {"landmarks": 0, "crop_ellipse": len(split["train"])}
     assert "unseen_auc" in (tmp_path / "run" / "metrics.csv").read_text().splitlines()[0]
     assert "mask_head" not in read_checkpoint(tmp_path / "run" / "last.pt")  # --mask-loss 0: no mask head
+
+
+def test_the_mask_head_is_on_with_self_blend_and_a_run_from_before_it_resumes_without(tmp_path):
+    assert TrainConfig(data=tmp_path, self_blend=True).mask_loss == 1 and TrainConfig(data=tmp_path).mask_loss == 0
+    before = {k: v for k, v in TrainConfig(data=tmp_path, self_blend=True).to_dict().items() if k != "mask_loss"}
+    assert TrainConfig.from_dict(before).mask_loss == 0  # its last.pt has no head, its optimizer no head's state
 
 
 def test_self_blend_refuses_what_it_cannot_do(extracted, tmp_path):
