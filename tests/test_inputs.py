@@ -55,3 +55,16 @@ def test_a_mirrored_video_swaps_its_left_and_right_eye_to_mouth_distances():
             kept += 1
             np.testing.assert_array_equal(v, vectors)
     assert flipped and kept
+
+
+def test_masks_are_mirrored_and_cropped_with_their_frames():
+    """A self-blend's masks stay on the pixels they cover: frames drawn from the masks themselves match them after."""
+    yy, xx = np.mgrid[:64, :64]
+    masks = np.stack([((yy - 20) ** 2 + (xx - 14 - k) ** 2 < 120).astype(np.float32) for k in range(4)])  # off-centre
+    frames = np.repeat((40 + 160 * masks)[..., None], 3, -1).astype(np.uint8)
+    vectors = np.ones((4, 5), np.float32)
+    for seed in range(12):
+        out, _, moved = augment(frames, vectors, np.random.default_rng(seed), masks)
+        assert moved.shape == masks.shape
+        for image, mask in zip(out, moved):  # colour, JPEG and resampling aside, the same shape in the same place
+            assert np.corrcoef(image.mean(-1).ravel(), mask.ravel())[0, 1] > 0.9, seed
