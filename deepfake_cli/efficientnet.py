@@ -125,8 +125,11 @@ class EfficientNet(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.flatten(self.avgpool(self.features(x)), 1)  # (N, 1280)
+    def forward(self, x: torch.Tensor, maps: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """(N, 1280) pooled features; with `maps`, also the last feature map they pool, (N, 1280, H/32, W/32)."""
+        grid = self.features(x)
+        pooled = torch.flatten(self.avgpool(grid), 1)
+        return (pooled, grid) if maps else pooled
 
 
 def EfficientNetB0() -> EfficientNet:

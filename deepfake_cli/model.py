@@ -52,8 +52,8 @@ class DeepfakeDetector(nn.Module):
         if next(self.cnn.parameters()).is_contiguous(memory_format=torch.channels_last):
             x = x.contiguous(memory_format=torch.channels_last)
         if maps:
-            grid = self.cnn.features(x)
-            return torch.flatten(self.cnn.avgpool(grid), 1).view(b, t, -1), grid
+            pooled, grid = self.cnn(x, maps=True)
+            return pooled.view(b, t, -1), grid
         if self.training or x.device.type != "cpu":
             return self.cnn(x).view(b, t, -1)  # (B, T, 1280)
         frames = max(1, CPU_PIXELS_PER_PASS // (x.shape[2] * x.shape[3]))

@@ -648,8 +648,7 @@ class MaskHead(nn.Module):
         """What the detector returns (`DeepfakeDetector.forward`), and the (B*T, 1, grid, grid) mask logits.
         (Never `precomputed`: --self-blend cannot go with a frozen backbone's cached features.)"""
         features, maps = self.model.forward_features(images, maps=True)
-        out = self.model.forward_parts(features, landmarks) if parts else self.model.forward_head(features, landmarks)
-        return out, self.head(maps)
+        return self.model(features, landmarks, precomputed=True, parts=parts), self.head(maps)
 
 
 def model_args(model: DeepfakeDetector) -> dict:
