@@ -1,7 +1,8 @@
 """Training speed and memory: deepfake_cli.train against the reference notebook's training loop.
 
     python benchmarks/bench_train.py [--quick] [--steps K]
-    python benchmarks/bench_train.py --gpu-only DATA [BLEND_DATA]   # the GPU half alone, on extracted DATA
+    python benchmarks/bench_train.py --gpu-only DATA [BLEND_DATA] [--copies 4] [--batches 4,16] [--label NAME]
+                                                       # the GPU half alone, on extracted DATA
     python benchmarks/bench_train.py --self-blend      # a --self-blend epoch against a plain one
 
 Both sides train EfficientNet-B0 + BiLSTM on the same extracted example videos, 16 frames,
@@ -14,6 +15,7 @@ A split file fixes ours to exactly K + 1 training steps and a two-video validati
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -131,7 +133,8 @@ BACKBONES = ("efficientnet_b0", "efficientnet_lite0")
 GPU_BATCHES = (BATCH, 16)  # the reference's batch, and one that gives a GPU enough work per step
 
 
-def gpu_figures(data: Path, split_file: Path, train_keys: list[str], image_size: int, name: str = "cuda") -> dict:
+def gpu_figures(data: Path, split_file: Path, train_keys: list[str], image_size: int, name: str = "cuda",
+                batches: tuple[int, ...] = GPU_BATCHES) -> dict:
     """On a GPU, per backbone: ours vs the reference loop (B0, the notebook's), and ours vs the same
     model fed from tensors already on the GPU.
 
@@ -148,7 +151,7 @@ def gpu_figures(data: Path, split_file: Path, train_keys: list[str], image_size:
     figures = {"measured": True, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else name,
                "reference_clips_per_s": reference["clips_per_s"]}
     for backbone in BACKBONES:
-        for batch in GPU_BATCHES:
+        for batch in batches:
             ours = ours_train(data, split_file, f"gpu-{backbone}-{batch}", image_size, device=name, amp="auto", epochs=3,
                               backbone=backbone, batch=batch)
             ours_cps = after_first_epoch(ours)
@@ -156,10 +159,11 @@ def gpu_figures(data: Path, split_file: Path, train_keys: list[str], image_size:
                                       backbone, batch)["clips_per_s"]
             figures[f"{backbone}-batch{batch}"] = {
                 "backbone": backbone, "batch": batch, "ours_clips_per_s": ours_cps, "resident_clips_per_s": resident,
+                "run_seconds": ours["total_seconds"],
                 "speedup_vs_reference": ours_cps / reference["clips_per_s"], "ours_vs_resident": ours_cps / resident}
             print(f"GPU {backbone} batch {batch}: {ours_cps:.1f} clips/s, reference {reference['clips_per_s']:.1f}, "
                   f"resident {resident:.1f}", flush=True)
-    if (os.cpu_count() or 1) > 8:  # train() stops at 8 loader workers: would every core feed the GPU better?
+    if (os.cpu_count() or 1) > 8 and batches == GPU_BATCHES:  # train() stops at 8 loader workers: would every core feed the GPU better?
         ours = ours_train(data, split_file, "gpu-all-cores", image_size, device=name, amp="auto", epochs=3,
                           batch=max(GPU_BATCHES), workers=os.cpu_count())
         figures["all_cores"] = {"workers": os.cpu_count(), "backbone": "efficientnet_b0", "batch": max(GPU_BATCHES),
@@ -217,20 +221,21 @@ def replicate(data: Path, copies: int) -> Path:
     return out
 
 
-def gpu_only(data: Path, blend_data: Path | None = None, copies: int = 4) -> None:
+def gpu_only(data: Path, blend_data: Path | None = None, copies: int = 4, batches: tuple[int, ...] = GPU_BATCHES,
+             label: str = "") -> None:
     """The GPU half alone, on already extracted DATA (a GPU machine needs no MediaPipe for it), each video
     `copies` times over; with BLEND_DATA (extracted with landmark sidecars), the --self-blend epoch's cost too."""
     data = replicate(data, copies)
     split_file = common.RESULTS / "tmp" / "train-split-gpu.json"
     split_file.parent.mkdir(parents=True, exist_ok=True)
     videos = len(scan(data, SEQ_LEN)) - 2
-    train_keys = write_split(data, videos - videos % max(GPU_BATCHES), split_file)
-    measured = {"gpu": gpu_figures(data, split_file, train_keys, FULL["image_size"])}
+    train_keys = write_split(data, videos - videos % max(batches), split_file)
+    measured = {"gpu": gpu_figures(data, split_file, train_keys, FULL["image_size"], batches=batches)}
     rows = gpu_rows(measured["gpu"])
     if blend_data is not None:
         measured["gpu_self_blend"] = gpu_self_blend(replicate(blend_data, copies))
         rows += gpu_blend_rows(measured["gpu_self_blend"], measured["gpu"]["device"])
-    common.save_results("bench_train-gpu", False, {"load_1min_at_start": 0, "waited_s": 0, "idle": True},
+    common.save_results(f"bench_train-gpu{label}", False, {"load_1min_at_start": 0, "waited_s": 0, "idle": True},
                         {"image_size": FULL["image_size"], "batch": BATCH, "seq_len": SEQ_LEN, "copies": copies,
                          "train_videos": len(train_keys), "data": str(data), "blend_data": str(blend_data)}, measured, rows)
 
@@ -305,8 +310,14 @@ def gpu_blend_rows(b: dict, device: str) -> list[dict]:
 
 def main() -> None:
     if "--gpu-only" in sys.argv:
-        args = sys.argv[sys.argv.index("--gpu-only") + 1:]
-        return gpu_only(Path(args[0]), Path(args[1]) if len(args) > 1 else None)
+        p = argparse.ArgumentParser(prog="bench_train.py --gpu-only")
+        p.add_argument("data", type=Path)
+        p.add_argument("blend_data", type=Path, nargs="?")
+        p.add_argument("--copies", type=int, default=4, help="each video this many times over (a longer epoch)")
+        p.add_argument("--batches", default=",".join(map(str, GPU_BATCHES)), help="batch sizes, comma-separated")
+        p.add_argument("--label", default="", help="appended to the results' name: bench_train-gpu<LABEL>.json")
+        a = p.parse_args(sys.argv[sys.argv.index("--gpu-only") + 1:])
+        return gpu_only(a.data, a.blend_data, a.copies, tuple(int(b) for b in a.batches.split(",")), a.label)
     if "--self-blend" in sys.argv:
         return self_blend_cost("--quick" in sys.argv)
     p, quick = common.settings(__doc__, FULL, QUICK, "tiny images, one timed step: a smoke check",

@@ -3,7 +3,7 @@
 # PyTorch (training imports neither MediaPipe nor PyAV), and data extracted beforehand on a CPU box:
 # the examples (`python -c "import common; common.example_dataset(32)"` in benchmarks/) and, for the
 # --self-blend figure, bench_quality.py's people B (extracted with landmark sidecars). Results land in $OUT.
-set -euo pipefail
+set -uo pipefail  # a stage that fails leaves the later ones to run
 cd "$(dirname "$0")"
 export PYTHONPATH="$PWD/.." PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
@@ -17,6 +17,16 @@ for threads in (cv2.getNumThreads(), 1):
     cv2.setNumThreads(threads); ds = D.SequenceDataset(root, samples, InputSpec(), augment=True); ds[(0, 1, 1)]
     t = time.perf_counter(); [ds[(i, 1, 1)] for i in range(20)]
     print(f'cv2 threads {threads}: {(time.perf_counter() - t) / 20 * 1000:.1f} ms per video')"
-python3 bench_train.py --gpu-only results/data/example-32-320x240-2s/extracted \
-    results/data/quality-B-60-40-seed2/extracted 2>&1 | tee "${OUT:-/tmp}/bench_train-gpu.log"
-cp results/bench_train-gpu.json "${OUT:-/tmp}/"
+OUT="${OUT:-/tmp}"
+EXAMPLES=results/data/example-32-320x240-2s/extracted BLEND=results/data/quality-B-60-40-seed2/extracted
+python3 bench_train.py --gpu-only "$EXAMPLES" "$BLEND" 2>&1 | tee "$OUT/bench_train-gpu.log"
+cp results/bench_train-gpu.json "$OUT/"
+# With BASELINE=DIR (a copy of an earlier deepfake_cli package under DIR), the same rows from that code, on this machine.
+if [ -n "${BASELINE:-}" ]; then
+    PYTHONPATH="$PWD/$BASELINE:$PWD/.." python3 bench_train.py --gpu-only "$EXAMPLES" --label=-baseline 2>&1 \
+        | tee "$OUT/bench_train-gpu-baseline.log"
+    cp results/bench_train-gpu-baseline.json "$OUT/"
+fi
+# A longer epoch (every video 16 times over: 1520 training videos) at batch 16: the loader's steady state.
+python3 bench_train.py --gpu-only "$EXAMPLES" --copies 16 --batches 16 --label=-long 2>&1 | tee "$OUT/bench_train-gpu-long.log"
+cp results/bench_train-gpu-long.json "$OUT/"

@@ -427,17 +427,19 @@ def _train(cfg: TrainConfig, callbacks: Callbacks, resume: bool, rank: int, worl
     unseen_loader = D.loader(unseen_ds, cfg.batch_size, workers, device) if unseen_ds else None
     if main and cfg.save_examples:
         save_examples(train_ds, cfg.save_examples, cfg.seed, run / "self-blend-examples.png")
-    stopped_early = False
+    stopped_early, batches = False, None
     for epoch in range(start_epoch, cfg.epochs + 1):
         # Every random draw of an epoch derives from (seed, epoch): --resume replays it exactly.
         seed_everything(cfg.seed * 1000 + epoch)
-        shuffle.manual_seed(cfg.seed * 1000 + epoch)
-        sampler.set_epoch(epoch)
+        if batches is None:  # the first epoch of this process
+            batches = epoch_batches(loader, sampler, shuffle, cfg.seed, epoch)
         started = time.perf_counter()
-        train_loss = _train_epoch(net, loader, inputs, cfg, device, amp, optimizer, scaler, criterion, epoch,
+        train_loss = _train_epoch(net, batches, inputs, cfg, device, amp, optimizer, scaler, criterion, epoch,
                                   callbacks, run, from_features=cfg.freeze_backbone, frame_loss=frame_loss,
                                   mask_loss=cfg.mask_loss, warmup=cfg.warmup and epoch == 1, average=average)
         seconds = time.perf_counter() - started
+        # The workers build the next epoch's first batches while this one is validated and saved.
+        batches = epoch_batches(loader, sampler, shuffle, cfg.seed, epoch + 1) if epoch < cfg.epochs else None
         verdict = torch.zeros(2)  # (stop?, validation loss): rank 0 decides, every rank follows
         if main:
             probs, labels = predict_batches(kept, val_loader, inputs, device, amp, from_features=cfg.freeze_backbone)
@@ -536,6 +538,14 @@ def _scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer):
     if cfg.schedule == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=1)
     return None
+
+
+def epoch_batches(loader: DataLoader, sampler: SeededSampler, shuffle: torch.Generator, seed: int, epoch: int):
+    """An epoch's batches, in the order (seed, epoch) draws. Loader workers start on them at once,
+    whether or not the previous epoch is still being validated."""
+    shuffle.manual_seed(seed * 1000 + epoch)
+    sampler.set_epoch(epoch)
+    return iter(loader)
 
 
 def training_order(train_ds: D.SequenceDataset | FeatureDataset, cfg: TrainConfig, shuffle: torch.Generator, rank: int = 0,
