@@ -163,7 +163,8 @@ def gpu_figures(data: Path, split_file: Path, train_keys: list[str], image_size:
                 "speedup_vs_reference": ours_cps / reference["clips_per_s"], "ours_vs_resident": ours_cps / resident}
             print(f"GPU {backbone} batch {batch}: {ours_cps:.1f} clips/s, reference {reference['clips_per_s']:.1f}, "
                   f"resident {resident:.1f}", flush=True)
-    if (os.cpu_count() or 1) > 8 and batches == GPU_BATCHES:  # train() stops at 8 loader workers: would every core feed the GPU better?
+    # train() stops at 8 loader workers: would every core feed the GPU better? (In the full set of rows only.)
+    if (os.cpu_count() or 1) > 8 and batches == GPU_BATCHES:
         ours = ours_train(data, split_file, "gpu-all-cores", image_size, device=name, amp="auto", epochs=3,
                           batch=max(GPU_BATCHES), workers=os.cpu_count())
         figures["all_cores"] = {"workers": os.cpu_count(), "backbone": "efficientnet_b0", "batch": max(GPU_BATCHES),

@@ -199,7 +199,8 @@ def train(
                                          "quick, but detects far worse than fine-tuning.", rich_help_panel=MODEL),
     epochs: Optional[int] = typer.Option(None, show_default="10", help="Passes over the training split; with "
                                          "--resume, the run's own unless given.", rich_help_panel=OPTIMISATION),
-    batch_size: int = typer.Option(4, help="Videos per step. On a GPU use 16 or more: steps of 4 are too small to keep it busy.", rich_help_panel=OPTIMISATION),
+    batch_size: int = typer.Option(4, help="Videos per step. On a GPU use 16 or more: steps of 4 are too small "
+                                   "to keep it busy.", rich_help_panel=OPTIMISATION),
     lr: float = typer.Option(1e-4, help="AdamW learning rate.", rich_help_panel=OPTIMISATION),
     weight_decay: float = typer.Option(0.0, help="AdamW weight decay.", rich_help_panel=OPTIMISATION),
     schedule: str = typer.Option("none", help="Learning-rate schedule: none, cosine or plateau.",
