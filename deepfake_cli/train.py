@@ -17,7 +17,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -666,14 +666,15 @@ def model_args(model: DeepfakeDetector) -> dict:
     return {"readout": model.readout, "backbone": model.backbone, **({"frame_head": True} if model.frame_head is not None else {})}
 
 
-def _train_epoch(net: nn.Module, loader: DataLoader, inputs: InputSpec, cfg: TrainConfig, device: torch.device,
+def _train_epoch(net: nn.Module, batches: Iterable, inputs: InputSpec, cfg: TrainConfig, device: torch.device,
                  amp: torch.dtype | None, optimizer, scaler, criterion, epoch: int, callbacks: Callbacks, run: Path,
                  from_features: bool, frame_loss: float = 0.0, mask_loss: float = 0.0, warmup: bool = False,
                  average: WeightAverage | None = None) -> float:
-    """One pass over `loader`. `net`: the detector, or with `mask_loss` its `MaskHead` (batches then carry masks)."""
+    """One pass over `batches` (an epoch's, from `epoch_batches`, or any sized iterable of batches).
+    `net`: the detector, or with `mask_loss` its `MaskHead` (batches then carry masks)."""
     net.train()
-    total, steps = 0.0, len(loader)
-    for step, (x, vectors, labels, *cells) in enumerate(loader, 1):
+    total, steps = 0.0, len(batches)
+    for step, (x, vectors, labels, *cells) in enumerate(batches, 1):
         x, vectors = x.to(device, non_blocking=True), vectors.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
         with autocast(device, amp):
