@@ -343,6 +343,8 @@ class SelfBlendDataset(SequenceDataset):
     """Real videos twice over: item 2i is video i as itself (label 0), item 2i+1 its self-blend (label 1).
 
     The pair shares its augmentation draw, so the two differ by the blend alone (as in the paper).
+    In training, half the real videos are first altered over the whole frame as a blend alters its
+    copy (`SelfBlend.alter_whole`): still real, so that only a blend's seams tell the two apart.
     With `mask_grid`, each item has a fourth part, (T, grid, grid) float32: the share of every
     cell that was blended (zero for the real video), the target of training's mask head.
     Masks come from the landmark sidecars `extract` writes; a video without one gets the ellipse
@@ -389,6 +391,8 @@ class SelfBlendDataset(SequenceDataset):
         masks = None
         if fake:
             frames, masks = self._blend(sample, frames, stream)
+        elif draw:  # training's real videos: some altered over the whole frame, so that only a blend's seams tell
+            frames = self.recipe.alter_whole(frames, np.random.default_rng([*stream, 2]))
         vectors, g = load_vectors(self.root, sample, self.inputs.seq_len), self.mask_grid
         if not g:
             return self.item(frames, vectors, fake, stream)

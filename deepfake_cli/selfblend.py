@@ -10,7 +10,7 @@ with a flicker variant whose strength changes from frame to frame, as real swaps
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -39,6 +39,12 @@ GAIN, CHANNEL_GAIN, TEXTURE = 0.25, 0.07, 0.5
 # instead of the texture step.
 MOUTH_STRETCH, MOUTH_SOFTEN = (0.85, 1.2), (0.0, 1.5 / 128)
 FLICKER = 0.25  # the share of sequences whose blend strength is redrawn on every frame
+# Also beyond the paper: a blend's copy is recoloured, resampled by the move and often blurred or sharpened,
+# so a detector can learn to call a whole video fake for being soft or off-colour, with no blend in it
+# (a 1 px blur of a whole real video scored AUC 0.999 against the untouched one; README, "Self-blended
+# training"). This share of the real videos in training gets the same alteration over the whole frame:
+# no mask and no seam, still real. Only a difference between the face and what surrounds it marks a blend.
+WHOLE_ALTERED = 0.5
 BROWS, NOSE_TIP = (105, 334), 1  # Face Mesh points: the middle of each eyebrow, the tip of the nose
 # Mask softening, in pixels of a 256 px crop (the paper's, at its 380 px, scaled): a first blur that
 # shrinks the hull by its radius, then a feathering blur.
@@ -156,6 +162,18 @@ class SelfBlend:
             fakes[i], masks[i] = blend_frame(np.ascontiguousarray(frames[i]), hull, draw, i, jitter[i], maps)
         return fakes, masks
 
+    def alter_whole(self, frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """A real (T, S, S, 3) uint8 sequence as training shows it: left as it is, or (a WHOLE_ALTERED share)
+        altered over the whole frame as a face blend alters its copy (colour, texture step as drawn, move)."""
+        if rng.random() >= WHOLE_ALTERED:
+            return frames
+        draw = BlendDraw.draw(rng, len(frames), self.flicker)
+        draw = replace(draw, mouth=False)  # a face blend's alteration: a mouth's stretch is meant for the lips alone
+        size = frames.shape[1]
+        matrix = move_matrix(draw.move, size)
+        return np.stack([cv2.warpAffine(alter(np.ascontiguousarray(f), draw, 0.0), matrix, (size, size),
+                                        borderMode=cv2.BORDER_REFLECT) for f in frames])
+
 
 def blend_frame(frame: np.ndarray, hull: np.ndarray, draw: BlendDraw, i: int, jitter: np.ndarray,
                 maps: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -163,14 +181,21 @@ def blend_frame(frame: np.ndarray, hull: np.ndarray, draw: BlendDraw, i: int, ji
     size = frame.shape[0]
     altered = alter(frame, draw, centre_row(hull) if draw.mouth else 0.0)  # a mouth blend stretches about its centre
     source, target = (altered, frame) if draw.alter_source else (frame, altered)
-    x, y, scale = draw.move
-    matrix = cv2.getRotationMatrix2D((size / 2, size / 2), 0, scale)
-    matrix[:, 2] += (np.array([x, y]) + jitter) * size
+    matrix = move_matrix(draw.move, size, jitter)
     source = cv2.warpAffine(source, matrix, (size, size), borderMode=cv2.BORDER_REFLECT)
     mask = soften(cv2.remap(cv2.warpAffine(hull, matrix, (size, size)), *maps, cv2.INTER_LINEAR), draw.blur)
     mask *= draw.ratio * draw.strength[i]
     blended = mask[..., None] * source.astype(np.float32) + (1 - mask[..., None]) * target.astype(np.float32)
     return np.clip(blended + 0.5, 0, 255).astype(np.uint8), mask
+
+
+def move_matrix(move: tuple[float, float, float], size: int, jitter: np.ndarray | None = None) -> np.ndarray:
+    """The affine move as a 2x3 matrix for a side of `size` px: scaled about the centre, then shifted by
+    x, y (+ `jitter`), fractions of the side."""
+    x, y, scale = move
+    matrix = cv2.getRotationMatrix2D((size / 2, size / 2), 0, scale)
+    matrix[:, 2] += (np.array([x, y]) + (0.0 if jitter is None else jitter)) * size
+    return matrix
 
 
 def centre_row(mask: np.ndarray) -> float:

@@ -129,6 +129,25 @@ def test_the_altered_copy_changes_colour_alone_or_texture_too_and_a_mouth_is_reo
     assert detail(alter(stripes, replace(mouth, stretch=1.0, soften=1.5 / SIZE), 40.0)) < 0.5 * detail(stripes)
 
 
+def test_half_the_real_videos_are_altered_over_the_whole_frame_as_a_blend_alters_its_copy(extracted):
+    frames, _ = sequence(extracted)
+    recipe, altered = SelfBlend(CropSpec()), 0
+    for seed in range(40):
+        out = recipe.alter_whole(frames, np.random.default_rng(seed))
+        if out is frames:  # left as it is
+            continue
+        altered += 1
+        assert out.shape == frames.shape and out.dtype == np.uint8
+        change = np.abs(out.astype(int) - frames).max(-1)  # (T, S, S)
+        assert (change > 0).mean() > 0.7  # the whole frame, not a masked part of it: no seam to find
+        quarters = change.reshape(SEQ_LEN, 2, SIZE // 2, 2, SIZE // 2).mean(axis=(0, 2, 4))
+        assert (quarters > 1).all()
+        # one draw for the whole sequence: every frame is changed alike (its mean colour moves the same way)
+        shift = out.astype(float).mean(axis=(1, 2)) - frames.astype(float).mean(axis=(1, 2))  # (T, 3)
+        assert np.abs(shift - shift.mean(0)).max() < 3 + 0.2 * np.abs(shift.mean(0)).max()
+    assert 10 < altered < 30  # about half (WHOLE_ALTERED)
+
+
 def test_without_landmarks_the_mask_is_the_face_box_the_crop_implies():
     for crop, face in ((CropSpec(margin=0.2), 1 / 1.4), (CropSpec(margin=0.5), 0.5)):
         mask = crop_mask(crop, 100)
@@ -150,13 +169,15 @@ def test_a_self_blend_dataset_pairs_each_real_video_with_its_blend(extracted):
     assert (real == plain[1][0]).all() and (fake != real).any()
     assert (blends[3][0] == fake).all()  # validation's blends are fixed
     # In training, (seed, epoch, video) seeds the shared augmentation of the pair and, with one more number,
-    # the blend: the two differ by the blend alone, and a worker or --resume draws the same.
+    # the blend (1) or the real video's whole-frame alteration (2): a worker or --resume draws the same.
     augmented = SelfBlendDataset(extracted, reals, inputs, augment=True)
     frames, vectors = plain.frames(reals[1]), load_vectors(extracted, reals[1], SEQ_LEN)
-    blend, _ = blends.recipe(frames, blends.landmarks(reals[1]), np.random.default_rng([7, 2, 1, 1]))
-    for key, expected in (((2, 7, 2), frames), ((3, 7, 2), blend)):
+    blend, _ = blends.recipe(frames, blends.landmarks(reals[1]), np.random.default_rng([8, 2, 1, 1]))
+    real = blends.recipe.alter_whole(frames, np.random.default_rng([8, 2, 1, 2]))
+    assert real is not frames  # this draw alters the real video
+    for key, expected in (((2, 8, 2), real), ((3, 8, 2), blend)):
         images, _, _ = augmented[key]
-        want, _, _ = augment(expected, vectors, np.random.default_rng([7, 2, 1]))
+        want, _, _ = augment(expected, vectors, np.random.default_rng([8, 2, 1]))
         assert (images.permute(0, 2, 3, 1).numpy() == want).all()
 
 
