@@ -5,7 +5,9 @@ carries only what every face swap leaves behind, a blend boundary and a colour a
 mismatch inside it, so a detector trained on real videos and their self-blends has seen the
 traces of generators nobody trained on. The recipe is the paper's code (mapooon/SelfBlendedImages,
 `sbi.py` and `funcs.py`), drawn once per sequence so that the LSTM sees one consistent fake,
-with a flicker variant whose strength changes from frame to frame, as real swaps often do.
+with a flicker variant whose strength changes from frame to frame, as real swaps often do. In
+training, half the real videos get the same alteration over the whole frame (`SelfBlend.alter_whole`),
+so that a soft or recoloured video is not a fake unless a seam says so.
 """
 
 from __future__ import annotations
