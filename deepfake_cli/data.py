@@ -342,9 +342,9 @@ class SequenceDataset(Dataset):
 class SelfBlendDataset(SequenceDataset):
     """Real videos twice over: item 2i is video i as itself (label 0), item 2i+1 its self-blend (label 1).
 
-    The pair shares its augmentation draw, so the two differ by the blend alone (as in the paper).
-    In training, half the real videos are first altered over the whole frame as a blend alters its
-    copy (`SelfBlend.alter_whole`): still real, so that only a blend's seams tell the two apart.
+    The pair shares its augmentation draw, so the two differ by the blend (as in the paper) and, in
+    training, for half the pairs by the real video's own alteration over the whole frame, as a blend
+    alters its copy (`SelfBlend.alter_whole`): still real, so that only a blend's seams tell them apart.
     With `mask_grid`, each item has a fourth part, (T, grid, grid) float32: the share of every
     cell that was blended (zero for the real video), the target of training's mask head.
     Masks come from the landmark sidecars `extract` writes; a video without one gets the ellipse
