@@ -191,12 +191,12 @@ def blend_frame(frame: np.ndarray, hull: np.ndarray, draw: BlendDraw, i: int, ji
     return np.clip(blended + 0.5, 0, 255).astype(np.uint8), mask
 
 
-def move_matrix(move: tuple[float, float, float], size: int, jitter: np.ndarray | None = None) -> np.ndarray:
+def move_matrix(move: tuple[float, float, float], size: int, jitter: np.ndarray | float = 0.0) -> np.ndarray:
     """The affine move as a 2x3 matrix for a side of `size` px: scaled about the centre, then shifted by
     x, y (+ `jitter`), fractions of the side."""
     x, y, scale = move
     matrix = cv2.getRotationMatrix2D((size / 2, size / 2), 0, scale)
-    matrix[:, 2] += (np.array([x, y]) + (0.0 if jitter is None else jitter)) * size
+    matrix[:, 2] += (np.array([x, y]) + jitter) * size
     return matrix
 
 
