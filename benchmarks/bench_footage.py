@@ -111,7 +111,7 @@ def main() -> None:
             path = make(common.scratch_dir(f"{name}-{k}") / "clip.mp4", md, k, p["seconds"])
             with Video(path) as video, people_finder() as finder:
                 sampled = sample_faces(video, finder, 16, CropSpec(), max_people=MAX_PEOPLE)
-            found.append(sum(sum(f is not None for f in person) >= 8 for person in sampled.people))
+            found.append(sum(sum(f is not None for f in person[0]) >= 8 for person in sampled.people))
         measured[name.replace(" ", "_")] = {"people_found": found, "people_there": 2 if name == "split screen" else 4}
         rows.append(common.row(f"{name}: people predict scores (of {2 if name == 'split screen' else 4}), per clip",
                                ", ".join(map(str, found)), target=">= 2", met=min(found) >= 2))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import pickle
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,12 @@ class WeightsUnavailable(Exception):
     """ImageNet weights could not be had (offline, missing or corrupt file)."""
 
 
+# What "the weights are not here" raises: no network or no file (OSError: URLError, timeouts, refused
+# connections), or a cached file torch cannot read (RuntimeError: a torn zip or a wrong hash;
+# EOFError and UnpicklingError: a torn legacy pickle).
+WEIGHTS_MISSING = (OSError, RuntimeError, EOFError, pickle.UnpicklingError)
+
+
 @dataclass(frozen=True)
 class Backbone:
     name: str
@@ -49,7 +56,7 @@ def _b0_imagenet() -> dict:
     try:  # torch.hub announces each download on stdout, where `--json` output goes; the caller reports
         with contextlib.redirect_stdout(io.StringIO()):
             state = EfficientNet_B0_Weights.DEFAULT.get_state_dict(progress=False)
-    except Exception as e:  # offline: URLError, socket errors, a corrupt cache file
+    except WEIGHTS_MISSING as e:  # anything else is a bug, and keeps its traceback
         raise WeightsUnavailable(f"{type(e).__name__}: {str(e)[:120]}") from None
     finally:
         socket.setdefaulttimeout(previous)
@@ -70,7 +77,7 @@ def lite0_imagenet(with_classifier: bool = False):
     path = lite0_weights_file()
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # missing, truncated, not a pickle
+    except WEIGHTS_MISSING as e:  # missing, truncated, not a pickle
         raise WeightsUnavailable(f"{path} is unreadable ({type(e).__name__}); {REINSTALL_LITE0}") from None
     if not isinstance(state, dict):
         raise WeightsUnavailable(f"{path} holds no state_dict; {REINSTALL_LITE0}")

@@ -163,8 +163,9 @@ DATA, MODEL, OPTIMISATION, HARDWARE, RUN = "Data", "Model", "Optimisation", "Har
 @app.command()
 @user_errors
 def train(
+    ctx: typer.Context,
     data: Optional[Path] = typer.Argument(None, help="An `extract` OUT folder (or data from the reference "
-                                          "preprocessing); with --resume, the run's own data is used."),
+                                          "preprocessing); with --resume, the run's own unless given (moved data)."),
     seq_len: int = typer.Option(16, help="Frames per video fed to the model (files _0.._N-1).", rich_help_panel=DATA),
     image_size: int = typer.Option(256, help="Crops are resized to this side before the backbone.", rich_help_panel=DATA),
     val_fraction: float = typer.Option(0.2, help="Share of videos held out; people never straddle the split.",
@@ -241,7 +242,8 @@ def train(
     save_examples: int = typer.Option(0, metavar="N", rich_help_panel=RUN, help=(
         "With --self-blend: write RUN/self-blend-examples.png, N training videos as real / mask / blend.")),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --run-dir (or the latest run) "
-                                "exactly.", rich_help_panel=RUN),
+                                "exactly; only DATA, --epochs, --patience, --workers and --device may be given again.",
+                                rich_help_panel=RUN),
     as_json: bool = typer.Option(False, "--json", help="Print the best epoch's metrics as JSON on stdout.",
                                  rich_help_panel=RUN),
 ) -> None:
@@ -249,15 +251,14 @@ def train(
 
     Writes RUN/best.pt, last.pt, config.json, split.json, metrics.csv and curves.png. Offline, the default backbone is EfficientNet-Lite0 on the ImageNet weights installed with the package. For several GPUs or nodes, launch the same command with torchrun.
     """
-    from deepfake_cli.train import Callbacks, TrainConfig, train as run_train
+    from deepfake_cli.train import Callbacks, TrainConfig, resume_config, train as run_train
 
     if resume:
-        run = run or _latest_run()
-        config = run / "config.json"
-        if not config.is_file():
-            raise DeepfakeError(f"{run} holds no run to resume (no config.json); check --run-dir")
-        # The folder resumed is the one given, wherever the run was first written (a moved or copied run).
-        cfg = TrainConfig.from_dict(json.loads(config.read_text()) | {"run": str(run)} | ({"epochs": epochs} if epochs else {}))
+        # Options typed on this command line (click's ParameterSource, compared by name: Typer vendors click).
+        given = {p.name: p.opts[0] if p.opts else p.name.upper() for p in ctx.command.params
+                 if p.name not in ("resume", "run", "as_json")
+                 and getattr(ctx.get_parameter_source(p.name), "name", None) in ("COMMANDLINE", "ENVIRONMENT")}
+        cfg = resume_config(run or _latest_run(), {name: ctx.params[name] for name in given}, given)
     else:
         if data is None:
             raise DeepfakeError("missing DATA: the `extract` OUT folder to train on (or --resume a run)")
@@ -285,7 +286,8 @@ def train(
                           highlight=False)
             console.print("split (identity-aware): " + ", ".join(f"{k} {v['real']} real / {v['fake']} fake" for k, v in split.items())
                           + f"; fake loss weight {info['pos_weight']:.3f}", highlight=False)
-            console.print(f"crops: {info['crop']} ({info['crop_source']}); predict will cut the same", highlight=False)
+            console.print(f"crops: {info['crop']} ({info['crop_source']}); frames: {info['sampling']}; predict will cut "
+                          "and sample the same", highlight=False)
             if info["self_blend"]:
                 masks = info["self_blend"]
                 fallback = (f", from the crop's face ellipse for {masks['crop_ellipse']} (extracted without landmark "
@@ -396,11 +398,12 @@ def _report_table(m: dict) -> Table:
 def predict(
     videos: list[str] = typer.Argument(..., help="Video files, folders of videos, or glob patterns (quote them)."),
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="Checkpoint; default: the newest runs/*/best.pt."),
-    windows: int = typer.Option(0, help="Windows of the model's sequence length, spread over the whole clip; "
-                                "0 = one per 5 s of video, between 2 and 8."),
+    windows: int = typer.Option(0, help="Sequences scored per clip, each sampled over the whole clip as training "
+                                "sampled its videos (other frames each time); 0 = one per 5 s of video, between 2 and 8."),
     aggregate: str = typer.Option("mean", help="Combine window scores by mean, or max (more sensitive)."),
     device: str = typer.Option("auto", help="cpu, cuda, cuda:1, ..."),
-    evidence: Optional[Path] = typer.Option(None, help="Write a contact sheet PNG per clip (crops, window scores) here."),
+    evidence: Optional[Path] = typer.Option(None, help="Write a contact sheet PNG per clip (crops, window scores) here, "
+                                            "named after the clip (with its folders where two clips share a name)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per input on stdout (JSON lines)."),
 ) -> None:
     """P(fake) for each clip, with the windows, faces and most suspicious moment behind it.
@@ -441,7 +444,7 @@ def predict(
             colour = "red" if v.label == "fake" else "green"
             people = " ".join(f"{p['p_fake']:.2f}" for p in v.people)
             table.add_row(Path(v.path).name, f"{v.p_fake:.3f}", f"[{colour}]{v.label}[/{colour}]", str(v.windows), str(v.faces),
-                          f"{v.suspicious_time}s", people)
+                          "-" if v.suspicious_time is None else f"{v.suspicious_time}s", people)
         else:
             table.add_row(Path(v.path).name, "-", f"[yellow]{v.status}[/yellow]", "-", "-", "-", "-")
     (console if as_json else out_console).print(table)

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from deepfake_cli.errors import DeepfakeError
 from deepfake_cli.faces import REFERENCE_CROP, CropSpec
 from deepfake_cli.files import atomic_write
-from deepfake_cli.inputs import InputSpec
+from deepfake_cli.inputs import InputSpec, SamplingSpec
 from deepfake_cli.layout import META_DIR, REAL_FOLDERS, landmarks_path
 from deepfake_cli.selfblend import SelfBlend
 
@@ -99,20 +99,34 @@ def _file_problem(stem: Path) -> str | None:
     return None
 
 
-def data_crop(root: Path, folders: set[str], given: CropSpec | None = None) -> tuple[CropSpec, str]:
-    """The crop `root`'s label folders were cut with, and where that came from.
+def _extract_records(root: Path, folders: set[str]) -> dict[str, dict | None]:
+    """Each label folder's OUT/.deepfake/extract.json (None: none, as in the reference preprocessing's data).
 
-    `extract` records it in OUT/.deepfake/extract.json; a label folder linked in from another
-    extract is looked up where it really lives. Data without a record was written by the
-    reference preprocessing (landmark box + 20 px, stretched), unless `given` says otherwise.
+    A label folder linked in from another extract is looked up where it really lives.
     """
     found = {}
     for folder in sorted(folders):
         record = (root / folder).resolve().parent / META_DIR / "extract.json"
         try:
-            found[folder] = CropSpec(**json.loads(record.read_text())["crop"]) if record.is_file() else None
-        except (OSError, ValueError, KeyError, TypeError):
+            found[folder] = json.loads(record.read_text()) if record.is_file() else None
+        except (OSError, ValueError):
             raise DeepfakeError(f"{record}: unreadable extract settings; re-run `deepfake extract` into that folder") from None
+    return found
+
+
+def data_crop(root: Path, folders: set[str], given: CropSpec | None = None) -> tuple[CropSpec, str]:
+    """The crop `root`'s label folders were cut with, and where that came from.
+
+    `extract` records it in OUT/.deepfake/extract.json. Data without a record was written by the
+    reference preprocessing (landmark box + 20 px, stretched), unless `given` says otherwise.
+    """
+    found = {}
+    for folder, record in _extract_records(root, folders).items():
+        try:
+            found[folder] = CropSpec(**record["crop"]) if record is not None else None
+        except (KeyError, TypeError, ValueError):
+            raise DeepfakeError(f"{root / folder}: its extract.json has no usable crop; re-run `deepfake extract` "
+                                "into that folder") from None
     crops = set(found.values())
     if len(crops) > 1:
         cut = "; ".join(f"{folder}: {crop.describe() if crop else 'no extract.json'}" for folder, crop in found.items())
@@ -124,6 +138,18 @@ def data_crop(root: Path, folders: set[str], given: CropSpec | None = None) -> t
     if given is not None and given != recorded:
         raise DeepfakeError(f"--crop: {root} was extracted with {recorded.describe()}; leave --crop out")
     return recorded, "extract.json"
+
+
+def data_sampling(root: Path, folders: set[str]) -> SamplingSpec:
+    """How `root`'s videos were sampled: extract's segments (as many as its --frames), or, without an
+    extract.json, the reference preprocessing's first faces. Folders sampled differently are refused."""
+    found = {folder: SamplingSpec("segments", record.get("frames")) if record else SamplingSpec("reference")
+             for folder, record in _extract_records(root, folders).items()}
+    if len(set(found.values())) > 1:
+        kinds = "; ".join(f"{folder}: {s.rule}{f' of {s.frames}' if s.frames else ''}" for folder, s in found.items())
+        raise DeepfakeError(f"{root}: its folders were sampled differently ({kinds}); extract them again with the "
+                            "same --frames")
+    return next(iter(found.values()))
 
 
 # ---- splitting without identity leakage ------------------------------------------------------
@@ -212,19 +238,32 @@ def pair_groups(samples: list[Sample], most: int = PAIR_GROUP_MOST) -> list[list
     return groups
 
 
-def read_split_file(path: Path, samples: list[Sample]) -> dict[str, list[Sample]]:
-    """A JSON object {"train": [...], "val": [...], "test": [...]}.
+SPLIT_PARTS = ("train", "val", "test")
+
+
+def read_split_file(path: Path, samples: list[Sample], flag: str = "--split-file") -> dict[str, list[Sample]]:
+    """A JSON object {"train": [...], "val": [...], "test": [...]} ("test" optional).
 
     Entries are video ids (`033`, `033_097`), folder-qualified keys (`Deepfakes/033_097`), or
     FaceForensics++ pairs (`["033", "097"]`: the real videos and both fakes of the pair).
+    Any other key, or a part that is not such a list, is refused: a typo must not quietly
+    leave a part out.
     """
+    shape = "a JSON object with 'train' and 'val' (and optionally 'test') lists of video ids"
     try:
         spec = json.loads(path.read_text())
-        assert isinstance(spec, dict) and {"train", "val"} <= set(spec)
-    except (OSError, ValueError, AssertionError):
-        raise DeepfakeError(f"--split-file {path}: expected a JSON object with 'train' and 'val' lists") from None
+    except (OSError, ValueError):
+        raise DeepfakeError(f"{flag} {path}: not a readable JSON file; expected {shape}") from None
+    if not isinstance(spec, dict) or not {"train", "val"} <= set(spec):
+        raise DeepfakeError(f"{flag} {path}: expected {shape}")
+    unknown = sorted(set(spec) - set(SPLIT_PARTS))
+    if unknown:
+        raise DeepfakeError(f"{flag} {path}: unknown key {', '.join(map(repr, unknown))}; the keys are train, val and test")
     split: dict[str, list[Sample]] = {}
     for name, entries in spec.items():
+        if not isinstance(entries, list) or not all(_split_entry(e) for e in entries):
+            raise DeepfakeError(f"{flag} {path}: '{name}' must be a list of video ids (\"033\"), keys "
+                                "(\"Deepfakes/033_097\") or pairs ([\"033\", \"097\"])")
         wanted = set()
         for e in entries:
             if isinstance(e, list):
@@ -233,6 +272,10 @@ def read_split_file(path: Path, samples: list[Sample]) -> dict[str, list[Sample]
                 wanted.add(e)
         split[name] = [s for s in samples if s.video in wanted or s.key in wanted]
     return split
+
+
+def _split_entry(entry) -> bool:
+    return isinstance(entry, str) or (isinstance(entry, list) and len(entry) == 2 and all(isinstance(e, str) for e in entry))
 
 
 def describe_split(split: dict[str, list[Sample]]) -> dict[str, dict[str, int]]:

@@ -35,7 +35,7 @@ def select_samples(data: Path, checkpoint: Path, split: str, samples: list[D.Sam
         path = Path(split)
         if not path.is_file():
             raise DeepfakeError(f"--split {split}: not all|val|test|train and not a file")
-        spec = D.read_split_file(path, samples)
+        spec = D.read_split_file(path, samples, flag="--split")
         chosen = spec.get("test") or spec.get("val") or []
     if not chosen:
         raise DeepfakeError(f"--split {split}: none of its videos are in {data}; check DATA or use --split all")
@@ -56,6 +56,10 @@ def evaluate(data: Path, checkpoint: Path, split: str = "auto", batch_size: int 
         log.warning("%s was cut %s, but the model was trained on crops cut %s; its scores here are not what it "
                     "would give on its own preprocessing (extract again with the model's crop)", data, crop.describe(),
                     inputs.crop.describe())
+    sampling = D.data_sampling(data, {s.folder for s in samples})
+    if not sampling.matches(inputs.sampling, inputs.seq_len):
+        log.warning("%s holds %s, but the model was trained on %s; extract again with the model's --frames for the "
+                    "scores predict would give", data, sampling.describe(inputs.seq_len), inputs.sampling.describe(inputs.seq_len))
     dataset = D.SequenceDataset(data, samples, inputs)
     loader = D.loader(dataset, batch_size, workers, device_)
     probs, labels = predict_batches(detector.model, loader, inputs, device_, resolve_amp("auto", device_))

@@ -143,7 +143,7 @@ def extract_video(job: VideoJob, out: Path, cfg: ExtractConfig, analyzer: FaceAn
             info = video.info
             row.update(fps=round(info.fps, 3), width=info.width, height=info.height)
             sampled = sample_faces(video, analyzer, cfg.frames, cfg.crop, borrow=True)
-            person = sampled.people[0]
+            person = sampled.people[0][0]
             width, height = video.display_size
             row.update(width=width, height=height, rotation=video.rotation)  # as displayed: frames are read upright
         have = [f for f in person if f is not None]

@@ -16,6 +16,39 @@ from deepfake_cli.faces import REFERENCE_CROP, CropSpec, resize_square
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 LANDMARK_MODES = ("raw", "face_scale")
+SAMPLING_RULES = ("segments", "reference")
+
+
+@dataclass(frozen=True)
+class SamplingSpec:
+    """How a video became the sequence the model was trained on; `predict` samples clips the same way.
+
+    "segments" (`extract`): the video cut into `frames` equal segments, one face from each (another
+    frame of the segment when its own shows none, else the nearest spare frames with the face), and
+    the model reads the first `seq_len` of them. "reference" (the notebook's preprocessing): 60
+    candidate frames evenly spaced, the first `seq_len` with a face.
+    """
+
+    rule: str = "segments"
+    frames: int | None = None  # segments per video (extract --frames); None: the model's seq_len
+
+    def __post_init__(self) -> None:
+        if self.rule not in SAMPLING_RULES:
+            raise ValueError(f"sampling rule must be one of {SAMPLING_RULES}, got {self.rule!r}")
+
+    def segments(self, seq_len: int) -> int:
+        return self.frames or seq_len
+
+    def matches(self, other: "SamplingSpec", seq_len: int) -> bool:
+        """Whether the two give a model of `seq_len` frames the same sequences."""
+        if self.rule != other.rule:
+            return False
+        return self.rule == "reference" or self.segments(seq_len) == other.segments(seq_len)
+
+    def describe(self, seq_len: int) -> str:
+        if self.rule == "reference":
+            return f"the first {seq_len} faces of 60 evenly spaced frames (the reference preprocessing)"
+        return f"{self.segments(seq_len)} segments over the whole video, the first {seq_len} read"
 
 
 @dataclass(frozen=True)
@@ -34,6 +67,7 @@ class InputSpec:
     landmark_mean: tuple[float, ...] = (0.0,) * 5
     landmark_std: tuple[float, ...] = (1.0,) * 5
     crop: CropSpec = field(default_factory=CropSpec)
+    sampling: SamplingSpec = field(default_factory=SamplingSpec)
 
     def __post_init__(self) -> None:
         if self.landmarks not in LANDMARK_MODES:
@@ -46,6 +80,7 @@ class InputSpec:
     def from_dict(cls, d: dict) -> "InputSpec":
         d = dict(d)
         d["crop"] = CropSpec(**d["crop"])
+        d["sampling"] = SamplingSpec(**d.get("sampling", {}))  # checkpoints from before it was recorded: extract's
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
     def frames(self, crops: list[np.ndarray]) -> np.ndarray:
@@ -80,7 +115,8 @@ def face_scale(vectors: np.ndarray) -> np.ndarray:
 
 
 # The reference notebook's conventions: ToTensor() on BGR, raw distances, 20 px stretched crop.
-REFERENCE_INPUTS = InputSpec(rgb=False, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), landmarks="raw", crop=REFERENCE_CROP)
+REFERENCE_INPUTS = InputSpec(rgb=False, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), landmarks="raw", crop=REFERENCE_CROP,
+                             sampling=SamplingSpec("reference"))
 
 
 class _SettingsOnly(pickle.Unpickler):

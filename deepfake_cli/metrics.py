@@ -32,6 +32,20 @@ def predict_batches(model: DeepfakeDetector, batches: Iterable, inputs: InputSpe
     return torch.cat(probs).numpy().astype(np.float64), torch.cat(labels).numpy().astype(int)
 
 
+@torch.no_grad()
+def score_windows(model: DeepfakeDetector, frames: torch.Tensor, vectors: torch.Tensor, inputs: InputSpec,
+                  device: torch.device, amp: torch.dtype | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """P(fake) of (N, T, 3, S, S) uint8 windows, (N,), and, where the model has a frame head, of each of
+    their frames, (N, T): the video's score is the one `predict_batches` gives."""
+    model.eval()
+    with autocast(device, amp):
+        features = model.forward_features(inputs.images(frames.to(device)))  # (N, T, 1280)
+        sequence, per_frame = model.forward_parts(features, inputs.landmark_features(vectors.to(device)))
+        logits = model.combine(sequence, per_frame)
+    frame_probs = torch.sigmoid(per_frame.float()).cpu().numpy().astype(np.float64) if per_frame is not None else None
+    return torch.sigmoid(logits.float()).cpu().numpy().astype(np.float64), frame_probs
+
+
 def best_threshold(labels: np.ndarray, probs: np.ndarray) -> float:
     """The decision threshold where the two error rates meet on these scores (0.5 when undefined).
 

@@ -78,7 +78,11 @@ class DeepfakeDetector(nn.Module):
 
     def forward_head(self, features: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
         """(B, T, 1280) features + (B, T, 5) landmarks -> (B,) logits."""
-        sequence, frames = self.forward_parts(features, landmarks)
+        return self.combine(*self.forward_parts(features, landmarks))
+
+    @staticmethod
+    def combine(sequence: torch.Tensor, frames: torch.Tensor | None) -> torch.Tensor:
+        """The video's (B,) logits from the sequence's (B,) and, with a frame head, the frames' (B, T)."""
         return sequence if frames is None else (sequence + frames.mean(1)) / 2
 
     def forward(self, x: torch.Tensor, landmarks: torch.Tensor, precomputed: bool = False,

@@ -82,27 +82,34 @@ def evaluation_plots(labels: np.ndarray, probs: np.ndarray, threshold: float, ou
     return written + [out / "confusion.png", out / "scores.png"]
 
 
-def contact_sheet(rows, top_window: int, fps: float, slots, seq_len: int, verdict, path: Path, thumb: int = 72) -> None:
-    """One row per window: its face crops and its score; the most suspicious window framed in red."""
+def contact_sheet(rows, top_window: int, fps: float, verdict, path: Path, thumb: int = 72) -> None:
+    """One row per window (window, P(fake), its faces, each face's P(fake) or None): the faces with their
+    times, the most suspicious window framed in red and, in it, the frame the frame head scores highest."""
     import cv2
 
     label_width = 170
+    seq_len = len(rows[0][2])
     width = label_width + thumb * seq_len
     header = np.full((40, width, 3), 255, np.uint8)
     cv2.putText(header, f"{Path(verdict.path).name}: P(fake) {verdict.p_fake:.3f} -> {verdict.label}", (8, 26),
                 cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
     blocks = [header]
-    for window, score, frames in rows:
-        row = np.full((thumb + 8, width, 3), 255, np.uint8)
+    for window, score, frames, frame_scores in rows:
+        row = np.full((thumb + 22, width, 3), 255, np.uint8)
+        top = window == top_window
+        color = (0, 0, 220) if top else (0, 0, 0)
+        worst = int(np.argmax(frame_scores)) if frame_scores is not None else None
         for i, f in enumerate(frames):
-            row[4:4 + thumb, label_width + i * thumb:label_width + (i + 1) * thumb] = cv2.resize(f.crop, (thumb, thumb))
-        start = slots[window * seq_len][0] / fps if fps else 0.0
-        stop = slots[(window + 1) * seq_len - 1][1] / fps if fps else 0.0
-        color = (0, 0, 220) if window == top_window else (0, 0, 0)
-        cv2.putText(row, f"{start:.1f}-{stop:.1f}s", (6, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.5, color, 1, cv2.LINE_AA)
+            x = label_width + i * thumb
+            row[4:4 + thumb, x:x + thumb] = cv2.resize(f.crop, (thumb, thumb))
+            if top and i == worst:
+                cv2.rectangle(row, (x, 4), (x + thumb - 1, 3 + thumb), color, 2)
+            when = f"{f.index / fps:.1f}s" if fps else str(f.index)
+            cv2.putText(row, when, (x + 4, thumb + 17), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(row, f"window {window + 1}", (6, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.5, color, 1, cv2.LINE_AA)
         cv2.putText(row, f"P(fake) {score:.3f}", (6, 55), cv2.FONT_HERSHEY_SIMPLEX, 0.5, color, 1, cv2.LINE_AA)
-        if window == top_window:
-            cv2.rectangle(row, (0, 0), (width - 1, thumb + 7), color, 3)
+        if top:
+            cv2.rectangle(row, (0, 0), (width - 1, thumb + 21), color, 3)
         blocks.append(row)
     ok, png = cv2.imencode(".png", np.vstack(blocks))
     path.parent.mkdir(parents=True, exist_ok=True)

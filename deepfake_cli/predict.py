@@ -14,7 +14,7 @@ import numpy as np
 from deepfake_cli.errors import DeepfakeError
 from deepfake_cli.faces import FaceAnalyzer
 from deepfake_cli.inputs import peek_inputs
-from deepfake_cli.sampling import FaceFrame, SkipVideo, VideoFaces, sample_faces
+from deepfake_cli.sampling import FaceFrame, SkipVideo, VideoFaces, sample_faces, sample_reference
 from deepfake_cli.scorer import ModelInfo, Scorer
 from deepfake_cli.video import VIDEO_SUFFIXES, Video, VideoInfo
 
@@ -41,7 +41,7 @@ class Verdict:
     threshold: float | None = None
     windows: int = 0
     faces: int = 0
-    suspicious_time: float | None = None  # seconds: centre of the highest-scoring window
+    suspicious_time: float | None = None  # seconds: the frame the frame head scores highest in the top window
     people: list[dict] = field(default_factory=list)
     timings: dict = field(default_factory=dict)
     evidence: str | None = None
@@ -87,7 +87,8 @@ class Predictor:
         # and the first clip is decoded, which needs only the checkpoint's input settings.
         self.scorer = scorer or Scorer(checkpoint, device)
         self.inputs = peek_inputs(checkpoint) or self.scorer.info.inputs
-        self.analyzer = people_finder()
+        # The reference preprocessing's Face Mesh looked for one face; extract's sampling tracks people.
+        self.analyzer = FaceAnalyzer(max_faces=1) if self.inputs.sampling.rule == "reference" else people_finder()
 
     @property
     def model_info(self) -> ModelInfo:
@@ -97,16 +98,24 @@ class Predictor:
         self.analyzer.close()
         self.scorer.close()
 
+    def __enter__(self) -> "Predictor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def predict(self, path: Path, evidence_dir: Path | None = None) -> Verdict:
         return next(self.predict_all([path], evidence_dir))
 
     def predict_all(self, paths: list[Path], evidence_dir: Path | None = None) -> Iterator[Verdict]:
-        """Verdicts in input order. While the model scores one clip, the next is decoded."""
+        """Verdicts in input order. While the model scores one clip, the next is decoded.
+        With `evidence_dir`, a contact sheet per clip, named by `evidence_names`."""
+        sheets = {p: evidence_dir / name for p, name in evidence_names(paths).items()} if evidence_dir else {}
         scoring = None  # the clip whose windows the model process has
         for path in paths:
             clip = self.prepare(path)
             if scoring is not None:
-                yield self._finish(scoring, evidence_dir)
+                yield self._finish(scoring, sheets.get(scoring.path))
                 scoring = None
             if isinstance(clip, Verdict):
                 yield clip
@@ -118,36 +127,48 @@ class Predictor:
                              np.stack([[f.vector for f in frames] for _, _, frames in clip.batches]))
             scoring = clip
         if scoring is not None:
-            yield self._finish(scoring, evidence_dir)
+            yield self._finish(scoring, sheets.get(scoring.path))
 
     def prepare(self, path: Path) -> "_Clip | Verdict":
-        """Decode and cut the faces the model will score; a Verdict already when the clip cannot be scored."""
+        """Decode and cut the faces the model will score; a Verdict already when the clip cannot be scored.
+
+        Each window is a sequence of the kind the model was trained on (`InputSpec.sampling`): with
+        `extract`'s sampling, one face from each of its segments over the whole clip, gaps filled as
+        extract fills them, and a window without a face in every segment is not scored, as extract skips
+        such a video. Several windows are other draws of the same sampling, not pieces of the clip.
+        """
         started = time.perf_counter()
-        t = self.inputs.seq_len
+        t, sampling = self.inputs.seq_len, self.inputs.sampling
+        needed = t if sampling.rule == "reference" else sampling.segments(t)
         if not path.exists():
             return Verdict(str(path), "missing", "no such file; check the path")
         try:
             with Video(path, threads=1) as video:  # the model process needs the other core
                 info = video.info
-                windows = min(self.windows or auto_windows(info.duration), info.frame_count // t)
-                if windows < 1:
-                    raise SkipVideo(f"too short: {info.frame_count} frames, {t} needed")
-                sampled = sample_faces(video, self.analyzer, windows * t, self.inputs.crop, max_people=MAX_PEOPLE)
+                if info.frame_count < needed:
+                    raise SkipVideo(f"too short: {info.frame_count} frames, {needed} needed")
+                # No more windows than a segment has frames: each window reads frames of its own.
+                windows = max(1, min(self.windows or auto_windows(info.duration), info.frame_count // needed))
+                if sampling.rule == "reference":
+                    sampled = sample_reference(video, self.analyzer, t, self.inputs.crop, windows)
+                else:
+                    sampled = sample_faces(video, self.analyzer, needed, self.inputs.crop, max_people=MAX_PEOPLE,
+                                           borrow=True, windows=windows)
         except SkipVideo as e:
             status = "too_short" if str(e).startswith("too short") else "no_face"
             return Verdict(str(path), status, str(e))
         except DeepfakeError as e:
             return Verdict(str(path), "unreadable", str(e).removeprefix(f"{path}: "))
-        batches = [(p, w, frames) for p, person in enumerate(sampled.people) for w in range(windows)
-                   if (frames := window_frames(person[w * t:(w + 1) * t])) is not None]
+        batches = [(p, w, window[:t]) for p, person in enumerate(sampled.people) for w, window in enumerate(person)
+                   if None not in window]
         if not batches:
-            return Verdict(str(path), "no_face", f"no window with a face in at least half of its {t} frames")
+            return Verdict(str(path), "no_face", f"no window found a face on {needed} frames spread over the clip")
         return _Clip(path, info, sampled, batches, {"decode_and_faces": round(time.perf_counter() - started, 3)})
 
-    def _finish(self, clip: "_Clip", evidence_dir: Path | None) -> Verdict:
-        scores, model_seconds = self.scorer.receive()
+    def _finish(self, clip: "_Clip", evidence: Path | None) -> Verdict:
+        scores, frame_scores, model_seconds = self.scorer.receive()
         clip.timings["model"] = round(model_seconds, 3)
-        t, threshold = self.inputs.seq_len, self.model_info.threshold
+        threshold = self.model_info.threshold
         per_person = []
         for p, person in enumerate(clip.sampled.people):
             mine = [(w, float(s)) for (q, w, _), s in zip(clip.batches, scores) if q == p]
@@ -156,27 +177,29 @@ class Predictor:
             values = np.array([s for _, s in mine])
             per_person.append({
                 "person": p, "p_fake": float(values.mean() if self.aggregate == "mean" else values.max()),
-                "faces": sum(f is not None for f in person), "window_scores": [round(s, 4) for _, s in mine],
-                "windows": [w for w, _ in mine],
+                "faces": len({f.index for window in person for f in window if f is not None}),
+                "window_scores": [round(s, 4) for _, s in mine], "windows": [w for w, _ in mine],
             })
         worst = max(per_person, key=lambda r: r["p_fake"])
         top_window = worst["windows"][int(np.argmax(worst["window_scores"]))]
-        slots, fps = clip.sampled.slots, clip.info.fps
-        start, stop = slots[top_window * t][0], slots[(top_window + 1) * t - 1][1]
+        top = next(k for k, (p, w, _) in enumerate(clip.batches) if (p, w) == (worst["person"], top_window))
+        fps = clip.info.fps
+        suspicious = None  # the top window's frame the frame head scores highest (a model without one: none)
+        if frame_scores is not None and fps:
+            suspicious = round(clip.batches[top][2][int(np.argmax(frame_scores[top]))].index / fps, 2)
         verdict = Verdict(
             str(clip.path), "ok", p_fake=worst["p_fake"], threshold=threshold,
             label="fake" if worst["p_fake"] >= threshold else "real",
             windows=len(worst["windows"]), faces=worst["faces"], people=per_person,
-            suspicious_time=round((start + stop) / 2 / fps, 2) if fps else None, timings=clip.timings,
+            suspicious_time=suspicious, timings=clip.timings,
         )
-        if evidence_dir is not None:
+        if evidence is not None:
             from deepfake_cli.plots import contact_sheet
 
-            scored_frames = {(p, w): frames for p, w, frames in clip.batches}
-            rows = [(w, s, scored_frames[worst["person"], w]) for w, s in zip(worst["windows"], worst["window_scores"])]
-            sheet = evidence_dir / f"{clip.path.stem}.png"
-            contact_sheet(rows, top_window, fps, slots, t, verdict, sheet)
-            verdict.evidence = str(sheet)
+            rows = [(w, s, frames, None if frame_scores is None else frame_scores[k])
+                    for k, ((p, w, frames), s) in enumerate(zip(clip.batches, scores)) if p == worst["person"]]
+            contact_sheet(rows, top_window, fps, verdict, evidence)
+            verdict.evidence = str(evidence)
         return verdict
 
 
@@ -191,9 +214,22 @@ class _Clip:
     timings: dict
 
 
-def window_frames(window: list[FaceFrame | None]) -> list[FaceFrame] | None:
-    """A window's faces with gaps filled by the nearest face in time; None if under half are present."""
-    present = [i for i, f in enumerate(window) if f is not None]
-    if len(present) * 2 < len(window):
-        return None
-    return [window[i] if window[i] is not None else window[min(present, key=lambda j: abs(j - i))] for i in range(len(window))]
+def evidence_names(paths: list[Path]) -> dict[Path, str]:
+    """A contact sheet's file name per input, unique in the batch: the clip's stem, with as many of its
+    folders as tell it from another input of the same name (`Deepfakes/000_003.mp4` and
+    `FaceSwap/000_003.mp4` -> `Deepfakes__000_003.png`, `FaceSwap__000_003.png`)."""
+    full = {path: path.resolve().parts for path in paths}
+
+    def tail(path: Path, depth: int, keep_suffix: bool) -> str:
+        parts = list(full[path][-depth:])
+        parts[-1] = parts[-1] if keep_suffix else Path(parts[-1]).stem
+        return "__".join(parts)
+
+    names = {}
+    for path in paths:
+        keep_suffix = any(Path(full[o][-1]).stem == path.stem and o.name != path.name for o in paths if o != path)
+        depth = 1
+        while depth < len(full[path]) and any(tail(o, depth, True) == tail(path, depth, True) for o in paths if o != path):
+            depth += 1
+        names[path] = tail(path, depth, keep_suffix) + ".png"
+    return names

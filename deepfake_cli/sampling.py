@@ -9,7 +9,7 @@ import numpy as np
 from deepfake_cli.errors import DeepfakeError
 from deepfake_cli.faces import (MAX_SHIFT, CropSpec, Face, FaceAnalyzer, Track, crop_face, crop_landmarks, face_distance,
                                 landmark_vector, track_faces)
-from deepfake_cli.video import Video, VideoInfo, sample_frame_indices
+from deepfake_cli.video import Video, VideoInfo
 
 # How many other frames of its segment a slot tries when its own frame shows no face.
 ALTERNATES_PER_SLOT = 4
@@ -36,48 +36,89 @@ class FaceFrame:
 @dataclass
 class VideoFaces:
     info: VideoInfo
-    slots: list[tuple[int, int]]  # [start, stop) source frames of each slot
-    people: list[list[FaceFrame | None]]  # per tracked person, one entry per slot (None: no face)
-    borrowed: int = 0  # slots of the first person filled from frames outside their own segment
+    slots: list[tuple[int, int]]  # [start, stop) source frames of each segment
+    # per tracked person, per window, one entry per slot (None: no face); each window a sequence of the
+    # kind `extract` writes, in time order
+    people: list[list[list[FaceFrame | None]]]
+    borrowed: int = 0  # slots of the first person's first window filled from frames outside their own segment
+
+
+def window_phases(windows: int) -> list[float]:
+    """Where in its segment each window's slot reads, as a share of the segment: the first window at the
+    centre (`extract`'s frame), the others spread evenly around it (0.5, 0.0 for two; 0.5, 0.75, 0.0, 0.25)."""
+    return [(0.5 + w / windows) % 1.0 for w in range(windows)]
 
 
 def sample_faces(video: Video, analyzer: FaceAnalyzer, n_slots: int, spec: CropSpec, *, max_people: int = 1,
-                 borrow: bool = False) -> VideoFaces:
+                 borrow: bool = False, windows: int = 1) -> VideoFaces:
     """Cut the video into `n_slots` equal segments and find each tracked person's face in each.
 
     Each slot reads the frame at its segment's centre. A slot whose frame shows no face (of
     that person) tries up to ALTERNATES_PER_SLOT other frames of its segment, nearest first,
     so a video still yields `n_slots` faces when it can. People are tracked across slots so a
     second person never swaps into another's sequence; the most-seen person comes first.
-    With `borrow`, the first person's slots still empty take their face from other frames
+    With `borrow`, a person's slots still empty take their face from other frames
     (see `_borrow`), and the sequence is then in time order rather than one frame per slot.
+    With several `windows`, each is another draw of the same sampling: its slots read another
+    point of every segment (`window_phases`); the first window is the one-window sampling.
     """
     info = video.info
     if info.frame_count < n_slots:
         raise SkipVideo(f"too short: {info.frame_count} frames, {n_slots} needed")
     slots = [(round(i * info.frame_count / n_slots), round((i + 1) * info.frame_count / n_slots)) for i in range(n_slots)]
-    centres = [sample_frame_indices(a, b, 1)[0] for a, b in slots]
+    framings = [[a + int(phase * (b - a)) for a, b in slots] for phase in window_phases(windows)]  # per window
 
-    found = _detect(video, analyzer, centres, spec)
+    found = _detect(video, analyzer, sorted({i for frames in framings for i in frames}), spec)
     if borrow and not any(found.values()):  # a face in one short stretch only: look where the reference would
         found |= _detect(video, analyzer, sorted(set(_reference_candidates(info)) - set(found)), spec)
     if not any(found.values()):
         raise SkipVideo(f"no face found in {len(found)} frames sampled across the video")
     tracks = track_faces((i, [face for face, _ in found[i]]) for i in sorted(found))[:max_people]
-    people = [[_pick(track, found.get(c, []), c) for c in centres] for track in tracks]
+    people = [[[_pick(track, found.get(c, []), c) for c in frames] for frames in framings] for track in tracks]
 
-    missing = {s for person in people for s, frame in enumerate(person) if frame is None}
+    missing = {(w, s) for person in people for w, window in enumerate(person) for s, f in enumerate(window) if f is None}
     if missing:
-        alternates = {s: _alternates(*slots[s], centres[s]) for s in missing}
-        found |= _detect(video, analyzer, [i for s in missing for i in alternates[s]], spec)
+        alternates = {(w, s): _alternates(*slots[s], framings[w][s]) for w, s in missing}
+        found |= _detect(video, analyzer, sorted({i for frames in alternates.values() for i in frames} - set(found)), spec)
         for person, track in zip(people, tracks):
-            for s in missing:
-                if person[s] is None:
-                    person[s] = next((f for i in alternates[s] if (f := _pick(track, found.get(i, []), i)) is not None), None)
+            for w, s in missing:
+                if person[w][s] is None:
+                    person[w][s] = next((f for i in alternates[w, s] if (f := _pick(track, found.get(i, []), i)) is not None),
+                                        None)
     borrowed = 0
-    if borrow and None in people[0]:
-        people[0], borrowed = _borrow(video, analyzer, spec, people[0], tracks[0], slots, centres, found)
+    if borrow:
+        for p, (person, track) in enumerate(zip(people, tracks)):
+            for w, window in enumerate(person):
+                if None in window:
+                    person[w], filled = _borrow(video, analyzer, spec, window, track, slots, framings[w], found)
+                    borrowed = filled if (p, w) == (0, 0) else borrowed
     return VideoFaces(info=info, slots=slots, people=people, borrowed=borrowed)
+
+
+def sample_reference(video: Video, analyzer: FaceAnalyzer, seq_len: int, spec: CropSpec, windows: int = 1) -> VideoFaces:
+    """The reference preprocessing's sampling: REFERENCE_CANDIDATES frames evenly spaced, read in order,
+    the first `seq_len` with a face kept (one person, as its Face Mesh found one). A window short of
+    faces is left with None in its last slots. Further windows shift every candidate by the same share
+    of their spacing (`window_phases`), the first window being the reference's own frames."""
+    info = video.info
+    if info.frame_count < seq_len:
+        raise SkipVideo(f"too short: {info.frame_count} frames, {seq_len} needed")
+    spacing = (info.frame_count - 1) / (REFERENCE_CANDIDATES - 1)
+    person = []
+    for phase in window_phases(windows):
+        candidates = np.clip(np.linspace(0, info.frame_count - 1, REFERENCE_CANDIDATES) + (phase - 0.5) * spacing,
+                             0, info.frame_count - 1).astype(int)
+        kept: list[FaceFrame | None] = []
+        for index, frame in video.read(candidates.tolist()):  # distinct frames, in order, as the reference read them
+            faces = analyzer.faces(frame)
+            if faces:
+                kept.append(_face_frame(frame, index, faces[0], spec))
+                if len(kept) == seq_len:
+                    break
+        person.append(kept + [None] * (seq_len - len(kept)))
+    if all(window[0] is None for window in person):
+        raise SkipVideo(f"no face found in {REFERENCE_CANDIDATES} frames sampled across the video")
+    return VideoFaces(info=info, slots=[(0, info.frame_count)], people=[person])
 
 
 def _borrow(video: Video, analyzer: FaceAnalyzer, spec: CropSpec, person: list[FaceFrame | None], track: Track,
@@ -113,14 +154,13 @@ def _reference_candidates(info: VideoInfo) -> list[int]:
 
 def _detect(video: Video, analyzer: FaceAnalyzer, indices: list[int], spec: CropSpec) -> dict[int, list[tuple[Face, FaceFrame]]]:
     """Faces on each frame in `indices`, each with its crop (cut while the frame is in hand)."""
-    found = {}
-    for index, frame in video.read(indices):
-        found[index] = [
-            (face, FaceFrame(index, crop_face(frame, face, spec), landmark_vector(face.landmarks), face.score,
-                             crop_landmarks(face, frame.shape, spec)))
-            for face in analyzer.faces(frame)
-        ]
-    return found
+    return {index: [(face, _face_frame(frame, index, face, spec)) for face in analyzer.faces(frame)]
+            for index, frame in video.read(indices)}
+
+
+def _face_frame(frame: np.ndarray, index: int, face: Face, spec: CropSpec) -> FaceFrame:
+    return FaceFrame(index, crop_face(frame, face, spec), landmark_vector(face.landmarks), face.score,
+                     crop_landmarks(face, frame.shape, spec))
 
 
 def _pick(track: Track, candidates: list[tuple[Face, FaceFrame]], index: int) -> FaceFrame | None:

@@ -56,8 +56,9 @@ class Scorer:
         self.info  # a load error surfaces here, not as a broken pipe
         self._conn.send((crops, vectors))
 
-    def receive(self) -> tuple[np.ndarray, float]:
-        """The (N,) P(fake) of the oldest windows sent, and the seconds the model spent on them."""
+    def receive(self) -> tuple[np.ndarray, np.ndarray | None, float]:
+        """The oldest windows sent: their (N,) P(fake), each frame's (N, T) where the model has a frame head
+        (else None), and the seconds the model spent on them."""
         return self._receive()
 
     def _receive(self):
@@ -98,8 +99,8 @@ def _serve(conn, checkpoint: Path, device: str) -> None:
         except EOFError:
             return
         started = time.perf_counter()
-        probabilities = score(crops, vectors)
-        conn.send(("ok", (probabilities, time.perf_counter() - started)))
+        probabilities, frame_probabilities = score(crops, vectors)
+        conn.send(("ok", (probabilities, frame_probabilities, time.perf_counter() - started)))
 
 
 def _load(checkpoint: Path, device: str):
@@ -109,7 +110,7 @@ def _load(checkpoint: Path, device: str):
 
     from deepfake_cli.checkpoint import load_detector
     from deepfake_cli.device import resolve_amp, resolve_device
-    from deepfake_cli.metrics import predict_batches
+    from deepfake_cli.metrics import score_windows
     from deepfake_cli.model import CPU_PIXELS_PER_PASS
 
     device_ = resolve_device(device)
@@ -117,10 +118,10 @@ def _load(checkpoint: Path, device: str):
     amp = resolve_amp("auto", device_)
     inputs = detector.inputs
 
-    def score(crops: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    def score(crops: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         frames = torch.from_numpy(np.stack([inputs.frames(list(window)) for window in crops]))  # (N, T, S, S, 3)
-        batch = (frames.permute(0, 1, 4, 2, 3), torch.from_numpy(np.asarray(vectors)), torch.zeros(len(frames)))
-        return predict_batches(detector.model, [batch], inputs, device_, amp)[0]  # (N,); no labels here
+        return score_windows(detector.model, frames.permute(0, 1, 4, 2, 3), torch.from_numpy(np.asarray(vectors)),
+                             inputs, device_, amp)
 
     # The first pass of each layer sets its kernels up (a few hundred ms on CPU): do it now,
     # while the parent is still finding faces, on one chunk of the shape the model will see.

@@ -21,18 +21,17 @@ from typing import Callable, Iterable
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler
 
-from deepfake_cli import backbones, data as D
+from deepfake_cli import backbones, data as D, distributed
 from deepfake_cli.checkpoint import read_checkpoint, save_checkpoint
 from deepfake_cli.errors import DeepfakeError
 from deepfake_cli.faces import CropSpec
 from deepfake_cli.layout import REAL_FOLDERS
 from deepfake_cli.files import atomic_write_bytes, atomic_write_json
 from deepfake_cli.inputs import InputSpec, face_scale
-from deepfake_cli.device import autocast, resolve_amp, resolve_device
+from deepfake_cli.device import autocast, resolve_amp
 from deepfake_cli.metrics import bce, best_threshold, classification_metrics, predict_batches
 from deepfake_cli.model import FEATURE_DIM, DeepfakeDetector
 
@@ -161,6 +160,28 @@ class TrainConfig:
         return cls(**{**OLD_DEFAULTS, **d})  # a run from before those options resumes as it began
 
 
+# What --resume may change: how long the run goes on, and where and how fast it runs. Anything else
+# would make the second half another recipe than the first (and --resume promises the same run).
+RESUMABLE = ("data", "epochs", "patience", "workers", "device")
+
+
+def resume_config(run: Path, changes: dict | None = None, flags: dict[str, str] | None = None) -> TrainConfig:
+    """The configuration `run` began with, with the `changes` --resume may make (RESUMABLE: a moved
+    data folder, more epochs, patience, workers, device). Any other change is refused, by its
+    command-line name in `flags`."""
+    changes, flags = changes or {}, flags or {}
+    config = run / "config.json"
+    if not config.is_file():
+        raise DeepfakeError(f"{run} holds no run to resume (no config.json); check --run-dir")
+    refused = [flags.get(name, name) for name in changes if name not in RESUMABLE]
+    if refused:
+        raise DeepfakeError(f"--resume continues {run} as it began, so {', '.join(refused)} cannot change; leave "
+                            f"{'it' if len(refused) == 1 else 'them'} out, or start a new run with another --run-dir")
+    saved = json.loads(config.read_text())
+    # The folder resumed is the one given, wherever the run was first written (a moved or copied run).
+    return TrainConfig.from_dict(saved | {"run": str(run)} | {k: str(v) if isinstance(v, Path) else v for k, v in changes.items()})
+
+
 @dataclass
 class Callbacks:
     on_start: Callable[[dict], None] = lambda info: None
@@ -177,11 +198,6 @@ class TrainResult:
 
 
 # ---- environment -----------------------------------------------------------------------------
-
-
-def distributed() -> tuple[int, int, int]:
-    """(rank, world size, local rank) as torchrun sets them; (0, 1, 0) for a plain process."""
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
 
 
 def seed_everything(seed: int) -> None:
@@ -302,20 +318,18 @@ def default_run_dir() -> Path:
 def train(cfg: TrainConfig, callbacks: Callbacks | None = None, resume: bool = False) -> TrainResult:
     """Train, validating after every epoch; keep best.pt (best by `cfg.select`) and last.pt in the run folder."""
     callbacks = callbacks or Callbacks()
-    rank, world, local_rank = distributed()
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    ranks = distributed.Ranks.from_env()
+    device = distributed.start(ranks, cfg.device)
     try:
-        return _train(cfg, callbacks, resume, rank, world, local_rank)
+        return _train(cfg, callbacks, resume, ranks.rank, ranks.world, device)
     finally:
-        if world > 1 and dist.is_initialized():
-            dist.destroy_process_group()
+        if ranks.world > 1:
+            distributed.stop()
 
 
-def _train(cfg: TrainConfig, callbacks: Callbacks, resume: bool, rank: int, world: int, local_rank: int) -> TrainResult:
+def _train(cfg: TrainConfig, callbacks: Callbacks, resume: bool, rank: int, world: int, device: torch.device) -> TrainResult:
     main = rank == 0
     run = cfg.run or default_run_dir()
-    device = resolve_device(cfg.device, local_rank)
     amp = resolve_amp(cfg.amp, device, cfg.image_size)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels
@@ -324,7 +338,9 @@ def _train(cfg: TrainConfig, callbacks: Callbacks, resume: bool, rank: int, worl
         raise DeepfakeError(f"{run} already holds a run; pass --resume to continue it, or choose another --run-dir")
 
     split = prepare_split(cfg)
-    crop, crop_source = D.data_crop(cfg.data, {s.folder for part in split.values() for s in part}, cfg.given_crop)
+    folders = {s.folder for part in split.values() for s in part}
+    crop, crop_source = D.data_crop(cfg.data, folders, cfg.given_crop)
+    sampling = D.data_sampling(cfg.data, folders)
     seed_everything(cfg.seed)
     if state is None:
         cnn, choice = backbones.choose(cfg.backbone, cfg.pretrained, cfg.backbone_weights)
@@ -334,7 +350,7 @@ def _train(cfg: TrainConfig, callbacks: Callbacks, resume: bool, rank: int, worl
         mean, std = landmark_stats(cfg, split["train"])  # with --self-blend, the real videos: what it trains on
         spec = backbones.get(choice.name)
         inputs = InputSpec(image_size=cfg.image_size, seq_len=cfg.seq_len, mean=spec.mean, std=spec.std,
-                           landmark_mean=mean, landmark_std=std, crop=crop)
+                           landmark_mean=mean, landmark_std=std, crop=crop, sampling=sampling)
     else:  # before anything uses the weights: the frozen-backbone feature cache is keyed by them
         # A run from before the frame head kept the same layer as a training-only probe: it resumes as the head.
         old_probe = {f"frame_head.{k}": v for k, v in state.get("frame_probe", {}).items()}
@@ -378,8 +394,7 @@ def _train(cfg: TrainConfig, callbacks: Callbacks, resume: bool, rank: int, worl
             path = run / "cache" / f"features-{name}-{feature_cache_key(choice, model, inputs, ds.samples)}.npy"
             if main:
                 features[name] = cached_features(model, ds, path, device, amp, workers, cfg.batch_size)
-            if world > 1:
-                dist.barrier()
+            distributed.barrier(device)
             features[name] = np.load(path, mmap_mode="r")
         train_ds, val_ds = FeatureDataset(features["train"], train_ds), FeatureDataset(features["val"], val_ds)
         workers = 0  # everything is in memory or memory-mapped: worker processes would only add start-up
@@ -413,7 +428,7 @@ def _train(cfg: TrainConfig, callbacks: Callbacks, resume: bool, rank: int, worl
             "split": counts, "freeze_backbone": cfg.freeze_backbone, "crop_source": crop_source,
             "self_blend": mask_sources(train_ds) if cfg.self_blend else None}
     if main:
-        callbacks.on_start({**meta, "crop": inputs.crop.describe(), "device": str(device), "amp": str(amp).removeprefix("torch.") if amp else "off",
+        callbacks.on_start({**meta, "crop": inputs.crop.describe(), "sampling": inputs.sampling.describe(inputs.seq_len), "device": str(device), "amp": str(amp).removeprefix("torch.") if amp else "off",
                             "world_size": world, "start_epoch": start_epoch, "epochs": cfg.epochs,
                             "methods": dict(D.method_counts(split["train"] + split["val"]))})
 
@@ -440,7 +455,7 @@ def _train(cfg: TrainConfig, callbacks: Callbacks, resume: bool, rank: int, worl
         seconds = time.perf_counter() - started
         # The workers build the next epoch's first batches while this one is validated and saved.
         batches = epoch_batches(loader, sampler, shuffle, cfg.seed, epoch + 1) if epoch < cfg.epochs else None
-        verdict = torch.zeros(2)  # (stop?, validation loss): rank 0 decides, every rank follows
+        verdict = [0.0, 0.0]  # (stop?, validation loss): rank 0 decides, every rank follows
         if main:
             probs, labels = predict_batches(kept, val_loader, inputs, device, amp, from_features=cfg.freeze_backbone)
             threshold = best_threshold(labels, probs)
@@ -468,12 +483,11 @@ def _train(cfg: TrainConfig, callbacks: Callbacks, resume: bool, rank: int, worl
                             scheduler=scheduler.state_dict() if scheduler is not None else None)
             write_metrics(run, history, best)
             callbacks.on_epoch({**row, "best": improved})
-            verdict[:] = torch.tensor([float(bool(cfg.patience and bad_epochs >= cfg.patience)), row["val_loss"]])
-        if world > 1:
-            dist.broadcast(verdict, src=0)
+            verdict = [float(bool(cfg.patience and bad_epochs >= cfg.patience)), row["val_loss"]]
+        stop, val_loss = distributed.broadcast(verdict, device)
         if scheduler is not None:
-            scheduler.step(verdict[1].item()) if cfg.schedule == "plateau" else scheduler.step()
-        if verdict[0].item():
+            scheduler.step(val_loss) if cfg.schedule == "plateau" else scheduler.step()
+        if stop:
             stopped_early = True
             break
     return TrainResult(run=run, best=best, history=history, stopped_early=stopped_early)

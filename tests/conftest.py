@@ -3,6 +3,7 @@
 Tiny sizes keep the suite fast; nothing is mocked.
 """
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -74,3 +75,11 @@ def clips(tmp_path_factory) -> dict[str, Path]:
         "text": root / "notes.mp4",
         "empty": root / "empty.mp4",
     }
+
+
+@pytest.fixture
+def copy_of(tmp_path):
+    """A copy, in this test's folder, of a folder the session shares (extracted data, a run) that the test changes."""
+    def copy(folder: Path, name: str = "copy") -> Path:
+        return Path(shutil.copytree(folder, tmp_path / name, symlinks=True))
+    return copy

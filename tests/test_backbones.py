@@ -109,6 +109,26 @@ def test_never_a_silent_from_scratch_backbone():
     assert (choice.name, choice.weights) == ("efficientnet_lite0", "scratch")
 
 
+def test_a_bug_while_looking_for_b0s_weights_is_raised_not_trained_around(monkeypatch):
+    """Only "the weights are not here" falls back to Lite0: a bug must not quietly become another architecture."""
+    from torchvision.models import EfficientNet_B0_Weights
+
+    def broken(self, *args, **kwargs):
+        raise TypeError("get_state_dict() got an unexpected keyword argument")
+
+    monkeypatch.setattr(EfficientNet_B0_Weights, "get_state_dict", broken)
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        backbones.choose(None, None, None)
+
+
+def test_a_torn_b0_file_in_the_hub_cache_counts_as_missing(tmp_path):
+    cached = tmp_path / "torch-home" / "hub" / "checkpoints" / "efficientnet_b0_rwightman-7f5810bc.pth"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"PK\x03\x04 a download cut short")
+    _, choice = backbones.choose(None, None, None)
+    assert choice.name == "efficientnet_lite0" and "efficientnet_b0's ImageNet weights are unavailable" in choice.note
+
+
 def test_unknown_backbone_is_named():
     with pytest.raises(DeepfakeError, match="--backbone resnet50: unknown; choose one of efficientnet_b0, efficientnet_lite0"):
         backbones.choose("resnet50", None, None)

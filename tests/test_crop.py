@@ -15,7 +15,7 @@ from deepfake_cli.evaluate import evaluate
 from deepfake_cli.extract import ExtractConfig, extract
 from deepfake_cli.faces import REFERENCE_CROP, CropSpec, FaceAnalyzer, crop_face
 from deepfake_cli.files import atomic_write_json
-from deepfake_cli.inputs import peek_inputs
+from deepfake_cli.inputs import SamplingSpec, peek_inputs
 from deepfake_cli.layout import META_DIR
 from deepfake_cli.predict import Predictor
 from deepfake_cli.train import train
@@ -50,15 +50,14 @@ def test_extract_margin_and_size_reach_predict(videos, extracted, tmp_path, capl
     train(tiny_config(out, run))
     assert peek_inputs(run / "best.pt").crop == cut
 
-    predictor = Predictor(run / "best.pt", windows=FRAMES // SEQ_LEN)
-    try:
+    assert peek_inputs(run / "best.pt").sampling == SamplingSpec("segments", FRAMES)
+
+    with Predictor(run / "best.pt", windows=1) as predictor:
         clip = predictor.prepare(tmp_path / "videos" / "original" / "000.mp4")
-    finally:
-        predictor.close()
-    crops = [frame.crop for _, _, frames in clip.batches for frame in frames]
-    assert len(crops) == FRAMES and crops[0].shape == (128, 128, 3)
+    (_, _, crops), = clip.batches  # one window of one person
+    assert len(crops) == SEQ_LEN and crops[0].crop.shape == (128, 128, 3)
     for i, crop in enumerate(crops):  # the same source frames, cut the same: the same JPEG
-        assert np.array_equal(as_written(crop), jpg(out / "original" / f"000_{i}.jpg"))
+        assert np.array_equal(as_written(crop.crop), jpg(out / "original" / f"000_{i}.jpg"))
 
     evaluate(out, run / "best.pt", split="all", workers=0)
     assert "cut" not in caplog.text
@@ -94,6 +93,15 @@ def test_reference_preprocessing_data_trains_and_predicts_with_its_own_crop(vide
             assert np.array_equal(as_written(crop_face(frame, face, crop)), written)
             assert not np.array_equal(as_written(crop_face(frame, face, CropSpec(margin=20, relative=False, square=False))),
                                       written)  # the same box resized our way is another image
+
+    # Predict samples a clip as the reference did, and so shows the model the very crops it was trained on.
+    assert peek_inputs(run / "best.pt").sampling == SamplingSpec("reference")
+    with Predictor(run / "best.pt", windows=1) as predictor:
+        clip = predictor.prepare(videos / "original" / "000.mp4")
+    (_, _, faces), = clip.batches
+    assert [f.index for f in faces] == sorted(set(np.linspace(0, total - 1, 60, dtype=int)))[:SEQ_LEN]
+    for i, face in enumerate(faces):
+        assert np.array_equal(as_written(face.crop), jpg(data / "original" / f"000_{i}.jpg"))
 
 
 def test_folders_cut_differently_are_refused(extracted, tmp_path):

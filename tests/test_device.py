@@ -2,9 +2,12 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
-from deepfake_cli.device import CPU_BF16_MIN_IMAGE_SIZE, resolve_amp
+from deepfake_cli import device
+from deepfake_cli.device import CPU_BF16_MIN_IMAGE_SIZE, resolve_amp, resolve_device
+from deepfake_cli.errors import DeepfakeError
 
 CPU = torch.device("cpu")
 
@@ -13,10 +16,23 @@ def test_cpu_inference_stays_full_precision():
     assert resolve_amp("auto", CPU) is None  # reproduces reference probabilities exactly
 
 
-def test_cpu_training_uses_bf16_only_for_large_crops_on_native_bf16_cpus():
-    native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    assert resolve_amp("auto", CPU, 64) is None
+@pytest.mark.parametrize("native", [True, False], ids=["bf16-cpu", "older-cpu"])
+def test_cpu_training_uses_bf16_only_for_large_crops_on_native_bf16_cpus(monkeypatch, native):
+    """Both kinds of CPU, whichever this one is: the rule, not the machine, is what is tested."""
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: native)
+    assert resolve_amp("auto", CPU, 64) is None and resolve_amp("auto", CPU, CPU_BF16_MIN_IMAGE_SIZE - 1) is None
     assert resolve_amp("auto", CPU, CPU_BF16_MIN_IMAGE_SIZE) == (torch.bfloat16 if native else None)
+    assert resolve_amp("auto", CPU) is None  # inference: full precision on any CPU
+
+
+def test_a_bare_cuda_device_is_each_processs_own_gpu():
+    """Under torchrun each process is handed its local rank; `--device cuda` must not put them all on GPU 0."""
+    if not torch.cuda.is_available():
+        with pytest.raises(DeepfakeError, match="no CUDA GPU is visible"):
+            resolve_device("cuda", local_rank=1)
+        return
+    assert resolve_device("cuda", local_rank=1) == torch.device("cuda", 1)
+    assert resolve_device("cuda:0", local_rank=1) == torch.device("cuda", 0)  # a GPU named is that GPU
 
 
 def test_explicit_modes_win():

@@ -1,8 +1,11 @@
 import csv
 import json
 import os
+import pickle
 import shutil
 import time
+import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,14 +13,15 @@ import torch
 from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
-from conftest import SEQ_LEN
+from conftest import FRAMES, SEQ_LEN
 from deepfake_cli.checkpoint import load_detector
 from deepfake_cli.cli import app
 from deepfake_cli.data import SequenceDataset, scan
 from deepfake_cli.errors import DeepfakeError
 from deepfake_cli.evaluate import evaluate
 from deepfake_cli.faces import REFERENCE_CROP
-from deepfake_cli.predict import Predictor, auto_windows
+from deepfake_cli.inputs import peek_inputs
+from deepfake_cli.predict import Predictor, auto_windows, evidence_names
 from reference_notebook import DeepfakeDataset, DeepfakeDetector as ReferenceDetector
 
 runner = CliRunner()
@@ -71,23 +75,62 @@ def test_end_to_end_predict_json_and_evidence(trained_run, clips, tmp_path):
     verdicts = [json.loads(line) for line in result.stdout.splitlines()]
     assert [v["status"] for v in verdicts] == ["ok", "ok"]
     for v in verdicts:
-        assert 0 <= v["p_fake"] <= 1 and v["label"] in ("real", "fake") and v["windows"] == 3
+        assert v["windows"] == 3 and v["p_fake"] == pytest.approx(np.mean(v["people"][0]["window_scores"]), abs=1e-4)
+        assert v["label"] == ("fake" if v["p_fake"] >= v["threshold"] else "real")
         assert v["faces"] >= 3 * SEQ_LEN - 1 and v["suspicious_time"] is not None
         assert 0 <= v["suspicious_time"] <= 2.0
         png = open(v["evidence"], "rb").read()
         assert png[:4] == b"\x89PNG" and len(png) > 5000
+    assert verdicts[0]["p_fake"] != verdicts[1]["p_fake"]  # two clips, two scores: the model sees the faces
+
+
+def test_predict_with_one_window_gives_a_clip_the_score_evaluate_gives_its_extract(trained_run, clips, tmp_path):
+    """The contract between training and predict: a window is the sequence extract writes and training reads."""
+    layout = {"original": clips["real"], "FaceSwap": clips["fake"]}
+    for folder, clip in layout.items():
+        (tmp_path / "clips" / folder).mkdir(parents=True)
+        shutil.copy(clip, tmp_path / "clips" / folder / clip.name)
+    extracted = runner.invoke(app, ["extract", str(tmp_path / "clips"), str(tmp_path / "out"), "--frames", str(FRAMES),
+                                    "--workers", "1"])
+    assert extracted.exit_code == 0, extracted.output
+    result = evaluate(tmp_path / "out", trained_run / "best.pt", split="all", workers=0)
+    scores = {s["video"]: s["p_fake"] for s in result["scores"]}
+    clips_given = [tmp_path / "clips" / folder / clip.name for folder, clip in layout.items()]
+    predicted = runner.invoke(app, ["predict", *map(str, clips_given), "--model", str(trained_run / "best.pt"),
+                                    "--windows", "1", "--json"])
+    assert predicted.exit_code == 0, predicted.output
+    verdicts = [json.loads(line) for line in predicted.stdout.splitlines()]
+    expected = [scores[f"{folder}/{clip.stem}"] for folder, clip in layout.items()]
+    assert [v["p_fake"] for v in verdicts] == pytest.approx(expected, abs=1e-5)
+
+
+def test_evidence_sheets_of_clips_with_one_name_never_overwrite_each_other(trained_run, clips, tmp_path):
+    ff = tmp_path / "manipulated_sequences"
+    for method, clip in (("Deepfakes", clips["fake"]), ("FaceSwap", clips["real"])):
+        (ff / method).mkdir(parents=True)
+        shutil.copy(clip, ff / method / "000_003.mp4")
+    result = runner.invoke(app, ["predict", str(ff), "--model", str(trained_run / "best.pt"), "--json",
+                                 "--evidence", str(tmp_path / "ev")])
+    assert result.exit_code == 0, result.output
+    sheets = [Path(json.loads(line)["evidence"]) for line in result.stdout.splitlines()]
+    assert [s.name for s in sheets] == ["Deepfakes__000_003.png", "FaceSwap__000_003.png"]
+    assert sheets[0].read_bytes() != sheets[1].read_bytes()  # each clip's own sheet
+    names = evidence_names([Path("a/x.mp4"), Path("a/x.avi"), Path("b/y.mp4")])
+    assert list(names.values()) == ["x.mp4.png", "x.avi.png", "y.png"]
 
 
 def test_predict_scores_each_person_and_keeps_the_highest(trained_run, clips):
-    predictor = Predictor(trained_run / "best.pt", windows=2)
-    verdict = predictor.predict(clips["two_people"])
+    with Predictor(trained_run / "best.pt", windows=2) as predictor:
+        verdict = predictor.predict(clips["two_people"])
     assert verdict.status == "ok" and len(verdict.people) == 2
     assert verdict.p_fake == max(p["p_fake"] for p in verdict.people)
 
 
 def test_predict_aggregate_max_is_the_highest_window_score(trained_run, clips):
-    mean = Predictor(trained_run / "best.pt", windows=3).predict(clips["fake"])
-    top = Predictor(trained_run / "best.pt", windows=3, aggregate="max").predict(clips["fake"])
+    with Predictor(trained_run / "best.pt", windows=3) as predictor:
+        mean = predictor.predict(clips["fake"])
+    with Predictor(trained_run / "best.pt", windows=3, aggregate="max") as predictor:
+        top = predictor.predict(clips["fake"])
     scores = top.people[0]["window_scores"]
     assert scores == mean.people[0]["window_scores"] and len(scores) == 3 and max(scores) > min(scores)
     assert top.p_fake == pytest.approx(max(scores), abs=1e-4)
@@ -106,10 +149,9 @@ def test_predict_bad_inputs_get_a_status_and_the_others_carry_on(trained_run, cl
 
 
 def test_predicting_many_clips_gives_each_the_score_it_gets_alone(trained_run, clips):
-    predictor = Predictor(trained_run / "best.pt", windows=2)
-    together = list(predictor.predict_all([clips["real"], clips["fake"]]))
-    alone = [predictor.predict(clips["real"]), predictor.predict(clips["fake"])]
-    predictor.close()
+    with Predictor(trained_run / "best.pt", windows=2) as predictor:
+        together = list(predictor.predict_all([clips["real"], clips["fake"]]))
+        alone = [predictor.predict(clips["real"]), predictor.predict(clips["fake"])]
     assert [v.p_fake for v in together] == pytest.approx([v.p_fake for v in alone], abs=1e-6)
 
 
@@ -190,14 +232,40 @@ def test_bad_checkpoints_get_a_message_naming_the_file(tmp_path, trained_run, cl
     assert "Traceback" not in result.output
 
 
+class RunsCode:
+    """A pickled object whose unpickling runs a shell command: what a hostile checkpoint would carry."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_checkpoint_whose_pickle_names_os_system_is_refused_and_never_run(tmp_path, trained_run):
+    marker, hostile = tmp_path / "ran", tmp_path / "hostile.pt"
+    with zipfile.ZipFile(trained_run / "best.pt") as ours, zipfile.ZipFile(hostile, "w") as theirs:
+        for item in ours.infolist():  # a real checkpoint's archive, its data.pkl swapped
+            payload = ours.read(item)
+            if item.filename.endswith("/data.pkl"):
+                payload = pickle.dumps({"inputs": RunsCode(marker), "format": "deepfake-cli/1"}, protocol=2)
+            theirs.writestr(item, payload)
+    assert peek_inputs(hostile) is None  # predict's early look at the settings
+    with pytest.raises(DeepfakeError, match="not a readable PyTorch checkpoint"):
+        load_detector(hostile)  # the loader itself
+    assert not marker.exists()
+
+
 def test_a_lite0_checkpoint_through_evaluate_and_predict(lite0_run, extracted, clips):
     result = evaluate(extracted, lite0_run / "best.pt", workers=0)
     assert result["split"] == "val" and result["n"] > 0 and result["at_threshold"]["auc"] is not None
-    predictor = Predictor(lite0_run / "best.pt", windows=2)
-    verdicts = list(predictor.predict_all([clips["real"], clips["fake"]]))
-    assert "efficientnet_lite0" in predictor.model_info.description
-    predictor.close()
-    assert [v.status for v in verdicts] == ["ok", "ok"] and all(0 <= v.p_fake <= 1 for v in verdicts)
+    with Predictor(lite0_run / "best.pt", windows=2) as predictor:
+        verdicts = list(predictor.predict_all([clips["real"], clips["fake"]]))
+        assert "efficientnet_lite0" in predictor.model_info.description
+    assert [v.status for v in verdicts] == ["ok", "ok"]
+    for v in verdicts:  # the mean of two windows, each another draw of the clip's frames
+        scores = v.people[0]["window_scores"]
+        assert len(scores) == 2 and scores[0] != scores[1] and v.p_fake == pytest.approx(np.mean(scores), abs=1e-4)
 
 
 def test_predict_takes_folders_and_globs_and_picks_its_windows_from_the_length(trained_run, clips, tmp_path):

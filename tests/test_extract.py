@@ -1,4 +1,5 @@
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -125,12 +126,20 @@ def test_a_killed_run_resumes_where_it_stopped(tmp_path, videos):
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)  # no clean-up at all: the worst case
     process.wait()
-    before = len(read_manifest(out))
-    assert 3 <= before < len(find_videos(videos))
+    before = read_manifest(out)  # a row torn by the kill is not read: its video is not done
+    assert 3 <= len(before) < len(find_videos(videos))  # 15 more videos cannot finish within one 50 ms poll
     resumed = subprocess.run(command + ["--json"], capture_output=True, text=True)
     summary = json.loads(resumed.stdout)
-    assert summary["already_done"] >= before - 1  # the row being written at the kill may be torn
-    assert len(read_manifest(out)) == len(find_videos(videos))
+    # Every row read back has its files (rows are written after them), so exactly those videos are kept
+    # and exactly the others are done now, each once.
+    assert summary["already_done"] == len(before)
+    assert sorted(f"{r['folder']}/{r['video']}" for r in summary["videos"]) == \
+        sorted(j.key for j in find_videos(videos) if j.key not in before)
+    rows = read_manifest(out)
+    assert len(rows) == len(find_videos(videos))
+    for row in rows.values():
+        for i in range(row["frames"]):
+            assert cv2.imread(str(out / row["folder"] / f"{row['video']}_{i}.jpg")) is not None
 
 
 def test_ctrl_c_stops_cleanly_with_a_summary(tmp_path, videos):
@@ -158,10 +167,18 @@ def test_ctrl_c_stops_cleanly_with_a_summary(tmp_path, videos):
 
 
 def test_shards_split_the_videos_deterministically_and_completely(videos):
+    """The same parts in every process: a job array's machines each compute their own share."""
     jobs = find_videos(videos)
     parts = [[j.key for j in jobs if in_shard(j, (k, 3))] for k in (1, 2, 3)]
     assert sorted(sum(parts, [])) == sorted(j.key for j in jobs)
     assert all(parts)
+    code = ("import json, sys; from pathlib import Path; from deepfake_cli.extract import find_videos, in_shard; "
+            "jobs = find_videos(Path(sys.argv[1])); "
+            "print(json.dumps([[j.key for j in jobs if in_shard(j, (k, 3))] for k in (1, 2, 3)]))")
+    for hash_seed in ("1", "2"):  # Python's str hash differs between these two processes; the parts must not
+        other = subprocess.run([sys.executable, "-c", code, str(videos)], capture_output=True, text=True, check=True,
+                               env={**os.environ, "PYTHONHASHSEED": hash_seed})
+        assert json.loads(other.stdout) == parts
 
 
 def test_parallel_workers_write_the_same_files_as_one(tmp_path, clips):

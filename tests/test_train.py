@@ -2,6 +2,7 @@ import csv
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 
@@ -21,17 +22,25 @@ from deepfake_cli.errors import DeepfakeError
 from deepfake_cli.evaluate import evaluate
 from deepfake_cli.model import DeepfakeDetector
 from deepfake_cli.inputs import InputSpec
+from deepfake_cli.metrics import bce
 from deepfake_cli.train import is_better, train, training_order
 
 runner = CliRunner()
 
 
-def test_a_run_writes_every_run_folder_file(trained_run):
+def test_a_run_writes_every_run_folder_file(trained_run, extracted):
     for name in ("best.pt", "last.pt", "config.json", "split.json", "metrics.csv", "curves.png"):
         assert (trained_run / name).stat().st_size > 0, name
     rows = list(csv.DictReader(open(trained_run / "metrics.csv")))
     assert [r["epoch"] for r in rows] == ["1", "2"]
-    assert all(0 <= float(r["f1"]) <= 1 and 0 <= float(r["macro_f1"]) <= 1 and float(r["train_loss"]) > 0 for r in rows)
+    history = read_checkpoint(trained_run / "last.pt")["history"]  # the rows as the run computed them
+    for row, kept in zip(rows, history, strict=True):
+        for key in ("train_loss", "val_loss", "accuracy", "f1", "macro_f1", "auc", "threshold"):
+            assert float(row[key]) == pytest.approx(kept[key], rel=1e-5), key
+    best_row = next(r for r in rows if r["best"] == "1")
+    scored = evaluate(extracted, trained_run / "best.pt", split="val", workers=0)["scores"]  # best.pt on its validation
+    labels, probs = np.array([s["label"] for s in scored]), np.array([s["p_fake"] for s in scored])
+    assert float(best_row["val_loss"]) == pytest.approx(bce(labels, probs), abs=1e-5)
     assert [r["select"] for r in rows] == ["auc"] * 2  # the selection rule, on every row
     best = read_checkpoint(trained_run / "best.pt")["meta"]
     assert [r["epoch"] for r in rows if r["best"] == "1"] == [str(best["epoch"])] and best["select"] == "auc"
@@ -138,6 +147,20 @@ def test_split_file_accepts_ff_pairs(tmp_path):
     assert len(split["train"]) == 4 and [s.video for s in split["val"]] == ["002"]
 
 
+@pytest.mark.parametrize("spec, message", [
+    ({"train": ["000"], "val": ["001"], "tset": ["002"]}, "unknown key 'tset'; the keys are train, val and test"),
+    ({"train": "000", "val": ["001"]}, "'train' must be a list of video ids"),
+    ({"train": ["000"], "val": [["001", 2]]}, "'val' must be a list of video ids"),
+    ({"train": ["000"]}, "expected a JSON object with 'train' and 'val'"),
+    (["000", "001"], "expected a JSON object with 'train' and 'val'"),
+])
+def test_a_split_file_with_a_typo_or_the_wrong_shape_is_refused_by_name(tmp_path, spec, message):
+    path = tmp_path / "split.json"
+    path.write_text(json.dumps(spec))
+    with pytest.raises(DeepfakeError, match=re.escape(message)):
+        read_split_file(path, [Sample("original", "000", 0), Sample("original", "001", 0)])
+
+
 @pytest.mark.parametrize("recipe", [{}, {"self_blend": True}], ids=["plain", "self-blend"])
 def test_resume_continues_exactly(extracted, tmp_path, recipe):
     straight = train(tiny_config(extracted, tmp_path / "straight", epochs=2, **recipe))
@@ -176,7 +199,7 @@ def test_freeze_backbone_caches_features_and_trains_the_head(extracted, tmp_path
 def test_ddp_with_two_gloo_processes(extracted, tmp_path, recipe):
     """With --self-blend, DDP wraps the detector and its training-only mask head together."""
     run = tmp_path / "ddp"
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29512",
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                "-m", "deepfake_cli", "train", str(extracted), "--run-dir", str(run), "--epochs", "1", "--seq-len", str(SEQ_LEN),
                "--image-size", "32", "--no-pretrained", "--workers", "0", "--json", *recipe]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -186,9 +209,8 @@ def test_ddp_with_two_gloo_processes(extracted, tmp_path, recipe):
     assert ("mask_head" in read_checkpoint(run / "last.pt")) == bool(recipe)
 
 
-def test_bad_data_is_named_before_training(extracted, tmp_path):
-    broken = tmp_path / "broken"
-    subprocess.run(["cp", "-r", str(extracted), str(broken)], check=True)
+def test_bad_data_is_named_before_training(extracted, tmp_path, copy_of):
+    broken = copy_of(extracted, "broken")
     (broken / "original" / "000_1.npy").unlink()
     np.save(broken / "original" / "001_0.npy", np.zeros(3))
     result = runner.invoke(app, ["train", str(broken), "--run-dir", str(tmp_path / "r"), "--seq-len", "4", "--no-pretrained"])
@@ -218,21 +240,31 @@ def test_train_cli_rejects_bad_options_by_flag_name(extracted, tmp_path):
     assert result.exit_code == 2 and "no such folder" in result.output
 
 
-def test_reference_layout_with_a_stray_file_at_the_top_trains(extracted, tmp_path):
+def test_reference_layout_with_a_stray_file_at_the_top_trains(extracted, tmp_path, copy_of):
     """The notebook's reader crashed on a plain file next to the label folders; ours ignores it."""
-    data = tmp_path / "data"
-    subprocess.run(["cp", "-r", str(extracted), str(data)], check=True)
+    data = copy_of(extracted, "data")
     (data / "notes.txt").write_text("a manifest a user keeps beside the data")
     assert train(tiny_config(data, tmp_path / "r")).history
 
 
-def test_cli_resume_keeps_the_runs_own_epochs(trained_run, tmp_path):
-    run = tmp_path / "copy"
-    subprocess.run(["cp", "-r", str(trained_run), str(run)], check=True)
+def test_cli_resume_keeps_the_runs_own_settings_and_applies_or_refuses_the_options_given(trained_run, tmp_path, copy_of):
+    run = copy_of(trained_run)
     result = runner.invoke(app, ["train", "--run-dir", str(run), "--resume", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout.splitlines()[-1])["best"]["epoch"] in (1, 2)
     assert len(list(csv.DictReader(open(run / "metrics.csv")))) == 2  # finished: nothing re-run, nothing lost
+    for options, named in ((["--lr", "0.1"], "--lr"), (["--batch-size", "2", "--seed", "3"], "--batch-size, --seed")):
+        result = runner.invoke(app, ["train", "--run-dir", str(run), "--resume", "--epochs", "3", *options])
+        said = " ".join(result.output.split())
+        assert result.exit_code == 2 and f"as it began, so {named} cannot change" in said, result.output
+    assert len(list(csv.DictReader(open(run / "metrics.csv")))) == 2  # a refused resume trains nothing
+    result = runner.invoke(app, ["train", "--run-dir", str(run), "--resume", "--epochs", "3", "--patience", "5",
+                                 "--workers", "1", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    config = json.loads((run / "config.json").read_text())
+    assert (config["epochs"], config["patience"], config["workers"], config["device"]) == (3, 5, 1, "cpu")
+    assert config["lr"] == json.loads((trained_run / "config.json").read_text())["lr"]
+    assert len(list(csv.DictReader(open(run / "metrics.csv")))) == 3
     result = runner.invoke(app, ["train", "--run-dir", str(tmp_path / "nothing"), "--resume"])
     assert result.exit_code == 2 and "no run to resume" in result.output
     result = runner.invoke(app, ["train"])
@@ -271,9 +303,8 @@ def test_a_lite0_run_rebuilds_from_the_file_alone(lite0_run):
     assert not torch.equal(payload["model"]["cnn.features.0.0.weight"], bundled["_conv_stem.weight"])  # fine-tuned
 
 
-def test_resume_rebuilds_the_runs_backbone(lite0_run, tmp_path):
-    run = tmp_path / "copy"
-    subprocess.run(["cp", "-r", str(lite0_run), str(run)], check=True)
+def test_resume_rebuilds_the_runs_backbone(lite0_run, copy_of):
+    run = copy_of(lite0_run)
     result = runner.invoke(app, ["train", "--run-dir", str(run), "--resume", "--epochs", "2", "--json"])
     assert result.exit_code == 0, result.output
     payload = read_checkpoint(run / "last.pt")  # the copy was resumed, not the folder it was copied from
@@ -282,10 +313,9 @@ def test_resume_rebuilds_the_runs_backbone(lite0_run, tmp_path):
     assert payload["model_args"]["frame_head"] and "frame_head.weight" in payload["model"]
 
 
-def test_a_run_from_before_the_frame_head_resumes_with_its_probe_as_the_head(lite0_run, tmp_path):
+def test_a_run_from_before_the_frame_head_resumes_with_its_probe_as_the_head(lite0_run, copy_of):
     """Such runs' last.pt kept the per-frame layer apart, as a training-only `frame_probe`."""
-    run = tmp_path / "old"
-    subprocess.run(["cp", "-r", str(lite0_run), str(run)], check=True)
+    run = copy_of(lite0_run, "old")
     payload = read_checkpoint(run / "last.pt")  # written as that version wrote it: no frame head, no average
     payload["model"] = payload.pop("trained_model")
     del payload["average_steps"], payload["model_args"]["frame_head"]
