@@ -91,8 +91,8 @@ def _progress():
 @app.command()
 @user_errors
 def extract(
-    videos: Path = typer.Argument(..., help="A video, a folder of videos, or a folder of label folders "
-                                  "(FaceForensics++ layout: original/, Deepfakes/, ...)."),
+    videos: Path = typer.Argument(..., help="A video, a folder of videos, a folder of label folders (original/, "
+                                  "Deepfakes/, ...), or a dataset as downloaded: FaceForensics++, Celeb-DF, DFDC."),
     out: Path = typer.Argument(..., help="Output folder: OUT/<folder>/<video>_<i>.jpg and .npy, "
                                "plus OUT/.deepfake/manifest.jsonl (one row per video)."),
     frames: int = typer.Option(16, help="Frames per video, spread over its whole length."),
@@ -100,6 +100,8 @@ def extract(
     size: int = typer.Option(256, help="Side of the square face crop in pixels."),
     workers: int = typer.Option(0, help="Parallel processes, each with its own MediaPipe; 0 = one per CPU core."),
     shard: str = typer.Option("1/1", help="Do only part K of N (e.g. 3/8) so a job array can split a dataset."),
+    compression: Optional[str] = typer.Option(None, help="FaceForensics++: raw, c23 or c40, where the download holds "
+                                              "several."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo every video, even those already done."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
 ) -> None:
@@ -117,7 +119,8 @@ def extract(
         crop = CropSpec(size=size, margin=margin)
     except ValueError as e:
         raise DeepfakeError(str(e)) from None
-    cfg = ExtractConfig(frames=frames, crop=crop, workers=workers, shard=parse_shard(shard), overwrite=overwrite)
+    cfg = ExtractConfig(frames=frames, crop=crop, workers=workers, shard=parse_shard(shard), overwrite=overwrite,
+                        compression=compression)
     with _progress() as progress:
         task = progress.add_task("extract", total=None, rate="")
         frames_done = [0]
@@ -136,7 +139,7 @@ def extract(
 
         summary = run_extract(videos, out, cfg, on_start=on_start, on_video=on_video)
 
-    table = Table(title=f"extract -> {out}")
+    table = Table(title=f"extract ({summary.layout}) -> {out}")
     for column in ("folder", "ok", "skipped", "failed"):
         table.add_column(column, justify="left" if column == "folder" else "right")
     for folder, counts in summary.by_folder().items():
@@ -171,9 +174,12 @@ def train(
     val_fraction: float = typer.Option(0.2, help="Share of videos held out; people never straddle the split.",
                                        rich_help_panel=DATA),
     split_file: Optional[Path] = typer.Option(None, help='JSON {"train": [...], "val": [...], "test": [...]} of video '
-                                              'ids or FF++ pairs, instead of the automatic split.', rich_help_panel=DATA),
-    real_folders: str = typer.Option("original", help="Comma-separated folders of real videos (e.g. Celeb-real,"
-                                     "YouTube-real); every other folder is fake.", rich_help_panel=DATA),
+                                              'ids or FF++ pairs, instead of the automatic split; or Celeb-DF\'s '
+                                              'List_of_testing_videos.txt (held out; the rest split automatically).',
+                                              rich_help_panel=DATA),
+    real_folders: Optional[str] = typer.Option(None, show_default="from the dataset's layout, else original",
+                                               help="Comma-separated folders of real videos (e.g. Celeb-real,"
+                                               "YouTube-real); every other folder is fake.", rich_help_panel=DATA),
     crop: Optional[str] = typer.Option(None, show_default="from the data", rich_help_panel=DATA, help=(
         "For data without extract.json, how it was cut: `reference` (the notebooks' 20 px stretched crop; "
         "assumed) or extract's MARGIN:SIZE, e.g. 0.2:256. Predict cuts the same.")),
@@ -188,6 +194,8 @@ def train(
     self_blend: bool = typer.Option(False, "--self-blend", rich_help_panel=DATA, help=(
         "Train on real videos alone: each is paired with a self-blended fake made on the fly (its face blended "
         "with an altered copy of itself). Fake folders are not trained on; validation scores them as unseen.")),
+    blend_fakes: bool = typer.Option(False, rich_help_panel=DATA, help=(
+        "Also train on each real video's self-blend, as one more fake beside the data's own (see --self-blend).")),
     backbone: Optional[str] = typer.Option(None, show_default="auto", rich_help_panel=MODEL, help=(
         "efficientnet_b0 (the reference's) or efficientnet_lite0 (its ImageNet weights install with the package). "
         "auto: B0 when its ImageNet weights can be had, else Lite0.")),
@@ -265,12 +273,14 @@ def train(
         cfg = TrainConfig(
             data=data, run=run, epochs=epochs or 10, batch_size=batch_size, lr=lr, weight_decay=weight_decay, schedule=schedule,
             clip_grad=clip_grad, seed=seed, seq_len=seq_len, image_size=image_size, val_fraction=val_fraction,
-            split_file=split_file, real_folders=tuple(f.strip() for f in real_folders.split(",") if f.strip()), crop=crop,
+            split_file=split_file, real_folders=tuple(f.strip() for f in real_folders.split(",") if f.strip()) if real_folders else None,
+            crop=crop,
             balance=balance, augment=augment, pretrained=pretrained, backbone_weights=backbone_weights,
             backbone=backbone, freeze_backbone=freeze_backbone, workers=workers, cache=cache, select=select, frame_loss=frame_loss,
             mask_loss=mask_loss, ema=ema,
             warmup=warmup, patience=patience, pairs=pairs,
             device=device, amp=amp, channels_last=channels_last, skip_bad=skip_bad, self_blend=self_blend,
+            blend_fakes=blend_fakes,
             save_examples=save_examples,
         )
     table = Table(title="validation after each epoch")
@@ -293,7 +303,8 @@ def train(
                 fallback = (f", from the crop's face ellipse for {masks['crop_ellipse']} (extracted without landmark "
                             "sidecars; extract again into a new folder to add them)") if masks["crop_ellipse"] else ""
                 head = f"; a mask head learns where they were blended (weight {cfg.mask_loss:g})" if cfg.mask_loss else ""
-                console.print(f"self-blend: each real video is paired with its blend; masks from Face Mesh landmarks "
+                how = "its blend is one more fake" if cfg.blend_fakes else "is paired with its blend"
+                console.print(f"self-blend: each real video {how}; masks from Face Mesh landmarks "
                               f"for {masks['landmarks']} videos{fallback}{head}", highlight=False)
 
         def on_batch(epoch: int, done: int, total: int, loss: float) -> None:

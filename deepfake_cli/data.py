@@ -8,7 +8,7 @@ import math
 import random
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -20,8 +20,9 @@ from deepfake_cli.errors import DeepfakeError
 from deepfake_cli.faces import REFERENCE_CROP, CropSpec
 from deepfake_cli.files import atomic_write
 from deepfake_cli.inputs import InputSpec, SamplingSpec
-from deepfake_cli.layout import META_DIR, REAL_FOLDERS, landmarks_path
+from deepfake_cli.layout import META_DIR, REAL_FOLDERS, labels_path, landmarks_path
 from deepfake_cli.selfblend import SelfBlend
+from deepfake_cli.video import VIDEO_SUFFIXES
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ class Sample:
     folder: str  # label folder: a manipulation method, or a real folder
     video: str  # video id: the file stem before the last underscore
     label: int  # 0 real, 1 fake
+    made_on: str | None = field(default=None, compare=False)  # the real video's key, where the dataset recorded it
 
     @property
     def key(self) -> str:
@@ -42,8 +44,13 @@ class Sample:
         return root / self.folder / f"{self.video}_{i}"
 
 
-def scan(root: Path, seq_len: int, real_folders: tuple[str, ...] = REAL_FOLDERS) -> list[Sample]:
-    """Videos with frames 0..seq_len-1 under root/<folder>/. Files and hidden folders at the top are ignored."""
+def scan(root: Path, seq_len: int, real_folders: tuple[str, ...] | None = None,
+         fallback: tuple[str, ...] = REAL_FOLDERS) -> list[Sample]:
+    """Videos with frames 0..seq_len-1 under root/<folder>/. Files and hidden folders at the top are ignored.
+
+    A folder's label: real if it is one of `real_folders` when they are given; else as `extract`
+    read it from the dataset's layout (labels.json); else real if it is one of `fallback`.
+    """
     if not root.is_dir():
         raise DeepfakeError(f"{root}: no such folder; pass the OUT folder of `deepfake extract`")
     samples = []
@@ -53,12 +60,31 @@ def scan(root: Path, seq_len: int, real_folders: tuple[str, ...] = REAL_FOLDERS)
             video, _, index = path.stem.rpartition("_")
             if video and index.isdigit():
                 frames.setdefault(video, set()).add(int(index))
-        label = 0 if folder.name in real_folders else 1
-        samples += [Sample(folder.name, v, label) for v, idx in frames.items() if idx.issuperset(range(seq_len))]
+        recorded = _recorded_labels(folder)
+        if real_folders is not None:
+            label = int(folder.name not in real_folders)
+        else:
+            label = recorded["labels"].get(folder.resolve().name, int(folder.name not in fallback))
+        made_on = recorded["made_on"]
+        samples += [Sample(folder.name, v, label, made_on.get(f"{folder.resolve().name}/{v}"))
+                    for v, idx in frames.items() if idx.issuperset(range(seq_len))]
     if not samples:
+        if next((p for p in root.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES), None) is not None:
+            raise DeepfakeError(f"{root} holds videos, not extracted faces: run `deepfake extract {root} OUT` first, "
+                                "then use OUT")
         raise DeepfakeError(f"{root}: no video with {seq_len} frames (<video>_0.jpg .. _{seq_len - 1}.jpg in label folders); "
                             "run `deepfake extract` first, or lower --seq-len")
     return sorted(samples)
+
+
+def _recorded_labels(folder: Path) -> dict:
+    """What extract recorded of a label folder's dataset (labels.json beside it, or where a linked folder lives)."""
+    path = labels_path(folder.resolve().parent)
+    try:
+        recorded = json.loads(path.read_text()) if path.is_file() else {}
+        return {"labels": dict(recorded.get("labels", {})), "made_on": dict(recorded.get("made_on", {}))}
+    except (OSError, ValueError, TypeError):
+        raise DeepfakeError(f"{path}: unreadable; run `deepfake extract` into that folder again") from None
 
 
 def check_samples(root: Path, samples: list[Sample], seq_len: int, skip_bad: bool) -> list[Sample]:
@@ -155,13 +181,22 @@ def data_sampling(root: Path, folders: set[str]) -> SamplingSpec:
 # ---- splitting without identity leakage ------------------------------------------------------
 
 
+DFD_REAL = re.compile(r"(\d+)__\w+")  # DeepFakeDetection's actors: `01__kitchen_pan` is actor 01
+DFD_FAKE = re.compile(r"(\d+)_(\d+)__(\w+)__[A-Za-z0-9]+")  # `01_02__kitchen_pan__YVGY8LOK`: 02's face on 01's video
+
+
 def identity_tokens(video: str) -> frozenset[str]:
     """The people in a video, from its id.
 
     FaceForensics++: `033` is person 033; the fake `033_097` shows 033 and 097.
+    DeepFakeDetection: `01__kitchen_pan` is actor 01; `01_02__kitchen_pan__YVGY8LOK` shows actors 01 and 02.
     Celeb-DF: `id0_0003` is person id0; `id0_id16_0003` shows id0 and id16.
     Anything else: the video is its own identity.
     """
+    if fake := DFD_FAKE.fullmatch(video):
+        return frozenset({f"actor{fake[1]}", f"actor{fake[2]}"})
+    if real := DFD_REAL.fullmatch(video):
+        return frozenset({f"actor{real[1]}"})
     parts = video.split("_")
     if all(p.isdigit() for p in parts):
         return frozenset(parts)
@@ -172,9 +207,12 @@ def identity_tokens(video: str) -> frozenset[str]:
 def made_on(video: str) -> str:
     """The real video a fake was made on, from its id (a real video's is its own).
 
-    FaceForensics++: `033_097` is 097's face on 033's video `033`. Celeb-DF: `id0_id16_0003` is
+    FaceForensics++: `033_097` is 097's face on 033's video `033`. DeepFakeDetection:
+    `01_02__kitchen_pan__YVGY8LOK` is made on `01__kitchen_pan`. Celeb-DF: `id0_id16_0003` is
     id16's face on `id0_0003`. Anything else (a SelfBlend `033`): the video of the same id.
     """
+    if fake := DFD_FAKE.fullmatch(video):
+        return f"{fake[1]}__{fake[3]}"
     parts = video.split("_")
     if len(parts) > 1 and all(p.isdigit() for p in parts):
         return parts[0]
@@ -193,13 +231,16 @@ def identity_groups(samples: list[Sample]) -> list[list[Sample]]:
             x = parent[x]
         return x
 
+    def people(s: Sample) -> frozenset[str]:  # with the people of the real video it was made on, where recorded
+        return identity_tokens(s.video) | (identity_tokens(s.made_on.split("/", 1)[-1]) if s.made_on else frozenset())
+
     for s in samples:
-        first, *rest = sorted(identity_tokens(s.video))
+        first, *rest = sorted(people(s))
         for other in rest:
             parent[find(other)] = find(first)
     groups: dict[str, list[Sample]] = {}
     for s in samples:
-        groups.setdefault(find(min(identity_tokens(s.video))), []).append(s)
+        groups.setdefault(find(min(people(s))), []).append(s)
     return [groups[g] for g in sorted(groups)]
 
 
@@ -233,7 +274,7 @@ def pair_groups(samples: list[Sample], most: int = PAIR_GROUP_MOST) -> list[list
             continue
         by_video: dict[str, list[int]] = {}
         for s in group:
-            by_video.setdefault(made_on(s.video), []).append(index[s.key])
+            by_video.setdefault(s.made_on.split("/", 1)[-1] if s.made_on else made_on(s.video), []).append(index[s.key])
         groups += by_video.values()
     return groups
 
@@ -242,13 +283,16 @@ SPLIT_PARTS = ("train", "val", "test")
 
 
 def read_split_file(path: Path, samples: list[Sample], flag: str = "--split-file") -> dict[str, list[Sample]]:
-    """A JSON object {"train": [...], "val": [...], "test": [...]} ("test" optional).
+    """A JSON object {"train": [...], "val": [...], "test": [...]} ("test" optional), or a Celeb-DF test
+    list (`read_test_list`), which gives "test" alone.
 
     Entries are video ids (`033`, `033_097`), folder-qualified keys (`Deepfakes/033_097`), or
     FaceForensics++ pairs (`["033", "097"]`: the real videos and both fakes of the pair).
     Any other key, or a part that is not such a list, is refused: a typo must not quietly
     leave a part out.
     """
+    if path.suffix == ".txt":
+        return {"test": read_test_list(path, samples, flag)}
     shape = "a JSON object with 'train' and 'val' (and optionally 'test') lists of video ids"
     try:
         spec = json.loads(path.read_text())
@@ -272,6 +316,19 @@ def read_split_file(path: Path, samples: list[Sample], flag: str = "--split-file
                 wanted.add(e)
         split[name] = [s for s in samples if s.video in wanted or s.key in wanted]
     return split
+
+
+def read_test_list(path: Path, samples: list[Sample], flag: str) -> list[Sample]:
+    """Celeb-DF's List_of_testing_videos.txt: lines `<1 real | 0 fake> <folder>/<video>.mp4`."""
+    try:
+        lines = [line.split() for line in path.read_text().splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError):
+        raise DeepfakeError(f"{flag} {path}: unreadable; expected Celeb-DF's List_of_testing_videos.txt") from None
+    keys = {str(Path(line[1]).with_suffix("")) for line in lines if len(line) == 2 and line[0] in ("0", "1")}
+    if not keys or len(keys) < len(lines):
+        raise DeepfakeError(f"{flag} {path}: expected lines '<1|0> <folder>/<video>.mp4', as Celeb-DF's "
+                            "List_of_testing_videos.txt has them")
+    return [s for s in samples if s.key in keys]
 
 
 def _split_entry(entry) -> bool:
@@ -436,12 +493,19 @@ class SelfBlendDataset(SequenceDataset):
             frames, masks = self._blend(sample, frames, stream)
         elif draw:  # training's real videos: some altered over the whole frame, so that only a blend's seams tell
             frames = self.recipe.alter_whole(frames, np.random.default_rng([*stream, 2]))
-        vectors, g = load_vectors(self.root, sample, self.inputs.seq_len), self.mask_grid
+        return self.masked_item(frames, load_vectors(self.root, sample, self.inputs.seq_len), fake, stream, masks)
+
+    def masked_item(self, frames: np.ndarray, vectors: np.ndarray, label: int, stream: list[int],
+                    masks: np.ndarray | None, unknown: bool = False) -> tuple[torch.Tensor, ...]:
+        """`item`, and with a mask grid each frame's share of every cell that was blended: `masks` pooled,
+        zero where nothing was (`masks` None), or -1 throughout where it is not known (`unknown`)."""
+        g = self.mask_grid
         if not g:
-            return self.item(frames, vectors, fake, stream)
-        if not fake:  # nothing was blended
-            return (*self.item(frames, vectors, fake, stream), torch.zeros(len(frames), g, g))
-        *item, masks = self.item(frames, vectors, fake, stream, masks)
+            return self.item(frames, vectors, label, stream)
+        if masks is None:
+            fill = -1.0 if unknown else 0.0
+            return (*self.item(frames, vectors, label, stream), torch.full((len(frames), g, g), fill))
+        *item, masks = self.item(frames, vectors, label, stream, masks)
         cells = np.stack([cv2.resize(m, (g, g), interpolation=cv2.INTER_AREA) for m in masks.numpy()])
         return (*item, torch.from_numpy(cells))
 
@@ -451,6 +515,45 @@ class SelfBlendDataset(SequenceDataset):
         frames = self.frames(sample)
         fakes, masks = self._blend(sample, frames, [seed, 1, video])  # epoch 1's stream
         return np.asarray(frames[0]), masks[0], fakes[0]
+
+
+BLEND_FOLDER = "self-blend"  # the pseudo-folder of the self-blends MixedDataset adds (nothing on disk)
+
+
+class MixedDataset(SelfBlendDataset):
+    """Supervised training with self-blends mixed in: every training video as itself (as
+    `SequenceDataset` gives it), then each real video's self-blend as one more fake.
+
+    The blends are listed in `samples` under BLEND_FOLDER with `made_on` their real video, so the
+    identity groups of `--pairs` put each beside its real video, sharing its augmentation draw.
+    Training's real videos are altered over the whole frame as in `SelfBlendDataset`, half of them.
+    With a mask grid, blends carry their cells, real videos zeros, and the dataset's own fakes -1
+    (where they were manipulated is not known: no mask loss on them).
+    """
+
+    def __init__(self, root: Path, samples: list[Sample], inputs: InputSpec, augment: bool = False,
+                 cache_dir: Path | None = None):
+        self.base = list(samples)
+        self.reals = [s for s in samples if s.label == 0]
+        super().__init__(root, self.reals, inputs, augment, cache_dir)
+        self.samples = self.base + [Sample(BLEND_FOLDER, s.video, 1, s.key) for s in self.reals]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, key: int | tuple[int, int, int]):
+        index, *draw = key if isinstance(key, tuple) else (key,)
+        stream = [*draw, self.shared_draws[index] if self.shared_draws else index]
+        if index >= len(self.base):  # a real video's self-blend
+            sample = self.reals[index - len(self.base)]
+            frames, masks = self._blend(sample, self.frames(sample), stream)
+            return self.masked_item(frames, load_vectors(self.root, sample, self.inputs.seq_len), 1, stream, masks)
+        sample = self.base[index]
+        frames = self.frames(sample)
+        if sample.label == 0 and draw:  # as SelfBlendDataset alters training's real videos
+            frames = self.recipe.alter_whole(frames, np.random.default_rng([*stream, 2]))
+        return self.masked_item(frames, load_vectors(self.root, sample, self.inputs.seq_len), sample.label, stream,
+                                None, unknown=sample.label == 1)
 
 
 class PairedSampler(Sampler):

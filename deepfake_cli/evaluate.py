@@ -48,8 +48,9 @@ def evaluate(data: Path, checkpoint: Path, split: str = "auto", batch_size: int 
     device_ = resolve_device(device)
     detector = load_detector(checkpoint, device_)
     inputs = detector.inputs
+    # Labels as extract read the data's layout; for data without them, the folders the model was trained to call real.
     real_folders = tuple(detector.meta.get("real_folders", REAL_FOLDERS))
-    split, samples = select_samples(data, checkpoint, split, D.scan(data, inputs.seq_len, real_folders))
+    split, samples = select_samples(data, checkpoint, split, D.scan(data, inputs.seq_len, fallback=real_folders))
     samples = D.check_samples(data, samples, inputs.seq_len, skip_bad)  # only the files we will read
     crop, _ = D.data_crop(data, {s.folder for s in samples})
     if crop != inputs.crop:

@@ -28,10 +28,12 @@ from typing import Callable, Iterator
 import cv2
 import numpy as np
 
+from deepfake_cli import datasets
+from deepfake_cli.datasets import VideoJob
 from deepfake_cli.errors import DeepfakeError
 from deepfake_cli.faces import CropSpec, FaceAnalyzer
 from deepfake_cli.files import atomic_write_bytes, atomic_write_json
-from deepfake_cli.layout import META_DIR, REAL_FOLDERS, landmarks_path
+from deepfake_cli.layout import META_DIR, REAL_FOLDERS, labels_path, landmarks_path
 from deepfake_cli.sampling import SkipVideo, sample_faces
 from deepfake_cli.video import VIDEO_SUFFIXES, Video, reuse_frame_memory
 
@@ -46,6 +48,7 @@ class ExtractConfig:
     workers: int = 0  # 0: one per CPU core
     shard: tuple[int, int] = (1, 1)  # (K, N): this run does the K-th of N deterministic parts
     overwrite: bool = False
+    compression: str | None = None  # FaceForensics++: raw, c23 or c40 where several were downloaded
 
     def __post_init__(self) -> None:
         if self.frames < 1:
@@ -65,22 +68,12 @@ class ExtractConfig:
         return {"frames": self.frames, "crop": self.crop.to_dict()}
 
 
-@dataclass(frozen=True)
-class VideoJob:
-    source: Path
-    folder: str  # label folder in OUT
-    video: str  # file stem: the video id of the reference layout
-
-    @property
-    def key(self) -> str:
-        return f"{self.folder}/{self.video}"
-
-
 @dataclass
 class Summary:
     rows: list[dict] = field(default_factory=list)  # this run's manifest rows
     already_done: int = 0
     interrupted: bool = False
+    layout: str = ""  # how VIDEOS was read (`datasets`)
 
     def count(self, status: str) -> int:
         return sum(r["status"] == status for r in self.rows)
@@ -100,26 +93,10 @@ def parse_shard(text: str) -> tuple[int, int]:
     return k, n
 
 
-def find_videos(videos: Path) -> list[VideoJob]:
-    """Videos under `videos`: a file, a folder of videos, or a folder of label folders (FF++)."""
-    if not videos.exists():
-        raise DeepfakeError(f"{videos}: no such file or folder; pass a video or a folder of videos")
-    if videos.is_file():
-        return [VideoJob(videos, videos.resolve().parent.name, videos.stem)]
-    jobs = []
-    for entry in sorted(videos.iterdir()):
-        if entry.is_dir() and not entry.name.startswith("."):
-            jobs += [VideoJob(p, entry.name, p.stem) for p in sorted(entry.iterdir()) if _is_video(p)]
-        elif _is_video(entry):  # loose videos go to a folder named after VIDEOS
-            jobs.append(VideoJob(entry, videos.resolve().name, entry.stem))
-    if not jobs:
-        suffixes = " ".join(sorted(VIDEO_SUFFIXES))
-        raise DeepfakeError(f"{videos}: no videos found ({suffixes}) in it or in its sub-folders")
-    return jobs
-
-
-def _is_video(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES
+def find_videos(videos: Path, compression: str | None = None) -> list[VideoJob]:
+    """Videos under `videos`: a file, a folder of videos, a folder of label folders, or a dataset as it
+    downloads (`datasets`: FaceForensics++, Celeb-DF, DFDC)."""
+    return datasets.find_videos(videos, compression)[1]
 
 
 def in_shard(job: VideoJob, shard: tuple[int, int]) -> bool:
@@ -134,8 +111,9 @@ def in_shard(job: VideoJob, shard: tuple[int, int]) -> bool:
 def extract_video(job: VideoJob, out: Path, cfg: ExtractConfig, analyzer: FaceAnalyzer, threads: int = 0) -> dict:
     """Write one video's crops and vectors; return its manifest row. Never raises for bad input."""
     started = time.perf_counter()
-    row = {"source": str(job.source), "folder": job.folder, "video": job.video,
-           "label": 0 if job.folder in REAL_FOLDERS else 1, "status": "ok", "reason": None,
+    label = job.label if job.label is not None else int(job.folder not in REAL_FOLDERS)
+    row = {"source": str(job.source), "folder": job.folder, "video": job.video, "label": label,
+           "made_on": job.made_on, "status": "ok", "reason": None,
            "frames": 0, "frame_indices": [], "fps": None, "width": None, "height": None, "rotation": None,
            "borrowed": 0, "face_confidence": None}
     try:
@@ -224,6 +202,23 @@ def _check_settings(out: Path, cfg: ExtractConfig) -> None:
     atomic_write_json(path, cfg.settings())
 
 
+def record_labels(out: Path, jobs: list[VideoJob]) -> None:
+    """OUT/.deepfake/labels.json: each label folder's label where the dataset's layout says it, and the
+    real video each fake was made on where the dataset records it, for `train` and `evaluate` to read
+    without --real-folders. Folders of the plain layout are left to their names (`original` is real)."""
+    path = labels_path(out)
+    before = json.loads(path.read_text()) if path.is_file() else {"labels": {}, "made_on": {}}
+    labels = {job.folder: job.label for job in jobs if job.label is not None}  # a plain layout's folders: none
+    clash = [f for f, label in labels.items() if before["labels"].get(f, label) != label]
+    if clash:
+        raise DeepfakeError(f"{out}: an earlier extract labelled {clash[0]}/ {'fake' if labels[clash[0]] == 0 else 'real'}; "
+                            "extract this dataset into another OUT folder")
+    made_on = {job.key: job.made_on for job in jobs if job.made_on}
+    if not labels and not made_on and not path.is_file():
+        return
+    atomic_write_json(path, {"labels": {**before["labels"], **labels}, "made_on": {**before["made_on"], **made_on}})
+
+
 # ---- the run --------------------------------------------------------------------------------
 
 
@@ -239,10 +234,13 @@ def extract(
     `on_start(to_do, already_done)` is called once the plan is known, `on_video(row)` after
     each video. Ctrl-C stops cleanly: finished videos are kept, the summary says interrupted.
     """
-    jobs = [j for j in find_videos(videos) if in_shard(j, cfg.shard)]
+    summary = Summary()
+    layout, found = datasets.find_videos(videos, cfg.compression)
+    jobs = [j for j in found if in_shard(j, cfg.shard)]
     _prepare_out(out)
     _check_settings(out, cfg)
-    summary = Summary()
+    record_labels(out, found)
+    summary.layout = layout
     manifest = manifest_path(out, cfg.shard)
     try:
         # The workers start (imports: most of a second each) while earlier output is checked.
@@ -322,7 +320,7 @@ def _work(job: VideoJob) -> dict:
 
 def summary_dict(summary: Summary) -> dict:
     return {"ok": summary.count("ok"), "skipped": summary.count("skipped"), "failed": summary.count("failed"),
-            "already_done": summary.already_done, "interrupted": summary.interrupted,
+            "already_done": summary.already_done, "interrupted": summary.interrupted, "layout": summary.layout,
             "by_folder": summary.by_folder(), "videos": summary.rows}
 
 

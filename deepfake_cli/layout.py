@@ -18,3 +18,9 @@ def landmarks_path(out: Path, folder: str, video: str) -> Path:
     """
     real = (out / folder).resolve()
     return real.parent / META_DIR / LANDMARKS_DIR / real.name / f"{video}.npy"
+
+
+def labels_path(out: Path) -> Path:
+    """OUT/.deepfake/labels.json: {"labels": {folder: 0 real | 1 fake}, "made_on": {fake key: real key}}, as extract
+    read them from the dataset's layout."""
+    return out / META_DIR / "labels.json"

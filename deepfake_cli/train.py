@@ -28,7 +28,6 @@ from deepfake_cli import backbones, data as D, distributed
 from deepfake_cli.checkpoint import read_checkpoint, save_checkpoint
 from deepfake_cli.errors import DeepfakeError
 from deepfake_cli.faces import CropSpec
-from deepfake_cli.layout import REAL_FOLDERS
 from deepfake_cli.files import atomic_write_bytes, atomic_write_json
 from deepfake_cli.inputs import InputSpec, face_scale
 from deepfake_cli.device import autocast, resolve_amp
@@ -58,8 +57,8 @@ def _or_worst(value: float | None) -> float:
     return float("-inf") if value is None else value
 
 
-# What a config.json written before --ema, --warmup, --pairs, --select and --mask-loss existed trained with.
-OLD_DEFAULTS = {"ema": 0.0, "warmup": False, "pairs": False, "select": "macro-f1", "mask_loss": 0.0}
+# What a config.json written before --ema, --warmup, --pairs, --select, --mask-loss and --blend-fakes existed trained with.
+OLD_DEFAULTS = {"ema": 0.0, "warmup": False, "pairs": False, "select": "macro-f1", "mask_loss": 0.0, "blend_fakes": False}
 
 
 @dataclass
@@ -77,7 +76,7 @@ class TrainConfig:
     image_size: int = 256
     val_fraction: float = 0.2
     split_file: Path | None = None
-    real_folders: tuple[str, ...] = REAL_FOLDERS
+    real_folders: tuple[str, ...] | None = None  # None: as extract read the dataset's layout, else original/
     crop: str | None = None  # how data without OUT/.deepfake/extract.json was cut; None: the reference's
     balance: bool = True
     augment: bool = True
@@ -96,6 +95,7 @@ class TrainConfig:
     channels_last: bool = True
     skip_bad: bool = False
     self_blend: bool = False  # train on real videos and their self-blends (selfblend.py)
+    blend_fakes: bool = False  # supervised: each real video's self-blend is one more training fake (MixedDataset)
     save_examples: int = 0  # with self_blend: a PNG of this many real / mask / blend rows
     ema: float = 0.9  # per-step decay of the weight average that is validated and saved; 0: the weights as trained
     warmup: bool = True  # the learning rate rises linearly to `lr` over epoch 1
@@ -108,10 +108,11 @@ class TrainConfig:
         # every video's score where macro F1 at 0.5 moves in steps over 24 videos: over 38 runs its picks
         # scored 0.733 on unseen methods, macro F1's 0.724, AUC's 0.708 (README, "Model selection").
         self.select = self.select or ("loss" if self.self_blend else "auc")
-        self.mask_loss = (1.0 if self.self_blend else 0.0) if self.mask_loss is None else self.mask_loss
+        self.blend_fakes = self.blend_fakes and not self.self_blend  # --self-blend trains on blends alone already
+        self.mask_loss = (1.0 if self.blends else 0.0) if self.mask_loss is None else self.mask_loss
         self.split_file = Path(self.split_file) if self.split_file else None
         self.backbone_weights = Path(self.backbone_weights) if self.backbone_weights else None
-        self.real_folders = tuple(self.real_folders)
+        self.real_folders = tuple(self.real_folders) if self.real_folders is not None else None
         checks = [
             (self.epochs >= 1, "--epochs must be at least 1"),
             (self.batch_size >= 1, "--batch-size must be at least 1"),
@@ -125,11 +126,12 @@ class TrainConfig:
             (self.select in SELECTS, f"--select must be one of {', '.join(SELECTS)}"),
             (self.frame_loss >= 0, "--frame-loss must be 0 (off) or more"),
             (self.mask_loss >= 0, "--mask-loss must be 0 (off) or more"),
-            (self.self_blend or not self.mask_loss, "--mask-loss learns where self-blends were blended; add --self-blend"),
+            (self.blends or not self.mask_loss, "--mask-loss learns where self-blends were blended; add --self-blend "
+             "or --blend-fakes"),
             (self.save_examples >= 0, "--save-examples must be 0 (none) or more"),
             (0 <= self.ema < 1, "--ema must be 0 (off) or a decay below 1, such as 0.9"),
             (self.self_blend or not self.save_examples, "--save-examples shows self-blended fakes; add --self-blend"),
-            (not (self.self_blend and self.freeze_backbone), "--self-blend makes new fakes every epoch, which a frozen "
+            (not (self.blends and self.freeze_backbone), "self-blends are new fakes every epoch, which a frozen "
              "backbone's feature cache cannot hold; leave out --freeze-backbone"),
             (not self.self_blend or self.batch_size % 2 == 0, "--self-blend puts each real video and its blend in "
              "one batch: --batch-size must be even"),
@@ -140,6 +142,11 @@ class TrainConfig:
         if self.backbone is not None:
             backbones.get(self.backbone)  # an unknown name is refused there, by the table
         self.given_crop  # a bad --crop is refused now
+
+    @property
+    def blends(self) -> bool:
+        """Whether training makes self-blended fakes (alone, or beside the data's own)."""
+        return self.self_blend or self.blend_fakes
 
     @property
     def given_crop(self) -> CropSpec | None:
@@ -211,10 +218,10 @@ def seed_everything(seed: int) -> None:
 
 def prepare_split(cfg: TrainConfig) -> dict[str, list[D.Sample]]:
     samples = D.check_samples(cfg.data, D.scan(cfg.data, cfg.seq_len, cfg.real_folders), cfg.seq_len, cfg.skip_bad)
-    if cfg.split_file:
-        split = D.read_split_file(cfg.split_file, samples)
-    else:
-        split = D.identity_split(samples, cfg.val_fraction, cfg.seed)
+    split = D.read_split_file(cfg.split_file, samples) if cfg.split_file else {}
+    if "train" not in split:  # no split file, or a test list alone (Celeb-DF's): the rest split by identity
+        held_out = set(split.get("test", []))
+        split |= D.identity_split([s for s in samples if s not in held_out], cfg.val_fraction, cfg.seed)
     if cfg.self_blend:  # fakes are never trained on; the validation people's are scored as unseen manipulations
         split["train"] = [s for s in split["train"] if s.label == 0]
         for part in ("train", "val"):
@@ -366,7 +373,8 @@ def _train(cfg: TrainConfig, callbacks: Callbacks, resume: bool, rank: int, worl
     n_real, n_fake = counts["train"]["real"], counts["train"]["fake"]
     # Weighting positives by real/fake makes both classes count equally in the loss (FF++ has ~4 fakes per real).
     # Self-blending makes one fake per real.
-    pos_weight = n_real / n_fake if cfg.balance and not cfg.self_blend else 1.0
+    # --blend-fakes adds one fake per real video.
+    pos_weight = n_real / (n_fake + n_real * cfg.blend_fakes) if cfg.balance and not cfg.self_blend else 1.0
     if main:
         run.mkdir(parents=True, exist_ok=True)
         atomic_write_json(run / "config.json", cfg.to_dict())
@@ -376,8 +384,9 @@ def _train(cfg: TrainConfig, callbacks: Callbacks, resume: bool, rank: int, worl
         model.cnn.to(memory_format=torch.channels_last)
 
     Dataset = D.SelfBlendDataset if cfg.self_blend else D.SequenceDataset
-    train_ds = Dataset(cfg.data, split["train"], inputs, augment=cfg.augment and not cfg.freeze_backbone,
-                       cache_dir=run / "cache" / "frames" if cfg.cache else None)
+    Training = D.MixedDataset if cfg.blend_fakes else Dataset
+    train_ds = Training(cfg.data, split["train"], inputs, augment=cfg.augment and not cfg.freeze_backbone,
+                        cache_dir=run / "cache" / "frames" if cfg.cache else None)
     # With --self-blend: the validation people's real videos and their (fixed) blends pick best.pt; their
     # fakes, if any, are unseen manipulations, scored against the same real videos.
     val_ds = Dataset(cfg.data, [s for s in split["val"] if not cfg.self_blend or s.label == 0], inputs,
@@ -424,9 +433,9 @@ def _train(cfg: TrainConfig, callbacks: Callbacks, resume: bool, rank: int, worl
             scheduler.load_state_dict(state["scheduler"])
         start_epoch, best, history, bad_epochs = state["epoch"] + 1, state["best"], state["history"], state["bad_epochs"]
     meta = {"backbone": choice.name, "weights": choice.weights, "backbone_note": choice.note, "select": cfg.select,
-            "data": str(cfg.data), "run": str(run), "pos_weight": pos_weight, "real_folders": list(cfg.real_folders),
+            "data": str(cfg.data), "run": str(run), "pos_weight": pos_weight, "real_folders": sorted({s.folder for part in split.values() for s in part if s.label == 0}),
             "split": counts, "freeze_backbone": cfg.freeze_backbone, "crop_source": crop_source,
-            "self_blend": mask_sources(train_ds) if cfg.self_blend else None}
+            "self_blend": mask_sources(train_ds) if cfg.blends else None}
     if main:
         callbacks.on_start({**meta, "crop": inputs.crop.describe(), "sampling": inputs.sampling.describe(inputs.seq_len), "device": str(device), "amp": str(amp).removeprefix("torch.") if amp else "off",
                             "world_size": world, "start_epoch": start_epoch, "epochs": cfg.epochs,
@@ -496,7 +505,7 @@ def _train(cfg: TrainConfig, callbacks: Callbacks, resume: bool, rank: int, worl
 def mask_sources(dataset: D.SelfBlendDataset) -> dict:
     """Where the self-blend masks of a run's training videos come from, for the checkpoint and the start-up line."""
     landmarks = sum(dataset.has_landmarks)
-    return {"landmarks": landmarks, "crop_ellipse": len(dataset.samples) - landmarks}
+    return {"landmarks": landmarks, "crop_ellipse": len(dataset.has_landmarks) - landmarks}
 
 
 def unseen_scores(model: DeepfakeDetector, loader: DataLoader | None, dataset: D.SequenceDataset | None,
@@ -702,8 +711,14 @@ def _train_epoch(net: nn.Module, batches: Iterable, inputs: InputSpec, cfg: Trai
         else:
             loss = criterion(out.float(), labels)
         if mask_loss:  # each cell of each frame: how much of it was blended (all 0 in the real videos)
-            target = cells[0].to(device, non_blocking=True).flatten()
-            loss = loss + mask_loss * nn.functional.binary_cross_entropy_with_logits(mask_logits.float().flatten(), target)
+            target, logits_ = cells[0].to(device, non_blocking=True).flatten(), mask_logits.float().flatten()
+            known = target >= 0  # -1: a dataset's own fake, where nobody knows what was manipulated
+            if known.all():
+                mask_term = nn.functional.binary_cross_entropy_with_logits(logits_, target)
+            else:  # every batch keeps the head in the graph (DDP), the unknown cells weighing nothing
+                each = nn.functional.binary_cross_entropy_with_logits(logits_, target.clamp_min(0), reduction="none")
+                mask_term = (each * known).sum() / known.sum().clamp_min(1)
+            loss = loss + mask_loss * mask_term
         if not torch.isfinite(loss):
             raise DeepfakeError(f"the loss became {loss.item()} at epoch {epoch}, step {step}; lower --lr or check the "
                                 f"data. The last good checkpoint is kept in {run}/last.pt")

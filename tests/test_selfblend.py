@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 from conftest import FRAMES, IMAGE_SIZE, SEQ_LEN, tiny_config
 from deepfake_cli.checkpoint import read_checkpoint
 from deepfake_cli.cli import app
-from deepfake_cli.data import SelfBlendDataset, SequenceDataset, augment, load_vectors, scan
+from deepfake_cli.data import (BLEND_FOLDER, MixedDataset, Sample, SelfBlendDataset, SequenceDataset, augment, load_vectors,
+                               pair_groups, scan)
 from deepfake_cli.errors import DeepfakeError
 from deepfake_cli.evaluate import evaluate
 from deepfake_cli.faces import LANDMARK_PAIRS, CropSpec, resize_square
@@ -199,6 +200,36 @@ def test_with_a_mask_grid_each_item_carries_the_share_of_every_cell_that_was_ble
     assert 0 < cells.max() <= 1 and cells[:, 1, 1].min() > cells.min()  # the face is in the middle cell
     without = SelfBlendDataset(extracted, reals, inputs, augment=True)
     assert len(without[3, 7, 2]) == 3  # validation's items: no masks
+
+
+def test_blend_fakes_add_each_real_videos_blend_beside_the_datas_own_fakes(extracted, tmp_path):
+    samples = scan(extracted, SEQ_LEN)
+    reals = [s for s in samples if s.label == 0]
+    mixed = MixedDataset(extracted, samples, InputSpec(image_size=64, seq_len=SEQ_LEN), augment=True)
+    mixed.mask_grid = 2
+    assert len(mixed) == len(samples) + len(reals)
+    assert mixed.samples[len(samples):] == [Sample(BLEND_FOLDER, s.video, 1) for s in reals]
+    # Each blend joins its real video's --pairs group, and so its augmentation draw.
+    groups = pair_groups(mixed.samples)
+    for j, real in enumerate(reals):
+        assert any(samples.index(real) in g and len(samples) + j in g for g in groups)
+    blend = mixed[len(samples), 3, 1]
+    own_fake = mixed[next(i for i, s in enumerate(samples) if s.label == 1), 3, 1]
+    real = mixed[samples.index(reals[0]), 3, 1]
+    assert blend[2] == 1 and 0 < blend[3].max() <= 1  # where it was blended
+    assert own_fake[2] == 1 and (own_fake[3] == -1).all()  # not known: no mask loss on it
+    assert real[2] == 0 and not real[3].any()
+    # The blend --self-blend's recipe makes of that video, from the item's own stream.
+    alone = SelfBlendDataset(extracted, reals, InputSpec(image_size=64, seq_len=SEQ_LEN), augment=False)
+    frames, masks = alone._blend(reals[0], alone.frames(reals[0]), [3, 1, len(samples)])
+    plain = MixedDataset(extracted, samples, InputSpec(image_size=64, seq_len=SEQ_LEN), augment=False)
+    assert (plain[len(samples), 3, 1][0].permute(0, 2, 3, 1).numpy() == frames).all()
+
+    result = train(tiny_config(extracted, tmp_path / "run", blend_fakes=True, pairs=False))
+    meta = read_checkpoint(tmp_path / "run" / "best.pt")["meta"]
+    n_real, n_fake = meta["split"]["train"]["real"], meta["split"]["train"]["fake"]
+    assert meta["pos_weight"] == pytest.approx(n_real / (n_fake + n_real)) and meta["self_blend"]["landmarks"] == n_real
+    assert result.history and "mask_head" in read_checkpoint(tmp_path / "run" / "last.pt")
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,186 @@
+"""Detection on real footage, as the field reports it: people and methods the detector never saw.
+
+    python benchmarks/bench_realworld.py DATA [--seeds 42,1] [--only lpo,lomo,self-blend]
+                                              [--image-size 128] [--epochs 6] [--folds 5]
+                                              [--set blend_fakes=true ...] [--label NAME]
+
+DATA is a dataset as it downloads (FaceForensics++'s `original_sequences/` and
+`manipulated_sequences/`; extracted once into results/data/, then cached) or an `extract`
+OUT folder. Footage is never copied into the repository. Every model trains with the
+acceptance recipe, `--epochs 6 --batch-size 8 --lr 5e-4` and the defaults otherwise (the crop
+size is `--image-size`: the default 256, or 128 for quicker CPU screens). Protocols, each
+pooling every held-out video's score over the folds (each video is scored once, by the model
+that never saw its people):
+
+- lpo (leave people out): the identity groups (a FaceForensics++ pair with its four methods'
+  fakes; a DeepFakeDetection actor) dealt into `--folds` folds; train on the others.
+- lomo (leave one method out, FaceForensics++'s protocol for unseen manipulations): in each
+  fold, train on three methods and test on the held-out people's real videos and fourth method.
+- self-blend: `--self-blend` on the training people's real videos alone; tested on every
+  method's fakes of the held-out people.
+
+Reported per protocol and seed: video-level AUC and AP, accuracy at each model's own threshold,
+AUC per method, and real videos called fake, at the checkpoint's threshold and at 0.5.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+
+import common
+
+PROTOCOLS = ("lpo", "lomo", "self-blend")
+RECIPE = dict(epochs=6, batch_size=8, lr=5e-4)
+
+
+def extracted(data: Path) -> Path:
+    """DATA as an extract OUT folder: itself if it is one, else its extraction (cached under results/)."""
+    if (data / ".deepfake" / "extract.json").is_file():
+        return data
+    digest = hashlib.sha1(str(data.resolve()).encode()).hexdigest()[:8]
+    out = common.RESULTS / "data" / f"realworld-{data.name}-{digest}"
+    if not (out / "extracted.done").is_file():
+        subprocess.run(["deepfake", "extract", str(data), str(out)], check=True)  # resumes if interrupted
+        (out / "extracted.done").touch()
+    return out
+
+
+def folds(groups: list[list], k: int) -> list[list]:
+    """Identity groups dealt into k folds of about equal size (largest first, each to the smallest fold)."""
+    dealt: list[list] = [[] for _ in range(k)]
+    for group in sorted(groups, key=lambda g: (-len(g), min(s.key for s in g))):
+        min(dealt, key=len).extend(group)
+    return dealt
+
+
+def run_fold(out: Path, run: Path, train: list, test: list, seed: int, image_size: int, self_blend: bool) -> dict:
+    """Train on `train` (its own identity split for validation), score `test`; the scores and the threshold."""
+    from deepfake_cli.data import identity_split
+    from deepfake_cli.evaluate import evaluate
+    from deepfake_cli.train import TrainConfig, train as run_train
+
+    inner = identity_split(train, 0.2, seed)
+    split = run / "split-file.json"
+    run.mkdir(parents=True, exist_ok=True)
+    split.write_text(json.dumps({part: [s.key for s in chosen] for part, chosen in
+                                 (("train", inner["train"]), ("val", inner["val"]), ("test", test))}))
+    started = time.perf_counter()
+    run_train(TrainConfig(data=out, run=run / "run", split_file=split, seed=seed, image_size=image_size,
+                          **{**RECIPE, "self_blend": self_blend or RECIPE.get("self_blend", False)}))
+    seconds = time.perf_counter() - started
+    result = evaluate(out, run / "run" / "best.pt", split=str(split))
+    threshold = result["at_threshold"]["threshold"]
+    return {"seconds": round(seconds, 1), "threshold": threshold,
+            "scores": [{**s, "threshold": threshold} for s in result["scores"]]}
+
+
+def summarise(scores: list[dict]) -> dict:
+    """Pooled video-level figures over every fold's held-out videos."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    labels = np.array([s["label"] for s in scores])
+    probs = np.array([s["p_fake"] for s in scores])
+    called = probs >= np.array([s["threshold"] for s in scores])
+    methods = sorted({s["video"].split("/")[0] for s in scores if s["label"] == 1})
+    real = labels == 0
+    per_method = {}
+    for m in methods:
+        mine = np.array([s["video"].startswith(f"{m}/") for s in scores]) | real
+        per_method[m] = float(roc_auc_score(labels[mine], probs[mine]))
+    return {"videos": len(scores), "real": int(real.sum()), "fake": int((~real).sum()),
+            "auc": float(roc_auc_score(labels, probs)), "ap": float(average_precision_score(labels, probs)),
+            "accuracy": float(np.mean(called == (labels == 1))),
+            "real_called_fake": int(called[real].sum()), "fakes_caught": int(called[~real].sum()),
+            "real_called_fake_at_0.5": int((probs[real] >= 0.5).sum()), "per_method": per_method}
+
+
+def protocol_runs(name: str, samples: list, k: int) -> list[tuple[str, list, list, bool]]:
+    """(label, train, test, self_blend) of each model a protocol trains."""
+    from deepfake_cli.data import identity_groups
+
+    dealt = folds(identity_groups(samples), k)
+    runs = []
+    for f, held in enumerate(dealt):
+        keys = {s.key for s in held}
+        train = [s for s in samples if s.key not in keys]
+        if name == "lpo":
+            runs.append((f"fold{f}", train, held, False))
+        elif name == "self-blend":
+            runs.append((f"fold{f}", [s for s in train if s.label == 0], held, True))
+        else:
+            for method in sorted({s.folder for s in samples if s.label == 1}):
+                runs.append((f"{method}-fold{f}", [s for s in train if s.folder != method],
+                             [s for s in held if s.label == 0 or s.folder == method], False))
+    return runs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("data", type=Path, help="a dataset as downloaded (FaceForensics++ layout) or an extract OUT")
+    parser.add_argument("--seeds", default="42,1", help="comma-separated training seeds")
+    parser.add_argument("--only", default=",".join(PROTOCOLS), help=f"protocols to run, of {', '.join(PROTOCOLS)}")
+    parser.add_argument("--image-size", type=int, default=256, help="train --image-size (the default: 256)")
+    parser.add_argument("--epochs", type=int, default=RECIPE["epochs"])
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a training setting to change (TrainConfig's names; JSON values), e.g. blend_fakes=true")
+    parser.add_argument("--label", default="", help="a name for this variant, in the results file's name")
+    args = parser.parse_args()
+    RECIPE["epochs"] = args.epochs
+    for item in args.set:
+        key, _, value = item.partition("=")
+        try:
+            RECIPE[key] = json.loads(value)
+        except ValueError:
+            RECIPE[key] = value
+    protocols = [p.strip() for p in args.only.split(",") if p.strip()]
+    if unknown := set(protocols) - set(PROTOCOLS):
+        parser.error(f"--only: unknown {', '.join(sorted(unknown))}; choose from {', '.join(PROTOCOLS)}")
+    from deepfake_cli.data import scan
+
+    out = extracted(args.data)
+    samples = scan(out, 16)
+    idle = common.wait_until_idle(False)
+    measured, rows = {}, []
+    for protocol in protocols:
+        for seed in (int(s) for s in args.seeds.split(",")):
+            scores, seconds = [], []
+            for label, train, test, self_blend in protocol_runs(protocol, samples, args.folds):
+                where = common.scratch_dir(f"realworld-{protocol}-{seed}-{label}")
+                shutil.rmtree(where, ignore_errors=True)
+                fold = run_fold(out, where, train, test, seed, args.image_size, self_blend)
+                scores += fold["scores"]
+                seconds.append(fold["seconds"])
+                print(f"{protocol} seed {seed} {label}: trained in {fold['seconds']} s", flush=True)
+            if protocol == "lomo":  # each real video is scored once per method: one AUC per held-out method
+                summary = {m: summarise([s for s in scores if s["label"] == 0 or s["video"].startswith(f"{m}/")])
+                           for m in sorted({s["video"].split("/")[0] for s in scores if s["label"] == 1})}
+                summary = {"per_held_out_method": summary,
+                           "auc_mean": float(np.mean([v["auc"] for v in summary.values()]))}
+                figure = f"{summary['auc_mean']:.3f} (" + ", ".join(
+                    f"{m} {v['auc']:.3f}" for m, v in summary["per_held_out_method"].items()) + ")"
+            else:
+                summary = summarise(scores)
+                figure = (f"{summary['auc']:.3f} (AP {summary['ap']:.3f}; "
+                          + ", ".join(f"{m} {a:.3f}" for m, a in summary["per_method"].items())
+                          + f"; real called fake {summary['real_called_fake']}/{summary['real']}, fakes caught "
+                            f"{summary['fakes_caught']}/{summary['fake']})")
+            measured[f"{protocol}-seed{seed}"] = {**summary, "train_seconds": seconds, "scores": scores}
+            rows.append(common.row(f"{protocol}, seed {seed}: video AUC", figure,
+                                   f"median training {common.median(seconds):.0f} s"))
+    settings = {"data": str(args.data), "extracted": str(out), "seeds": args.seeds, "protocols": protocols,
+                "image_size": args.image_size, "folds": args.folds, "recipe": RECIPE}
+    common.save_results("bench_realworld" + (f"-{args.label}" if args.label else ""), False, idle, settings, measured, rows)
+    common.remove_scratch()
+
+
+if __name__ == "__main__":
+    main()
