@@ -54,7 +54,7 @@ def best_threshold(labels: np.ndarray, probs: np.ndarray) -> float:
     threshold with the best macro F1 sits in whichever gap between two scores a video or two
     happens to favour; the crossing of the error rates depends on every score and moves less.
     Chosen on validation, on unseen generated people the 18 `best.pt` of 18 development runs
-    scored 0.745 accuracy at it, 0.714 at the macro-F1 one (README, "Threshold"). Between two
+    scored 0.745 accuracy at it, 0.714 at the macro-F1 one (docs/experiments.md, "Threshold"). Between two
     scores the midpoint is taken; among equally good thresholds, the one nearest 0.5.
     """
     if labels.min() == labels.max():

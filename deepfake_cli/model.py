@@ -28,7 +28,7 @@ class DeepfakeDetector(nn.Module):
     the video's logit is the mean of the sequence head's and the frames' (mean) logits: two
     views of the same features, each trained on its own loss. On unseen generated people the
     average ranks 0.01-0.03 AUC better than the sequence head alone, and as well as the frames
-    alone (README, "Detection quality"). The reference has no frame head.
+    alone (docs/experiments.md, "Detection quality"). The reference has no frame head.
     """
 
     def __init__(self, hidden_size: int = 128, landmark_dim: int = 5, readout: str = "final", dropout: float = 0.3,

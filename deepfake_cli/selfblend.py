@@ -43,7 +43,7 @@ MOUTH_STRETCH, MOUTH_SOFTEN = (0.85, 1.2), (0.0, 1.5 / 128)
 FLICKER = 0.25  # the share of sequences whose blend strength is redrawn on every frame
 # Also beyond the paper: a blend's copy is recoloured, resampled by the move and often blurred or sharpened,
 # so a detector can learn to call a whole video fake for being soft or off-colour, with no blend in it
-# (a 1 px blur of a whole real video scored AUC 0.999 against the untouched one; README, "Self-blended
+# (a 1 px blur of a whole real video scored AUC 0.999 against the untouched one; docs/experiments.md, "Self-blended
 # training"). This share of the real videos in training gets the same alteration over the whole frame:
 # no mask and no seam, still real. Only a difference between the face and what surrounds it marks a blend.
 WHOLE_ALTERED = 0.5
