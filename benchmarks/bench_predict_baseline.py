@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 
 import common
-from bench_predict import checkpoint, predict_child
+from bench_predict import checkpoint
 
 
 def without_new_settings(ckpt: Path, out: Path) -> Path:

@@ -1,6 +1,7 @@
 """Detection quality on people the detector never saw, the way the field reports it.
 
     python benchmarks/bench_quality.py [--quick]
+    BASELINE=SRC python benchmarks/bench_quality.py   # predict's figures beside another release's (SRC/deepfake_cli)
 
 Generated sets (examples/make_dataset.py, all four methods, one fake per person as in the
 acceptance check): A holds people 0-59 (seed 1) and is trained on; B holds people 60-99
@@ -16,7 +17,9 @@ AP and AUC per manipulation method, next to the CPU time it took:
    the AUC of the method it saw against those it never saw.
 3. Self-blended (`--self-blend`, the same recipe otherwise) on A's real videos alone; on B, every
    method is one it never saw. Side by side with run 2's supervised one-method models.
-4. The reference notebook's recipe (BGR 0..1 input, last-step read-out, Adam 1e-4, batch 4,
+4. `deepfake predict` on B's clips themselves with run 1's model (and, with BASELINE, another
+   release's predict on the same clips and weights), next to `evaluate` on B's extract.
+5. The reference notebook's recipe (BGR 0..1 input, last-step read-out, Adam 1e-4, batch 4,
    BCELoss, no augmentation or balancing, best validation F1 at 0.5) on the same split of A
    and for the same CPU time as run 1. Its ImageNet B0 weights cannot be had offline, so it
    starts from the same Lite0 ImageNet weights as ours: the difference is the recipe.
@@ -25,6 +28,7 @@ AP and AUC per manipulation method, next to the CPU time it took:
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -83,6 +87,28 @@ def train_and_test(name: str, train_data: Path, test_data: Path, p: dict, *optio
     print(f"{name}: AUC {result['auc']:.3f}, accuracy {result['accuracy']:.3f} on unseen people "
           f"({result['train_seconds']:.0f} s to train)", flush=True)
     return result
+
+
+def predict_scores(videos: Path, ckpt: Path, package: Path | None = None) -> dict:
+    """`deepfake predict` over B's clips with run 1's model (`package`: another release's, first on
+    PYTHONPATH): video-level AUC and accuracy at the threshold, as evaluate reports them on B's extract."""
+    from sklearn.metrics import roc_auc_score
+
+    if package is not None:  # a release before `inputs.sampling` cannot read it; without it, it reads as extract's
+        from bench_predict_baseline import without_new_settings
+
+        ckpt = without_new_settings(ckpt, common.scratch_dir("quality-predict-baseline") / "best.pt")
+    env = {"PYTHONPATH": str(package.resolve())} if package is not None else None
+    child = common.run_child([common.PYTHON, "-m", "deepfake_cli", "predict", str(videos), "--model", str(ckpt), "--json"],
+                             env=env)
+    verdicts = [json.loads(line) for line in child.stdout.splitlines() if line.startswith("{")]
+    scored = [v for v in verdicts if v["status"] == "ok"]
+    labels = np.array([int(Path(v["path"]).parent.name != "original") for v in scored])
+    probs = np.array([v["p_fake"] for v in scored])
+    called = probs >= np.array([v["threshold"] for v in scored])
+    return {"clips": len(verdicts), "scored": len(scored), "auc": float(roc_auc_score(labels, probs)),
+            "accuracy": float(np.mean(called == (labels == 1))), "seconds": round(child.seconds, 1),
+            "windows": sorted({v["windows"] for v in scored})}
 
 
 def summarise(report: dict) -> dict:
@@ -157,6 +183,11 @@ def main() -> None:
     for method in CROSS_METHODS:
         measured[f"only_{method}"] = train_and_test(f"only-{method}", only(a, method), b, p)
     measured["self_blend"] = train_and_test("self-blend", only(a, None), b, p, "--self-blend")
+    # predict on B's clips themselves, with run 1's model: what a user's `deepfake predict` gives.
+    videos, model = b.parent / "videos", Path(measured["ours"]["run"]) / "best.pt"
+    measured["predict"] = predict_scores(videos, model)
+    if baseline := os.environ.get("BASELINE"):
+        measured["predict_baseline"] = {"package": baseline, **predict_scores(videos, model, Path(baseline))}
     split = json.loads((Path(measured["ours"]["run"]) / "split.json").read_text())
     measured["reference"] = reference_recipe(a, split, b, measured["ours"]["train_seconds"], p["image_size"])
 
@@ -173,6 +204,15 @@ def main() -> None:
         common.row("training time (CPU)", f"{ours['train_seconds']:.0f} s", f"reference {ref['train_seconds']:.0f} s "
                    f"({ref['epochs']} epochs)"),
     ]
+    said = measured["predict"]
+    rows.append(common.row(f"`deepfake predict` on B's {said['clips']} clips (windows {said['windows']}): AUC; accuracy",
+                           f"{said['auc']:.3f}; {said['accuracy']:.3f} ({said['scored']} scored)",
+                           f"evaluate on B's extract {ours['auc']:.3f}; {ours['accuracy']:.3f}"))
+    if "predict_baseline" in measured:
+        before = measured["predict_baseline"]
+        rows.append(common.row("  the same with the release in BASELINE", f"{before['auc']:.3f}; {before['accuracy']:.3f} "
+                               f"({before['scored']} scored)", f"this release {said['auc']:.3f}; {said['accuracy']:.3f}",
+                               f"{said['seconds'] / before['seconds']:.2f}x the time"))
     for method, auc in ours["per_method"].items():
         rows.append(common.row(f"  AUC, {method} vs real", f"{auc:.3f}", f"reference {ref['per_method'][method]:.3f}",
                                f"graded: {graded['per_method'][method]:.3f}"))

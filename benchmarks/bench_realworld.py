@@ -95,8 +95,12 @@ def summarise(scores: list[dict]) -> dict:
     for m in methods:
         mine = np.array([s["video"].startswith(f"{m}/") for s in scores]) | real
         per_method[m] = float(roc_auc_score(labels[mine], probs[mine]))
+    # Pooling mixes the folds' models, whose scores need not share a scale; each fold's own AUC does not.
+    folds_auc = [float(roc_auc_score(labels[mine], probs[mine])) for f in sorted({s.get("fold") for s in scores})
+                 if len(set(labels[mine := np.array([s.get("fold") == f for s in scores])])) == 2]
     return {"videos": len(scores), "real": int(real.sum()), "fake": int((~real).sum()),
             "auc": float(roc_auc_score(labels, probs)), "ap": float(average_precision_score(labels, probs)),
+            "auc_fold_mean": float(np.mean(folds_auc)) if folds_auc else None,
             "accuracy": float(np.mean(called == (labels == 1))),
             "real_called_fake": int(called[real].sum()), "fakes_caught": int(called[~real].sum()),
             "real_called_fake_at_0.5": int((probs[real] >= 0.5).sum()), "per_method": per_method}
@@ -157,7 +161,7 @@ def main() -> None:
                 where = common.scratch_dir(f"realworld-{protocol}-{seed}-{label}")
                 shutil.rmtree(where, ignore_errors=True)
                 fold = run_fold(out, where, train, test, seed, args.image_size, self_blend)
-                scores += fold["scores"]
+                scores += [{**s, "fold": label} for s in fold["scores"]]
                 seconds.append(fold["seconds"])
                 print(f"{protocol} seed {seed} {label}: trained in {fold['seconds']} s", flush=True)
             if protocol == "lomo":  # each real video is scored once per method: one AUC per held-out method
@@ -169,7 +173,7 @@ def main() -> None:
                     f"{m} {v['auc']:.3f}" for m, v in summary["per_held_out_method"].items()) + ")"
             else:
                 summary = summarise(scores)
-                figure = (f"{summary['auc']:.3f} (AP {summary['ap']:.3f}; "
+                figure = (f"{summary['auc']:.3f} (per fold {summary['auc_fold_mean']:.3f}; AP {summary['ap']:.3f}; "
                           + ", ".join(f"{m} {a:.3f}" for m, a in summary["per_method"].items())
                           + f"; real called fake {summary['real_called_fake']}/{summary['real']}, fakes caught "
                             f"{summary['fakes_caught']}/{summary['fake']})")

@@ -109,7 +109,7 @@ def _subdirs(folder: Path) -> list[Path]:
 
 
 def _is_celeb_df(root: Path) -> bool:
-    return (root / "Celeb-synthesis").is_dir() and any((root / r).is_dir() for r in CELEB_REAL)
+    return (root / "Celeb-synthesis").is_dir() or (root / "Celeb-real").is_dir()
 
 
 def _read_celeb_df(root: Path) -> list[VideoJob]:
@@ -155,6 +155,9 @@ def _read_plain(root: Path) -> list[VideoJob]:
         elif entry.is_file() and entry.suffix.lower() in VIDEO_SUFFIXES:  # loose videos go to a folder named after VIDEOS
             jobs.append(_job(entry, root.resolve().name))
     if not jobs:
+        if root.name in ("original_sequences", "manipulated_sequences") or root.parent.name.endswith("_sequences"):
+            raise DeepfakeError(f"{root} is part of a FaceForensics++ download: pass the folder that holds "
+                                "original_sequences/ and manipulated_sequences/")
         raise DeepfakeError(f"{root}: no videos found ({_suffixes()}) in it or in its sub-folders")
     return jobs
 

@@ -35,7 +35,7 @@ from deepfake_cli.faces import CropSpec, FaceAnalyzer
 from deepfake_cli.files import atomic_write_bytes, atomic_write_json
 from deepfake_cli.layout import META_DIR, REAL_FOLDERS, labels_path, landmarks_path
 from deepfake_cli.sampling import SkipVideo, sample_faces
-from deepfake_cli.video import VIDEO_SUFFIXES, Video, reuse_frame_memory
+from deepfake_cli.video import Video, reuse_frame_memory
 
 log = logging.getLogger(__name__)
 

@@ -57,8 +57,9 @@ def sample_faces(video: Video, analyzer: FaceAnalyzer, n_slots: int, spec: CropS
     that person) tries up to ALTERNATES_PER_SLOT other frames of its segment, nearest first,
     so a video still yields `n_slots` faces when it can. People are tracked across slots so a
     second person never swaps into another's sequence; the most-seen person comes first.
-    With `borrow`, a person's slots still empty take their face from other frames
-    (see `_borrow`), and the sequence is then in time order rather than one frame per slot.
+    With `borrow`, a person's slots still empty take their face from other frames (see
+    `_borrow`; for people after the first, only frames already read), and the sequence is then
+    in time order rather than one frame per slot.
     With several `windows`, each is another draw of the same sampling: its slots read another
     point of every segment (`window_phases`); the first window is the one-window sampling.
     """
@@ -89,8 +90,8 @@ def sample_faces(video: Video, analyzer: FaceAnalyzer, n_slots: int, spec: CropS
     if borrow:
         for p, (person, track) in enumerate(zip(people, tracks)):
             for w, window in enumerate(person):
-                if None in window:
-                    person[w], filled = _borrow(video, analyzer, spec, window, track, slots, framings[w], found)
+                if None in window:  # the first person as extract follows it; others from frames already read
+                    person[w], filled = _borrow(video, analyzer, spec, window, track, slots, framings[w], found, p == 0)
                     borrowed = filled if (p, w) == (0, 0) else borrowed
     return VideoFaces(info=info, slots=slots, people=people, borrowed=borrowed)
 
@@ -122,19 +123,20 @@ def sample_reference(video: Video, analyzer: FaceAnalyzer, seq_len: int, spec: C
 
 
 def _borrow(video: Video, analyzer: FaceAnalyzer, spec: CropSpec, person: list[FaceFrame | None], track: Track,
-            slots: list[tuple[int, int]], centres: list[int], found: dict) -> tuple[list[FaceFrame | None], int]:
+            slots: list[tuple[int, int]], centres: list[int], found: dict,
+            search: bool = True) -> tuple[list[FaceFrame | None], int]:
     """Fill empty slots with the person's face on the nearest frames not yet used; then sort by time.
 
     Distinct frames only: if the video has fewer frames with the face than slots, nothing is
-    filled (the caller skips it). More frames are searched only when those already seen are
-    too few: the reference's candidates and the rest of every segment's alternates.
+    filled (the caller skips it). More frames are searched (with `search`) only when those
+    already seen are too few: the reference's candidates and the rest of every segment's alternates.
     """
     def spare() -> dict[int, FaceFrame]:
         used = {f.index for f in person if f is not None}
         return {i: f for i in sorted(found) if i not in used and (f := _pick(track, found[i], i)) is not None}
 
     have = sum(f is not None for f in person)
-    if have + len(spare()) < len(person):
+    if search and have + len(spare()) < len(person):
         more = set(_reference_candidates(video.info))
         more |= {i for (a, b), c in zip(slots, centres) for i in _alternates(a, b, c)}
         found |= _detect(video, analyzer, sorted(more - set(found)), spec)

@@ -44,7 +44,7 @@ METRIC_COLUMNS = ("epoch", "train_loss", "val_loss", "accuracy", "f1", "macro_f1
 # AUC by default: it needs no threshold and "everything is fake" scores 0.5 (the fake class's F1
 # alone rewards it: 0.91 on FF++). Macro F1 at 0.5 did too, but once --pairs made the scores
 # confident it kept early epochs whose calibration happened to suit 0.5: on unseen people its
-# picks scored 0.832 AUC where AUC's scored 0.874 (README, "Model selection").
+# picks scored 0.832 AUC where AUC's scored 0.874 (docs/experiments.md, "Model selection").
 SELECTS: dict[str, Callable[[dict], tuple[float, float]]] = {
     "macro-f1": lambda row: (row["macro_f1"], _or_worst(row["auc"])),
     "f1": lambda row: (row["f1"], _or_worst(row["auc"])),
@@ -106,7 +106,7 @@ class TrainConfig:
         # Self-blended validation fakes are the training recipe's own: their AUC keeps rising while the
         # model narrows to them (0.90 -> 0.97 while unseen methods fell 0.77 -> 0.67). The loss weighs
         # every video's score where macro F1 at 0.5 moves in steps over 24 videos: over 38 runs its picks
-        # scored 0.733 on unseen methods, macro F1's 0.724, AUC's 0.708 (README, "Model selection").
+        # scored 0.733 on unseen methods, macro F1's 0.724, AUC's 0.708 (docs/experiments.md, "Model selection").
         self.select = self.select or ("loss" if self.self_blend else "auc")
         self.blend_fakes = self.blend_fakes and not self.self_blend  # --self-blend trains on blends alone already
         self.mask_loss = (1.0 if self.blends else 0.0) if self.mask_loss is None else self.mask_loss
@@ -578,7 +578,7 @@ def training_order(train_ds: D.SequenceDataset | FeatureDataset, cfg: TrainConfi
     With --pairs, each group of `D.pair_groups` (a fake, the real video it was made on, the real
     video of the face it carries) comes one video after another and shares one augmentation
     draw, so that in a batch a fake and the real videos differ by the manipulation alone. On
-    unseen generated people that raised epochs 4 to 6 on three seeds of four (README, "Pairs").
+    unseen generated people that raised epochs 4 to 6 on three seeds of four (docs/experiments.md, "Pairs").
     """
     if cfg.pairs and not cfg.self_blend:  # self-blends are paired with their real video already
         groups = D.pair_groups(train_ds.samples)
@@ -662,7 +662,7 @@ class MaskHead(nn.Module):
     real videos). A pooled feature can separate blends from real faces by anything that differs;
     the map must point at the blend, so the backbone learns the local traces every swap leaves.
     The head itself is training-only: validation, best.pt and predict use the detector alone, whose
-    keys are unchanged. On unseen people and manipulations (README, "Self-blended training"):
+    keys are unchanged. On unseen people and manipulations (docs/experiments.md, "Self-blended training"):
     0.785 / 0.785 / 0.803 / 0.742 AUC on four seeds, against 0.790 / 0.754 / 0.763 / 0.760 without it.
     """
 

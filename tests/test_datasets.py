@@ -51,6 +51,8 @@ def test_faceforensics_as_downloaded_is_read_without_renaming_anything(tmp_path,
         find_videos(root)
     with pytest.raises(DeepfakeError, match="--compression raw: .* at c23, c40 only"):
         find_videos(root, "raw")
+    with pytest.raises(DeepfakeError, match="part of a FaceForensics\\+\\+ download: pass the folder that holds"):
+        find_videos(root / "original_sequences")
     layout, jobs = find_videos(root, "c40")
     assert layout == "FaceForensics++"
     assert sorted((j.folder, j.video, j.label) for j in jobs) == sorted([
