@@ -40,6 +40,11 @@ class Sample:
     def key(self) -> str:
         return f"{self.folder}/{self.video}"
 
+    @property
+    def made_on_video(self) -> str | None:
+        """The id of the real video this one was made on, where the dataset recorded it."""
+        return self.made_on.split("/", 1)[-1] if self.made_on else None
+
     def stem(self, root: Path, i: int) -> Path:
         return root / self.folder / f"{self.video}_{i}"
 
@@ -60,13 +65,12 @@ def scan(root: Path, seq_len: int, real_folders: tuple[str, ...] | None = None,
             video, _, index = path.stem.rpartition("_")
             if video and index.isdigit():
                 frames.setdefault(video, set()).add(int(index))
-        recorded = _recorded_labels(folder)
+        recorded, named = _recorded_labels(folder), folder.resolve().name  # a linked folder: by its real name
         if real_folders is not None:
             label = int(folder.name not in real_folders)
         else:
-            label = recorded["labels"].get(folder.resolve().name, int(folder.name not in fallback))
-        made_on = recorded["made_on"]
-        samples += [Sample(folder.name, v, label, made_on.get(f"{folder.resolve().name}/{v}"))
+            label = recorded["labels"].get(named, int(folder.name not in fallback))
+        samples += [Sample(folder.name, v, label, recorded["made_on"].get(f"{named}/{v}"))
                     for v, idx in frames.items() if idx.issuperset(range(seq_len))]
     if not samples:
         if next((p for p in root.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES), None) is not None:
@@ -232,7 +236,7 @@ def identity_groups(samples: list[Sample]) -> list[list[Sample]]:
         return x
 
     def people(s: Sample) -> frozenset[str]:  # with the people of the real video it was made on, where recorded
-        return identity_tokens(s.video) | (identity_tokens(s.made_on.split("/", 1)[-1]) if s.made_on else frozenset())
+        return identity_tokens(s.video) | (identity_tokens(s.made_on_video) if s.made_on else frozenset())
 
     for s in samples:
         first, *rest = sorted(people(s))
@@ -274,7 +278,7 @@ def pair_groups(samples: list[Sample], most: int = PAIR_GROUP_MOST) -> list[list
             continue
         by_video: dict[str, list[int]] = {}
         for s in group:
-            by_video.setdefault(s.made_on.split("/", 1)[-1] if s.made_on else made_on(s.video), []).append(index[s.key])
+            by_video.setdefault(s.made_on_video or made_on(s.video), []).append(index[s.key])
         groups += by_video.values()
     return groups
 
