@@ -1,5 +1,6 @@
 """Predict and evaluate speed: a cold `deepfake predict` on one 720p clip, a folder of clips, and
-`evaluate` against the reference notebook's per-sample validation loop.
+`evaluate` against the reference notebook's per-sample validation loop; the same with the Lite0
+checkpoint exported to ONNX (`deepfake export`), against bare `import torch` and `import mediapipe`.
 
     python benchmarks/bench_predict.py [--quick] [--folder-clips N] [--rounds R]
 
@@ -20,6 +21,8 @@ from reference import ReferenceDataset, reference_evaluate
 FULL = dict(identities=8, image_size=256, clip_seconds=10, clip_size=(1280, 720), folder_clips=50, rounds=3)
 QUICK = dict(identities=4, image_size=64, clip_seconds=2, clip_size=(640, 360), folder_clips=4, rounds=1)
 TARGET_COLD_S = 3.0
+TARGET_ONNX_VS_MEDIAPIPE = 1.3  # a cold .onnx predict within this much of `import mediapipe` alone
+TARGET_ONNX_VS_PT = 0.5  # ... and at most this share of the same model's cold .pt predict
 
 
 def checkpoint(data: Path, image_size: int, backbone: str = "efficientnet_b0") -> Path:
@@ -62,14 +65,24 @@ def main() -> None:
     ckpt = checkpoint(data, p["image_size"])
     lite0_ckpt = checkpoint(data, p["image_size"], "efficientnet_lite0")
     folder = clip_folder(clips, p["folder_clips"])
+    onnx_path = lite0_ckpt.with_suffix(".onnx")
+    exported = common.check_child(common.run_child([common.PYTHON, "-m", "deepfake_cli", "export", str(lite0_ckpt),
+                                                    str(onnx_path), "--json"]), "deepfake export")
+    export = json.loads(exported.stdout.strip().splitlines()[-1])
     idle = common.wait_until_idle(quick)
 
-    # Cold start, alternated with the bare torch import it cannot beat.
-    cold, imports, lite0_cold = [], [], []
+    # Cold start, alternated with the bare imports it cannot beat.
+    cold, imports, lite0_cold, onnx_cold, mediapipe_imports, torch_imports = [], [], [], [], [], []
     for r in range(p["rounds"]):
         child, (verdict,) = predict_child([str(clips[0])], lite0_ckpt)
         assert verdict["status"] == "ok", verdict
         lite0_cold.append({"wall_s": round(child.seconds, 3), **{f"{k}_s": v for k, v in verdict["timings"].items()}})
+        child, (verdict,) = predict_child([str(clips[0])], onnx_path)
+        assert verdict["status"] == "ok", verdict
+        onnx_cold.append({"wall_s": round(child.seconds, 3), "peak_rss_mb": round(child.peak_rss_mb, 1),
+                          **{f"{k}_s": v for k, v in verdict["timings"].items()}})
+        for floor, runs in (("import mediapipe", mediapipe_imports), ("import torch", torch_imports)):
+            runs.append(common.check_child(common.run_child([common.PYTHON, "-c", floor]), floor).seconds)
         imported = common.check_child(common.run_child([common.PYTHON, "-c", "import torch, torchvision"]), "import")
         imports.append(imported.seconds)
         child, (verdict,) = predict_child([str(clips[0])], ckpt)
@@ -81,7 +94,8 @@ def main() -> None:
         print(f"round {r + 1}: import torch+torchvision {imported.seconds:.2f} s; cold predict {cold[-1]}", flush=True)
     median = {key: common.median([c[key] for c in cold]) for key in cold[0]}
     lite0 = {key: common.median([c[key] for c in lite0_cold]) for key in lite0_cold[0]}
-    import_s = common.median(imports)
+    onnx = {key: common.median([c[key] for c in onnx_cold]) for key in onnx_cold[0]}
+    import_s, mediapipe_s, torch_s = (common.median(runs) for runs in (imports, mediapipe_imports, torch_imports))
     stages = list(timings)  # as the last cold run reported them
 
     # Many clips, one process: start-up paid once.
@@ -91,6 +105,14 @@ def main() -> None:
     folder_cps = len(verdicts) / child.seconds
     steady_cps = len(verdicts) / max(child.seconds - median["startup_s"], 1e-9)
     print(f"folder: {len(verdicts)} clips ({ok} ok) in {child.seconds:.1f} s", flush=True)
+    # Warm throughput of the same Lite0 model, checkpoint against export: the clips after the first, over
+    # the time they added to that model's cold one-clip predict.
+    warm = {}
+    for name, model, one in (("pt", lite0_ckpt, lite0), ("onnx", onnx_path, onnx)):
+        model_child, model_verdicts = predict_child([str(folder)], model)
+        warm[name] = {"clips": len(model_verdicts), "wall_s": round(model_child.seconds, 2),
+                      "clips_per_s": (len(model_verdicts) - 1) / max(model_child.seconds - one["wall_s"], 1e-9)}
+    print(f"warm Lite0: .pt {warm['pt']['clips_per_s']:.2f} clips/s, .onnx {warm['onnx']['clips_per_s']:.2f} clips/s", flush=True)
 
     # evaluate against the notebook's validation loop, on the run's validation videos.
     import torch
@@ -121,6 +143,21 @@ def main() -> None:
                    f"{lite0['wall_s'] / median['wall_s']:.2f}x", f"< {TARGET_COLD_S:g} s", lite0["wall_s"] < TARGET_COLD_S),
         common.row("  model stage, Lite0 vs B0", f"{lite0['model_s']:.2f} s", f"B0 {median['model_s']:.2f} s",
                    f"{lite0['model_s'] / median['model_s']:.2f}x"),
+        common.row("cold predict, Lite0 exported to ONNX: wall", f"{onnx['wall_s']:.2f} s",
+                   f"`import mediapipe` {mediapipe_s:.2f} s", f"{onnx['wall_s'] / mediapipe_s:.2f}x",
+                   f"<= {TARGET_ONNX_VS_MEDIAPIPE:g}x", onnx["wall_s"] / mediapipe_s <= TARGET_ONNX_VS_MEDIAPIPE),
+        common.row("  against the same model's .pt", f"{onnx['wall_s']:.2f} s", f".pt {lite0['wall_s']:.2f} s",
+                   f"{onnx['wall_s'] / lite0['wall_s']:.2f}x", f"<= {TARGET_ONNX_VS_PT:g}x",
+                   onnx["wall_s"] / lite0["wall_s"] <= TARGET_ONNX_VS_PT),
+        common.row("  model stage, .onnx vs .pt", f"{onnx['model_s']:.2f} s", f".pt {lite0['model_s']:.2f} s",
+                   f"{onnx['model_s'] / lite0['model_s']:.2f}x"),
+        common.row("  `import torch` alone, for scale", f"{torch_s:.2f} s", f"`import mediapipe` {mediapipe_s:.2f} s",
+                   f"{torch_s / mediapipe_s:.2f}x"),
+        common.row(f"warm Lite0, {warm['onnx']['clips']} clips: .onnx", f"{warm['onnx']['clips_per_s']:.2f} clips/s",
+                   f".pt {warm['pt']['clips_per_s']:.2f} clips/s", f"{warm['onnx']['clips_per_s'] / warm['pt']['clips_per_s']:.2f}x",
+                   ">= 1x", warm["onnx"]["clips_per_s"] >= warm["pt"]["clips_per_s"]),
+        common.row(f"export ({p['image_size']} px Lite0)", f"{export['seconds']:.1f} s", f"{export['bytes'] / 1e6:.1f} MB",
+                   f"max |dP| {export['max_difference']:.1g}"),
         common.row(f"predict folder of {len(verdicts)} clips, one process", f"{folder_cps:.2f} clips/s",
                    f"{child.seconds:.1f} s wall", "-"),
         common.row("  after start-up (steady state)", f"{steady_cps:.2f} clips/s",
@@ -130,6 +167,8 @@ def main() -> None:
                    f"{ours_eval['clips_per_s'] / ref_eval['clips_per_s']:.2f}x"),
     ]
     measured = {"cold": cold, "cold_median": median, "cold_lite0": lite0_cold, "cold_lite0_median": lite0, "import_torch_torchvision_s": imports,
+                "cold_onnx": onnx_cold, "cold_onnx_median": onnx, "import_mediapipe_s": mediapipe_imports,
+                "import_torch_s": torch_imports, "warm_lite0": warm, "export": export,
                 "folder": {"clips": len(verdicts), "ok": ok, "wall_s": round(child.seconds, 2),
                            "peak_rss_mb": round(child.peak_rss_mb, 1), "clips_per_s": folder_cps,
                            "steady_clips_per_s": steady_cps, "per_clip_median_s": per_clip},

@@ -342,7 +342,8 @@ def train(
 @user_errors
 def evaluate(
     data: Path = typer.Argument(..., help="An `extract` OUT folder."),
-    model: Path = typer.Option(..., "--model", "-m", help="A best.pt/last.pt, or a reference state_dict (.pth)."),
+    model: Path = typer.Option(..., "--model", "-m", help="A best.pt/last.pt, a reference state_dict (.pth), or an "
+                               "exported .onnx."),
     split: str = typer.Option("auto", help="all, val, test, train, or a split JSON file; auto = the run's "
                               "validation split when the checkpoint has a split.json beside it, else all."),
     batch_size: int = typer.Option(8, help="Videos per forward pass."),
@@ -385,6 +386,38 @@ def evaluate(
         console.print(f"plots written: {', '.join(str(p) for p in written)}", highlight=False)
 
 
+# ---- export ---------------------------------------------------------------------------------
+
+
+@app.command()
+@user_errors
+def export(
+    model: Path = typer.Argument(..., help="A best.pt/last.pt, or a reference state_dict (.pth)."),
+    out: Optional[Path] = typer.Argument(None, help="The .onnx file to write.", show_default="MODEL with .onnx"),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
+) -> None:
+    """Write the model as one ONNX graph that predict and evaluate run on ONNX Runtime, without torch.
+
+    The file holds the crop, sampling, sequence length and threshold, as the checkpoint does, and
+    gives its P(fake) to 1e-4 (checked on export). Needs pip install 'deepfake-cli[onnx]'.
+    """
+    from deepfake_cli.export import export as run_export
+
+    with console.status(f"exporting {model}..."):
+        result = run_export(model, out)
+    console.print(f"{result['onnx']}: {result['bytes'] / 1e6:.1f} MB, exported in {result['seconds']:.1f} s; "
+                  f"P(fake) within {result['max_difference']:.1g} of {model}", highlight=False)
+    if as_json:
+        print(json.dumps(result))
+
+
+def _frozen(info: dict) -> str:
+    stages = info["frozen_stages"]
+    if info["freeze_backbone"]:
+        return "frozen"
+    return {0: "every stage trained", 1: "stem kept as is"}.get(stages, f"stem and {stages - 1} stages kept as they are")
+
+
 def _fmt(value) -> str:
     return "-" if value is None else f"{value:.3f}"
 
@@ -408,7 +441,8 @@ def _report_table(m: dict) -> Table:
 @user_errors
 def predict(
     videos: list[str] = typer.Argument(..., help="Video files, folders of videos, or glob patterns (quote them)."),
-    model: Optional[Path] = typer.Option(None, "--model", "-m", help="Checkpoint; default: the newest runs/*/best.pt."),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="A checkpoint, or an exported .onnx (scored without "
+                                         "torch); default: the newest runs/*/best.pt."),
     windows: int = typer.Option(0, help="Sequences scored per clip, each sampled over the whole clip as training "
                                 "sampled its videos (other frames each time); 0 = one per 5 s of video, between 2 and 8."),
     aggregate: str = typer.Option("mean", help="Combine window scores by mean, or max (more sensitive)."),

@@ -14,6 +14,8 @@ from deepfake_cli.checkpoint import load_detector
 from deepfake_cli.errors import DeepfakeError
 from deepfake_cli.layout import REAL_FOLDERS
 from deepfake_cli.metrics import classification_metrics, predict_batches
+from deepfake_cli.onnxfile import read_description
+from deepfake_cli.scorer import is_onnx, load_onnx
 from deepfake_cli.device import resolve_amp, resolve_device
 
 log = logging.getLogger(__name__)
@@ -46,10 +48,14 @@ def evaluate(data: Path, checkpoint: Path, split: str = "auto", batch_size: int 
              device: str = "auto", skip_bad: bool = False) -> dict:
     """Score every selected video; metrics at the checkpoint's threshold and at 0.5, and per method."""
     device_ = resolve_device(device)
-    detector = load_detector(checkpoint, device_)
-    inputs = detector.inputs
+    if is_onnx(checkpoint):
+        score, info = load_onnx(checkpoint, device)
+        inputs, threshold, trained_real = info.inputs, info.threshold, read_description(checkpoint).get("real_folders")
+    else:
+        detector = load_detector(checkpoint, device_)
+        inputs, threshold, trained_real = detector.inputs, detector.threshold, detector.meta.get("real_folders")
     # Labels as extract read the data's layout; for data without them, the folders the model was trained to call real.
-    real_folders = tuple(detector.meta.get("real_folders", REAL_FOLDERS))
+    real_folders = tuple(trained_real or REAL_FOLDERS)
     split, samples = select_samples(data, checkpoint, split, D.scan(data, inputs.seq_len, fallback=real_folders))
     samples = D.check_samples(data, samples, inputs.seq_len, skip_bad)  # only the files we will read
     crop, _ = D.data_crop(data, {s.folder for s in samples})
@@ -62,13 +68,19 @@ def evaluate(data: Path, checkpoint: Path, split: str = "auto", batch_size: int 
         log.warning("%s holds %s, but the model was trained on %s; extract again with the model's --frames for the "
                     "scores predict would give", data, sampling.describe(inputs.seq_len), inputs.sampling.describe(inputs.seq_len))
     dataset = D.SequenceDataset(data, samples, inputs)
-    loader = D.loader(dataset, batch_size, workers, device_)
-    probs, labels = predict_batches(detector.model, loader, inputs, device_, resolve_amp("auto", device_))
+    if is_onnx(checkpoint):
+        labels = np.array([s.label for s in samples], dtype=np.float64)
+        probs = np.concatenate([score(np.stack([dataset.frames(s) for s in chunk]),
+                                      np.stack([D.load_vectors(data, s, inputs.seq_len) for s in chunk]))[0]
+                                for chunk in (samples[i:i + batch_size] for i in range(0, len(samples), batch_size))])
+    else:
+        loader = D.loader(dataset, batch_size, workers, device_)
+        probs, labels = predict_batches(detector.model, loader, inputs, device_, resolve_amp("auto", device_))
     return {
         "checkpoint": str(checkpoint), "data": str(data), "split": split, "n": len(samples),
-        "at_threshold": classification_metrics(labels, probs, detector.threshold),
+        "at_threshold": classification_metrics(labels, probs, threshold),
         "at_0.5": classification_metrics(labels, probs, 0.5),
-        "per_method": per_method(samples, labels, probs, detector.threshold),
+        "per_method": per_method(samples, labels, probs, threshold),
         "scores": [{"video": s.key, "label": int(y), "p_fake": float(p)} for s, y, p in zip(samples, labels, probs)],
     }
 

@@ -140,7 +140,15 @@ def peek_inputs(path: Path) -> InputSpec | None:
     """A deepfake-cli checkpoint's InputSpec, read without importing torch (None when it has none).
 
     Lets `predict` start decoding and face detection while torch and the model still load.
+    An exported `.onnx` file's settings are in its metadata.
     """
+    if path.suffix.lower() == ".onnx":
+        from deepfake_cli.onnxfile import read_description
+
+        try:
+            return InputSpec.from_dict(read_description(path)["inputs"])
+        except Exception:  # the scorer says what is wrong with the file
+            return None
     try:
         with zipfile.ZipFile(path) as archive:
             name = next(n for n in archive.namelist() if n.endswith("/data.pkl"))

@@ -4,6 +4,7 @@ A thread cannot overlap the two: imports hold the GIL. A spawned process loads t
 warms its kernels up on one dummy chunk, and then scores windows of face crops sent over a pipe,
 so a cold `deepfake predict` waits for max(torch, faces) instead of their sum. This module
 imports neither torch nor MediaPipe itself; the child imports torch, the parent never needs to.
+An exported `.onnx` model (`deepfake export`) runs on ONNX Runtime instead, and nothing imports torch.
 """
 
 from __future__ import annotations
@@ -103,8 +104,35 @@ def _serve(conn, checkpoint: Path, device: str) -> None:
         conn.send(("ok", (probabilities, frame_probabilities, time.perf_counter() - started)))
 
 
+def is_onnx(path: Path) -> bool:
+    return Path(path).suffix.lower() == ".onnx"
+
+
+def onnx_session(path: Path, device: str = "auto"):
+    """An ONNX Runtime session on the CUDA provider where `device` allows it and it is installed, else the CPU."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise DeepfakeError(f"{path}: an ONNX model needs ONNX Runtime: pip install 'deepfake-cli[onnx]'") from None
+    providers = ["CPUExecutionProvider"]
+    if device != "cpu" and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+    elif device.startswith("cuda"):
+        raise DeepfakeError(f"--device {device}: this ONNX Runtime has no CUDA provider; pip install onnxruntime-gpu, "
+                            "or use --device cpu")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: its warnings are about graph rewrites, not the user's input
+    try:
+        return ort.InferenceSession(str(path), options, providers=providers)
+    except Exception as e:  # onnxruntime raises its own exception types, one per failure
+        reason = str(e).strip().splitlines()[0][:160]
+        raise DeepfakeError(f"{path}: ONNX Runtime cannot load it ({reason}); export it again with `deepfake export`") from None
+
+
 def _load(checkpoint: Path, device: str):
     """The scoring function of the loaded, warmed-up model, and what the parent needs to know."""
+    if is_onnx(checkpoint):
+        return load_onnx(checkpoint, device)
     import numpy as np
     import torch
 
@@ -129,3 +157,25 @@ def _load(checkpoint: Path, device: str):
     frames = max(1, min(inputs.seq_len, CPU_PIXELS_PER_PASS // (size * size)))
     score(np.zeros((1, frames, size, size, 3), np.uint8), np.ones((1, frames, 5)))
     return score, ModelInfo(detector.describe(), detector.threshold, inputs)
+
+
+def load_onnx(path: Path, device: str = "auto"):
+    """`_load` for an exported model, ONNX Runtime and numpy without torch: the scoring function of
+    (N, T, S, S, 3) uint8 crops and (N, T, 5) distances, and what the model is."""
+    import numpy as np
+
+    from deepfake_cli.inputs import InputSpec
+    from deepfake_cli.onnxfile import read_description
+
+    description = read_description(path)
+    inputs = InputSpec.from_dict(description["inputs"])
+    session = onnx_session(path, device)
+
+    def score(crops: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        frames = np.stack([inputs.frames(list(window)) for window in crops])  # (N, T, S, S, 3)
+        out = session.run(None, {"crops": frames, "vectors": np.asarray(vectors, np.float32)})
+        return out[0].astype(np.float64), out[1].astype(np.float64) if len(out) > 1 else None
+
+    kind = "reference state_dict" if description.get("reference") else f"deepfake-cli model, {description['backbone']}"
+    described = f"{path} [ONNX export of a {kind}, threshold {description['threshold']:.3f}]"
+    return score, ModelInfo(described, float(description["threshold"]), inputs)

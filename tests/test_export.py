@@ -1,0 +1,126 @@
+"""`deepfake export`: the ONNX graph gives the checkpoint's P(fake), and predict runs it without torch."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from conftest import SEQ_LEN
+from deepfake_cli.checkpoint import load_detector
+from deepfake_cli.cli import app
+from deepfake_cli.data import SequenceDataset, load_vectors, scan
+from deepfake_cli.evaluate import evaluate
+from deepfake_cli.metrics import score_windows
+from deepfake_cli.onnxfile import FORMAT, METADATA_KEY, read_description
+from deepfake_cli.scorer import load_onnx
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def exported(lite0_run, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("onnx") / "model.onnx"
+    result = runner.invoke(app, ["export", str(lite0_run / "best.pt"), str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout.strip().splitlines()[-1])["max_difference"] < 1e-4
+    return out
+
+
+def test_the_export_gives_the_checkpoints_scores_on_real_crops(lite0_run, exported, extracted):
+    detector = load_detector(lite0_run / "best.pt")
+    samples = scan(extracted, SEQ_LEN)[:6]
+    dataset = SequenceDataset(extracted, samples, detector.inputs)
+    crops = np.stack([dataset.frames(s) for s in samples])  # (6, T, S, S, 3): a batch size export never traced
+    vectors = np.stack([load_vectors(extracted, s, SEQ_LEN) for s in samples])
+    expected, expected_frames = score_windows(detector.model, torch.from_numpy(crops).permute(0, 1, 4, 2, 3),
+                                              torch.from_numpy(vectors), detector.inputs, torch.device("cpu"), None)
+    score, info = load_onnx(exported, "cpu")
+    got, got_frames = score(crops, vectors)
+    assert got.shape == (6,) and got_frames.shape == (6, SEQ_LEN)
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    np.testing.assert_allclose(got_frames, expected_frames, atol=1e-4)
+    assert np.ptp(got) > 1e-3  # different videos, different scores: not a constant graph
+    assert info.threshold == pytest.approx(detector.threshold) and info.inputs == detector.inputs
+
+
+def test_the_export_describes_itself_as_the_checkpoint_does(lite0_run, exported):
+    description = read_description(exported)
+    detector = load_detector(lite0_run / "best.pt")
+    assert description["format"] == FORMAT and description["backbone"] == "efficientnet_lite0"
+    assert description["inputs"] == json.loads(json.dumps(detector.inputs.to_dict()))  # crop, sampling, seq_len, ...
+    assert description["real_folders"] == detector.meta["real_folders"]
+
+
+def test_evaluate_gives_the_same_scores_from_the_export(lite0_run, exported, extracted):
+    from_pt = evaluate(extracted, lite0_run / "best.pt", split="all", workers=0)
+    from_onnx = evaluate(extracted, exported, split="all")
+    assert [s["video"] for s in from_onnx["scores"]] == [s["video"] for s in from_pt["scores"]]
+    np.testing.assert_allclose([s["p_fake"] for s in from_onnx["scores"]], [s["p_fake"] for s in from_pt["scores"]],
+                               atol=1e-4)
+    assert from_onnx["at_threshold"]["auc"] == pytest.approx(from_pt["at_threshold"]["auc"])
+
+
+def test_predict_with_an_export_runs_where_torch_cannot_be_imported(lite0_run, exported, clips, tmp_path):
+    """A scoring-only machine: a `torch` that fails to import, in this process and in the model's."""
+    blocker = tmp_path / "no-torch"
+    (blocker / "torch").mkdir(parents=True)
+    (blocker / "torch" / "__init__.py").write_text("raise ImportError('torch is not installed here')\n")
+    script = ("import sys\n"
+              "from deepfake_cli.cli import main\n"
+              f"sys.argv = ['deepfake', 'predict', {str(clips['fake'])!r}, '--model', {str(exported)!r}, '--json']\n"
+              "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+              "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] == 'torch')))\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(blocker), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", "import json\n" + script], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    *verdict_lines, modules = done.stdout.strip().splitlines()
+    assert json.loads(modules) == []
+    verdict = json.loads(verdict_lines[-1])
+    assert verdict["status"] == "ok" and 0 <= verdict["p_fake"] <= 1
+
+    with_torch = runner.invoke(app, ["predict", str(clips["fake"]), "--model", str(lite0_run / "best.pt"), "--json"])
+    assert with_torch.exit_code == 0, with_torch.output
+    assert json.loads(with_torch.stdout.strip().splitlines()[-1])["p_fake"] == pytest.approx(verdict["p_fake"], abs=1e-4)
+
+
+def _rewritten(exported: Path, out: Path, description: dict | None) -> Path:
+    model = onnx.load(str(exported))
+    del model.metadata_props[:]
+    if description is not None:
+        model.metadata_props.add(key=METADATA_KEY, value=json.dumps(description))
+    onnx.save(model, str(out))
+    return out
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("garbage", "not an ONNX model"),
+    ("foreign", "not one deepfake-cli exported"),
+    ("newer", "upgrade deepfake-cli"),
+])
+def test_an_onnx_file_that_is_not_ours_gets_one_line(exported, clips, tmp_path, kind, message):
+    path = tmp_path / f"{kind}.onnx"
+    if kind == "garbage":
+        path.write_bytes(b"\xff\xff\xff\xff not protobuf at all")
+    else:
+        description = None if kind == "foreign" else {**read_description(exported), "format": "deepfake-cli-onnx/2"}
+        _rewritten(exported, path, description)
+    for command in (["predict", str(clips["real"])], ["evaluate", str(tmp_path)]):
+        result = runner.invoke(app, [*command, "--model", str(path)])
+        assert result.exit_code != 0
+        assert message in result.output and "Traceback" not in result.output, result.output
+
+
+def test_export_refuses_a_name_that_is_not_onnx_and_a_missing_checkpoint(lite0_run, tmp_path):
+    result = runner.invoke(app, ["export", str(lite0_run / "best.pt"), str(tmp_path / "model.pt")])
+    assert result.exit_code != 0 and "must end in .onnx" in result.output
+    result = runner.invoke(app, ["export", str(tmp_path / "none.pt")])
+    assert result.exit_code != 0 and "no such checkpoint" in result.output
+    assert not list(tmp_path.iterdir())
