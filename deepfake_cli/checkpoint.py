@@ -17,6 +17,7 @@ import torch
 
 from deepfake_cli import __version__
 from deepfake_cli.backbones import BACKBONES, DEFAULT as DEFAULT_BACKBONE
+from deepfake_cli.calibration import Calibration, describe_threshold
 from deepfake_cli.errors import DeepfakeError
 from deepfake_cli.files import atomic_write_bytes
 from deepfake_cli.inputs import REFERENCE_INPUTS, InputSpec
@@ -37,10 +38,16 @@ class Detector:
     path: Path
     meta: dict
     reference: bool  # a bare state_dict from the reference notebook
+    calibration: Calibration | None = None  # raw P(fake) -> calibrated; None: files from before, reference state_dicts
 
     def describe(self) -> str:
         kind = "reference state_dict" if self.reference else f"deepfake-cli checkpoint, {self.model.backbone}"
-        return f"{self.path} [{kind}, threshold {self.threshold:.3f}]"
+        return f"{self.path} [{kind}, {describe_threshold(self.threshold, self.calibration)}]"
+
+    def calibrated(self, probs):
+        """Raw P(fake) as the checkpoint's threshold reads it: calibrated where the file holds a calibration."""
+        return self.calibration.apply(probs) if self.calibration is not None else probs
+
 
 
 def versions() -> dict:
@@ -49,11 +56,12 @@ def versions() -> dict:
 
 
 def save_checkpoint(path: Path, model: DeepfakeDetector, model_args: dict, inputs: InputSpec, threshold: float,
-                    meta: dict, **training_state) -> None:
-    """Atomically save weights plus everything `load_detector` needs; `training_state` is for --resume."""
+                    meta: dict, calibration: Calibration | None = None, **training_state) -> None:
+    """Atomically save weights plus everything `load_detector` needs; `training_state` is for --resume.
+    `threshold` applies to calibrated scores where a `calibration` is given."""
     payload = {"format": FORMAT, "model": model.state_dict(), "model_args": model_args, "inputs": inputs.to_dict(),
                "threshold": float(threshold), "classes": list(CLASSES), "meta": {**meta, "versions": versions()},
-               **training_state}
+               "calibration": calibration.to_dict() if calibration is not None else None, **training_state}
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     atomic_write_bytes(path, buffer.getvalue())
@@ -85,7 +93,7 @@ def load_detector(path: Path, device: str | torch.device = "cpu") -> Detector:
         model = DeepfakeDetector(**payload["model_args"])
         _load_state(model, payload["model"], path)
         return Detector(_ready(model, device), InputSpec.from_dict(payload["inputs"]), payload["threshold"], path,
-                        payload["meta"], reference=False)
+                        payload["meta"], reference=False, calibration=Calibration.from_dict(payload.get("calibration")))
     if "lstm.weight_ih_l0" in payload and any(k.startswith("cnn.") for k in payload):
         # The notebook's DeepfakeDetector: last-step read-out, BGR 0..1, raw distances, 0.5.
         hidden = payload["lstm.weight_hh_l0"].shape[1]

@@ -10,6 +10,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from deepfake_cli import data as D
+from deepfake_cli.calibration import brier, expected_calibration_error, reliability
 from deepfake_cli.checkpoint import load_detector
 from deepfake_cli.errors import DeepfakeError
 from deepfake_cli.layout import REAL_FOLDERS
@@ -49,11 +50,12 @@ def evaluate(data: Path, checkpoint: Path, split: str = "auto", batch_size: int 
     """Score every selected video; metrics at the checkpoint's threshold and at 0.5, and per method."""
     device_ = resolve_device(device)
     if is_onnx(checkpoint):
-        score, info = load_onnx(checkpoint, device)
-        inputs, threshold, trained_real = info.inputs, info.threshold, read_description(checkpoint).get("real_folders")
+        score, model = load_onnx(checkpoint, device)
+        trained_real = read_description(checkpoint).get("real_folders")
     else:
         detector = load_detector(checkpoint, device_)
-        inputs, threshold, trained_real = detector.inputs, detector.threshold, detector.meta.get("real_folders")
+        model, trained_real = detector, detector.meta.get("real_folders")
+    inputs, threshold = model.inputs, model.threshold
     # Labels as extract read the data's layout; for data without them, the folders the model was trained to call real.
     real_folders = tuple(trained_real or REAL_FOLDERS)
     split, samples = select_samples(data, checkpoint, split, D.scan(data, inputs.seq_len, fallback=real_folders))
@@ -76,12 +78,17 @@ def evaluate(data: Path, checkpoint: Path, split: str = "auto", batch_size: int 
     else:
         loader = D.loader(dataset, batch_size, workers, device_)
         probs, labels = predict_batches(detector.model, loader, inputs, device_, resolve_amp("auto", device_))
+    raw, probs = probs, model.calibrated(probs)
     return {
         "checkpoint": str(checkpoint), "data": str(data), "split": split, "n": len(samples),
         "at_threshold": classification_metrics(labels, probs, threshold),
         "at_0.5": classification_metrics(labels, probs, 0.5),
         "per_method": per_method(samples, labels, probs, threshold),
-        "scores": [{"video": s.key, "label": int(y), "p_fake": float(p)} for s, y, p in zip(samples, labels, probs)],
+        "calibration": {"fitted": model.calibration.to_dict() if model.calibration is not None else None,
+                        "ece": expected_calibration_error(labels, probs), "brier": brier(labels, probs),
+                        "reliability": reliability(labels, probs)},
+        "scores": [{"video": s.key, "label": int(y), "p_fake": float(p), "raw_p_fake": float(r)}
+                   for s, y, p, r in zip(samples, labels, probs, raw)],
     }
 
 

@@ -86,6 +86,7 @@ def describe(detector: Detector) -> dict:
     return {"format": onnxfile.FORMAT, "inputs": detector.inputs.to_dict(), "threshold": float(detector.threshold),
             "frame_head": detector.model.frame_head is not None, "backbone": detector.model.backbone,
             "reference": detector.reference, "real_folders": detector.meta.get("real_folders"),
+            "calibration": detector.calibration.to_dict() if detector.calibration is not None else None,
             "source": str(detector.path), "versions": versions()}
 
 

@@ -43,7 +43,7 @@ def training_curves(history: list[dict], path: Path) -> None:
 
 
 def evaluation_plots(labels: np.ndarray, probs: np.ndarray, threshold: float, out: Path) -> list[Path]:
-    """roc.png, pr.png, confusion.png and scores.png in `out`."""
+    """roc.png, pr.png, confusion.png, scores.png and reliability.png in `out`."""
     from sklearn import metrics as skm
 
     out.mkdir(parents=True, exist_ok=True)
@@ -79,7 +79,21 @@ def evaluation_plots(labels: np.ndarray, probs: np.ndarray, threshold: float, ou
     ax.axvline(threshold, color="black", linestyle="--", label="threshold")
     ax.set_xlabel("P(fake)"), ax.set_ylabel("videos"), ax.legend(), ax.set_title("scores per class")
     _save(plt, fig, out / "scores.png")
-    return written + [out / "confusion.png", out / "scores.png"]
+    from deepfake_cli.calibration import expected_calibration_error, reliability
+
+    plt, fig, ax = _figure(size=(5, 5))
+    rows = reliability(labels, probs)
+    ax.plot([0, 1], [0, 1], "--", color="grey", label="calibrated")
+    ax.plot([r["mean_p_fake"] for r in rows], [r["share_fake"] for r in rows], "o-",
+            label=f"this data (ECE {expected_calibration_error(labels, probs):.3f})")
+    for r in rows:
+        ax.annotate(str(r["videos"]), (r["mean_p_fake"], r["share_fake"]), textcoords="offset points", xytext=(4, -10),
+                    fontsize=8)
+    ax.set_xlim(0, 1), ax.set_ylim(0, 1)
+    ax.set_xlabel("mean P(fake) in the bin (videos beside each point)"), ax.set_ylabel("share of fakes in the bin")
+    ax.legend(), ax.set_title("reliability")
+    _save(plt, fig, out / "reliability.png")
+    return written + [out / "confusion.png", out / "scores.png", out / "reliability.png"]
 
 
 def contact_sheet(rows, top_window: int, fps: float, verdict, path: Path, thumb: int = 72) -> None:

@@ -36,7 +36,8 @@ class Verdict:
     path: str
     status: str
     reason: str | None = None
-    p_fake: float | None = None
+    p_fake: float | None = None  # calibrated where the model holds a calibration
+    raw_p_fake: float | None = None  # the model's own score, for those who set their own operating point
     label: str | None = None
     threshold: float | None = None
     windows: int = 0
@@ -77,7 +78,11 @@ class Predictor:
     """Holds the model and MediaPipe for a whole batch of files: both start once per process."""
 
     def __init__(self, checkpoint: Path, windows: int = 0, aggregate: str = "mean", device: str = "auto",
-                 scorer: Scorer | None = None):
+                 scorer: Scorer | None = None, threshold: float | None = None):
+        """`threshold`: the P(fake) from which a clip is called fake; None: the model's (0.5 when calibrated)."""
+        if threshold is not None and not 0 < threshold < 1:
+            raise DeepfakeError(f"--threshold must be between 0 and 1, got {threshold}")
+        self.threshold = threshold
         if windows < 0:
             raise DeepfakeError(f"--windows must be 0 (automatic) or more, got {windows}")
         if aggregate not in AGGREGATES:
@@ -166,19 +171,21 @@ class Predictor:
         return _Clip(path, info, sampled, batches, {"decode_and_faces": round(time.perf_counter() - started, 3)})
 
     def _finish(self, clip: "_Clip", evidence: Path | None) -> Verdict:
-        scores, frame_scores, model_seconds = self.scorer.receive()
+        raw, frame_scores, model_seconds = self.scorer.receive()
         clip.timings["model"] = round(model_seconds, 3)
-        threshold = self.model_info.threshold
+        threshold = self.threshold if self.threshold is not None else self.model_info.threshold
+        scores = self.model_info.calibrated(raw)
+        combine = np.mean if self.aggregate == "mean" else np.max
         per_person = []
         for p, person in enumerate(clip.sampled.people):
-            mine = [(w, float(s)) for (q, w, _), s in zip(clip.batches, scores) if q == p]
+            mine = [(w, float(s), float(r)) for (q, w, _), s, r in zip(clip.batches, scores, raw) if q == p]
             if not mine:
                 continue
-            values = np.array([s for _, s in mine])
             per_person.append({
-                "person": p, "p_fake": float(values.mean() if self.aggregate == "mean" else values.max()),
+                "person": p, "p_fake": float(combine([s for _, s, _ in mine])),
+                "raw_p_fake": float(combine([r for _, _, r in mine])),
                 "faces": len({f.index for window in person for f in window if f is not None}),
-                "window_scores": [round(s, 4) for _, s in mine], "windows": [w for w, _ in mine],
+                "window_scores": [round(s, 4) for _, s, _ in mine], "windows": [w for w, _, _ in mine],
             })
         worst = max(per_person, key=lambda r: r["p_fake"])
         top_window = worst["windows"][int(np.argmax(worst["window_scores"]))]
@@ -188,7 +195,7 @@ class Predictor:
         if frame_scores is not None and fps:
             suspicious = round(clip.batches[top][2][int(np.argmax(frame_scores[top]))].index / fps, 2)
         verdict = Verdict(
-            str(clip.path), "ok", p_fake=worst["p_fake"], threshold=threshold,
+            str(clip.path), "ok", p_fake=worst["p_fake"], raw_p_fake=worst["raw_p_fake"], threshold=threshold,
             label="fake" if worst["p_fake"] >= threshold else "real",
             windows=len(worst["windows"]), faces=worst["faces"], people=per_person,
             suspicious_time=suspicious, timings=clip.timings,

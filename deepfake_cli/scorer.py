@@ -22,6 +22,7 @@ from deepfake_cli.files import newest_in_runs
 if TYPE_CHECKING:  # kept light: the CLI starts the scorer before importing anything heavy
     import numpy as np
 
+    from deepfake_cli.calibration import Calibration
     from deepfake_cli.inputs import InputSpec
 
 
@@ -30,8 +31,12 @@ class ModelInfo:
     """What the parent needs to know of the loaded checkpoint."""
 
     description: str
-    threshold: float
+    threshold: float  # on the calibrated scale where `calibration` is set
     inputs: InputSpec
+    calibration: Calibration | None = None
+
+    def calibrated(self, probs):
+        return self.calibration.apply(probs) if self.calibration is not None else probs
 
 
 class Scorer:
@@ -156,7 +161,7 @@ def _load(checkpoint: Path, device: str):
     size = inputs.image_size
     frames = max(1, min(inputs.seq_len, CPU_PIXELS_PER_PASS // (size * size)))
     score(np.zeros((1, frames, size, size, 3), np.uint8), np.ones((1, frames, 5)))
-    return score, ModelInfo(detector.describe(), detector.threshold, inputs)
+    return score, ModelInfo(detector.describe(), detector.threshold, inputs, detector.calibration)
 
 
 def load_onnx(path: Path, device: str = "auto"):
@@ -164,6 +169,7 @@ def load_onnx(path: Path, device: str = "auto"):
     (N, T, S, S, 3) uint8 crops and (N, T, 5) distances, and what the model is."""
     import numpy as np
 
+    from deepfake_cli.calibration import Calibration, describe_threshold
     from deepfake_cli.inputs import InputSpec
     from deepfake_cli.onnxfile import read_description
 
@@ -177,5 +183,6 @@ def load_onnx(path: Path, device: str = "auto"):
         return out[0].astype(np.float64), out[1].astype(np.float64) if len(out) > 1 else None
 
     kind = "reference state_dict" if description.get("reference") else f"deepfake-cli model, {description['backbone']}"
-    described = f"{path} [ONNX export of a {kind}, threshold {description['threshold']:.3f}]"
-    return score, ModelInfo(described, float(description["threshold"]), inputs)
+    calibration = Calibration.from_dict(description.get("calibration"))
+    described = f"{path} [ONNX export of a {kind}, {describe_threshold(description['threshold'], calibration)}]"
+    return score, ModelInfo(described, float(description["threshold"]), inputs, calibration)

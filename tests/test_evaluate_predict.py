@@ -21,6 +21,7 @@ from deepfake_cli.errors import DeepfakeError
 from deepfake_cli.evaluate import evaluate
 from deepfake_cli.faces import REFERENCE_CROP
 from deepfake_cli.inputs import peek_inputs
+from deepfake_cli.metrics import classification_metrics
 from deepfake_cli.predict import Predictor, auto_windows, evidence_names
 from reference_notebook import DeepfakeDataset, DeepfakeDetector as ReferenceDetector
 
@@ -54,11 +55,15 @@ def test_end_to_end_evaluate_with_json_and_plots(trained_run, extracted, tmp_pat
         if row["label"] == "fake":
             both = mine | (labels == 0)
             assert row["auc_vs_real"] == pytest.approx(roc_auc_score(labels[both], probs[both]))
-    # The best checkpoint on its validation split gives back the best row of metrics.csv.
+    # The best checkpoint on its validation split gives back the best row of metrics.csv (the model's own,
+    # uncalibrated scores at 0.5; the calibration was fitted on those same videos).
     best = next(r for r in csv.DictReader(open(trained_run / "metrics.csv")) if r["best"] == "1")
+    raw = classification_metrics(labels, np.array([s["raw_p_fake"] for s in scores]), 0.5)
     for key in ("accuracy", "f1", "macro_f1", "auc"):
-        assert metrics["at_0.5"][key] == pytest.approx(float(best[key]), abs=1e-5), key
-    for name in ("roc", "pr", "confusion", "scores"):
+        assert raw[key] == pytest.approx(float(best[key]), abs=1e-5), key
+    assert at["threshold"] == 0.5 and metrics["calibration"]["fitted"]["videos"] == len(scores)
+    assert metrics["calibration"]["brier"] == pytest.approx(np.mean((probs - labels) ** 2))
+    for name in ("roc", "pr", "confusion", "scores", "reliability"):
         png = (tmp_path / "plots" / f"{name}.png").read_bytes()
         assert png[:4] == b"\x89PNG" and len(png) > 5000
 
@@ -206,7 +211,10 @@ def test_a_reference_state_dict_runs_in_evaluate_and_predict(extracted, clips, t
     result = runner.invoke(app, ["predict", str(clips["real"]), "--model", str(tmp_path / "mediapipe_model.pth"),
                                  "--windows", "1", "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["threshold"] == 0.5
+    verdict = json.loads(result.stdout)
+    assert verdict["threshold"] == 0.5
+    assert verdict["p_fake"] == verdict["raw_p_fake"]  # no calibration in a reference state_dict: its own numbers
+    assert load_detector(tmp_path / "mediapipe_model.pth").calibration is None
     with pytest.raises(DeepfakeError, match="no video with 16 frames"):
         evaluate(extracted, tmp_path / "mediapipe_model.pth", workers=0)  # our tiny data has 8 frames per video
 

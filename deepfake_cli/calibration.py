@@ -1,0 +1,121 @@
+"""P(fake) that is a probability: Platt scaling of the model's logit, fitted on validation videos.
+
+A detector's raw sigmoid is not a probability: its decision point (validation's EER threshold)
+lands anywhere from 0.01 to 0.96 depending on the data and the run. Platt scaling maps the logit
+z to sigmoid(a * z + b), two parameters fitted on the validation videos at the end of each
+epoch that is kept, so that 0.5 is the decision and 0.9 means about nine in ten. Validation holds
+a few dozen videos, so the fit is regularised: Platt's own smoothed targets ((n + 1) / (n + 2)
+instead of 1, 1 / (n + 2) instead of 0) and a weak pull of (a, b) towards (1, 0), the model as it
+is. Both classes weigh the same, whatever their counts: P(fake) is for a clip drawn from equal
+shares of real and fake videos, as training's loss weighting already assumes.
+
+numpy only: `predict` applies it without torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+PRIOR_WEIGHT = 1.0  # the pull towards (a, b) = (1, 0), in videos' worth of log-likelihood
+MIN_SLOPE = 0.05  # a calibration never turns the model's ranking round (AUC is the model's, calibrated or not)
+EPS = 1e-7
+BINS = 10  # expected calibration error: equal-width bins of P(fake)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """sigmoid(a * logit + b): `a` stretches the model's scores, `b` moves its decision point."""
+
+    a: float = 1.0
+    b: float = 0.0
+    videos: int = 0  # how many validation videos it was fitted on
+
+    def apply(self, probs: np.ndarray) -> np.ndarray:
+        """Raw P(fake) -> calibrated, elementwise."""
+        return sigmoid(self.a * logit(probs) + self.b)
+
+    def raw_threshold(self) -> float:
+        """The raw score that calibrates to 0.5."""
+        return float(sigmoid(-self.b / self.a)) if self.a else 0.5
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> Calibration | None:
+        return cls(**d) if d else None
+
+
+def describe_threshold(threshold: float, calibration: Calibration | None) -> str:
+    return f"calibrated, threshold {threshold:.3f}" if calibration is not None else f"threshold {threshold:.3f}"
+
+
+def logit(probs: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(probs, np.float64), EPS, 1 - EPS)
+    return np.log(p) - np.log1p(-p)
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    return 0.5 * (1 + np.tanh(0.5 * np.asarray(z, np.float64)))  # no overflow warning for large |z|
+
+
+def fit(labels: np.ndarray, probs: np.ndarray, iterations: int = 50) -> Calibration | None:
+    """Platt scaling of raw `probs` against 0/1 `labels` (Newton's method on the regularised, class-balanced
+    log-likelihood). None without both classes: there is nothing to fit then."""
+    labels = np.asarray(labels, np.float64)
+    positives, negatives = labels.sum(), (1 - labels).sum()
+    if not positives or not negatives:
+        return None
+    z = logit(probs)
+    targets = np.where(labels == 1, (positives + 1) / (positives + 2), 1 / (negatives + 2))
+    weights = np.where(labels == 1, len(labels) / (2 * positives), len(labels) / (2 * negatives))
+    a, b = _newton(np.stack([z, np.ones_like(z)], 1), targets, weights, np.array([1.0, 0.0]), iterations)
+    if a < MIN_SLOPE:  # validation ranks its videos backwards: keep the slope positive, fit the offset alone
+        (b,) = _newton((MIN_SLOPE * z)[:, None], targets, weights, np.array([0.0]), iterations, offset=True)
+        a = MIN_SLOPE
+    return Calibration(float(a), float(b), int(len(labels)))
+
+
+def _newton(x: np.ndarray, targets: np.ndarray, weights: np.ndarray, prior: np.ndarray, iterations: int,
+            offset: bool = False) -> np.ndarray:
+    """Parameters w minimising the weighted log-loss of sigmoid(x @ w) (+ w[-1] with `offset`, whose
+    column x then lacks) plus PRIOR_WEIGHT / 2 * |w - prior|^2."""
+    base = x[:, 0] if offset else 0.0
+    design = np.ones((len(x), 1)) if offset else x
+    params = prior.astype(np.float64).copy()
+    for _ in range(iterations):
+        p = sigmoid(base + design @ params)
+        gradient = design.T @ (weights * (p - targets)) + PRIOR_WEIGHT * (params - prior)
+        hessian = (design * (weights * p * (1 - p))[:, None]).T @ design + PRIOR_WEIGHT * np.eye(len(params))
+        step = np.linalg.solve(hessian, gradient)
+        params -= step
+        if np.abs(step).max() < 1e-10:
+            break
+    return params
+
+
+def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, bins: int = BINS) -> float:
+    """The mean |share of fakes - mean P(fake)| over equal-width bins, weighted by the videos in each."""
+    labels, probs = np.asarray(labels, np.float64), np.asarray(probs, np.float64)
+    which = np.minimum((probs * bins).astype(int), bins - 1)
+    error = 0.0
+    for b in range(bins):
+        mine = which == b
+        if mine.any():
+            error += mine.sum() * abs(labels[mine].mean() - probs[mine].mean())
+    return float(error / len(labels))
+
+
+def reliability(labels: np.ndarray, probs: np.ndarray, bins: int = BINS) -> list[dict]:
+    """Per bin of P(fake): its range, videos, mean P(fake) and share of fakes (what the diagram plots)."""
+    labels, probs = np.asarray(labels, np.float64), np.asarray(probs, np.float64)
+    which = np.minimum((probs * bins).astype(int), bins - 1)
+    return [{"from": b / bins, "to": (b + 1) / bins, "videos": int((which == b).sum()),
+             "mean_p_fake": float(probs[which == b].mean()), "share_fake": float(labels[which == b].mean())}
+            for b in range(bins) if (which == b).any()]
+
+
+def brier(labels: np.ndarray, probs: np.ndarray) -> float:
+    return float(np.mean((np.asarray(probs, np.float64) - np.asarray(labels, np.float64)) ** 2))

@@ -1,0 +1,66 @@
+"""Calibrated P(fake): Platt scaling recovers a known sigmoid, checkpoints decide at 0.5, predict says so."""
+
+import json
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+from typer.testing import CliRunner
+
+from deepfake_cli.calibration import MIN_SLOPE, Calibration, expected_calibration_error, fit, sigmoid
+from deepfake_cli.checkpoint import load_detector, read_checkpoint
+from deepfake_cli.cli import app
+
+runner = CliRunner()
+
+
+def test_platt_scaling_recovers_a_known_sigmoid():
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 2, 40000)  # the model's logits
+    labels = (rng.random(z.size) < sigmoid(0.5 * z - 0.3)).astype(float)  # the truth: P(fake | z) = sigmoid(0.5 z - 0.3)
+    fitted = fit(labels, sigmoid(z))
+    # Both classes weigh the same, so the offset also carries log(real / fake), the balance it undoes.
+    balance = np.log((1 - labels).sum() / labels.sum())
+    assert fitted.a == pytest.approx(0.5, abs=0.02) and fitted.b == pytest.approx(-0.3 + balance, abs=0.03)
+    assert fitted.videos == z.size
+    balanced = np.r_[np.flatnonzero(labels == 1)[:15000], np.flatnonzero(labels == 0)[:15000]]
+    raw, calibrated = sigmoid(z[balanced]), fitted.apply(sigmoid(z[balanced]))
+    assert expected_calibration_error(labels[balanced], calibrated) < 0.02 < expected_calibration_error(labels[balanced], raw)
+
+
+def test_a_few_videos_are_pulled_towards_the_model_as_it_is_and_never_reversed():
+    few = fit(np.array([0, 1, 0, 1]), np.array([0.1, 0.2, 0.3, 0.9]))
+    assert 0 < few.a < 1.5 and abs(few.b) < 1  # regularised: four videos cannot send it anywhere
+    labels, probs = np.array([1, 1, 0, 0, 1, 0]), np.array([0.1, 0.2, 0.8, 0.9, 0.3, 0.7])  # ranked backwards
+    backwards = fit(labels, probs)
+    assert backwards.a == MIN_SLOPE
+    assert roc_auc_score(labels, backwards.apply(probs)) == roc_auc_score(labels, probs)  # the model's ranking kept
+    assert fit(np.zeros(5), np.full(5, 0.3)) is None  # one class: nothing to fit
+
+
+def test_the_raw_threshold_is_where_the_calibration_says_one_half():
+    calibration = Calibration(a=1.7, b=-0.4)
+    assert calibration.apply(np.array([calibration.raw_threshold()]))[0] == pytest.approx(0.5)
+
+
+def test_a_trained_checkpoint_decides_at_one_half_on_its_calibrated_scores(trained_run, clips):
+    payload = read_checkpoint(trained_run / "best.pt")
+    detector = load_detector(trained_run / "best.pt")
+    assert payload["threshold"] == 0.5 and detector.calibration is not None
+    assert detector.calibration.videos == sum(payload["meta"]["split"]["val"].values())
+    raw_threshold = payload["meta"]["raw_threshold"]  # validation's EER point on the model's own scores
+    assert detector.calibrated(np.array([raw_threshold]))[0] != pytest.approx(raw_threshold)
+    result = runner.invoke(app, ["predict", str(clips["real"]), str(clips["fake"]), "--model",
+                                 str(trained_run / "best.pt"), "--json", "--windows", "1"])
+    assert result.exit_code == 0, result.output
+    verdicts = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    for v in verdicts:
+        assert v["threshold"] == 0.5 and v["label"] == ("fake" if v["p_fake"] >= 0.5 else "real")
+        assert v["p_fake"] == pytest.approx(detector.calibrated(np.array([v["raw_p_fake"]]))[0], abs=1e-6)
+    # --threshold moves the decision, not the score.
+    low = runner.invoke(app, ["predict", str(clips["real"]), "--model", str(trained_run / "best.pt"), "--json",
+                              "--windows", "1", "--threshold", "0.001"])
+    v = json.loads(low.stdout.strip().splitlines()[-1])
+    assert v["threshold"] == 0.001 and v["label"] == "fake" and v["p_fake"] == pytest.approx(verdicts[0]["p_fake"])
+    bad = runner.invoke(app, ["predict", str(clips["real"]), "--model", str(trained_run / "best.pt"), "--threshold", "2"])
+    assert bad.exit_code == 2 and "--threshold must be between 0 and 1" in bad.output
