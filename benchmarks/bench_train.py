@@ -4,6 +4,7 @@
     python benchmarks/bench_train.py --gpu-only DATA [BLEND_DATA] [--copies 4] [--batches 4,16] [--label NAME]
                                                        # the GPU half alone, on extracted DATA
     python benchmarks/bench_train.py --self-blend      # a --self-blend epoch against a plain one
+    python benchmarks/bench_train.py --freeze-stages   # the default's frozen stem and stages against none
 
 Both sides train EfficientNet-B0 + BiLSTM on the same extracted example videos, 16 frames,
 batch 4, and are timed over K steps after one warm-up step; ours also trains the Lite0 backbone
@@ -60,7 +61,8 @@ def write_split(data: Path, train_videos: int, path: Path) -> list[str]:
 
 def ours_train(data: Path, split_file: Path, name: str, image_size: int, device: str = "cpu", amp: str = "off",
                freeze: bool = False, epochs: int = 1, backbone: str = "efficientnet_b0", batch: int = BATCH,
-               self_blend: bool = False, workers: int = -1) -> dict:
+               self_blend: bool = False, workers: int = -1, pretrained: bool | None = False,
+               freeze_stages: int | None = None) -> dict:
     """`deepfake_cli.train.train` with its defaults (augmentation, DataLoader workers, channels_last).
 
     Clips/s of the first epoch's steps after the first (the warm-up), from on_batch time stamps.
@@ -69,8 +71,9 @@ def ours_train(data: Path, split_file: Path, name: str, image_size: int, device:
 
     stamps: list[tuple[int, int, float]] = []  # (epoch, step, time at the end of the step)
     cfg = TrainConfig(data=data, run=common.scratch_dir(f"train-{name}") / "run", epochs=epochs, batch_size=batch,
-                      seq_len=SEQ_LEN, image_size=image_size, split_file=split_file, backbone=backbone, pretrained=False,
-                      device=device, amp=amp, freeze_backbone=freeze, self_blend=self_blend, workers=workers)
+                      seq_len=SEQ_LEN, image_size=image_size, split_file=split_file, backbone=backbone, pretrained=pretrained,
+                      device=device, amp=amp, freeze_backbone=freeze, self_blend=self_blend, workers=workers,
+                      freeze_stages=freeze_stages)
     seconds, result = common.timed(
         train, cfg, Callbacks(on_batch=lambda epoch, step, total, loss: stamps.append((epoch, step, time.perf_counter()))))
     first = [t for epoch, _, t in stamps if epoch == 1]
@@ -277,6 +280,30 @@ def self_blend_cost(quick: bool) -> None:
     common.remove_scratch()
 
 
+def frozen_stages_cost(quick: bool) -> None:
+    """The default's frozen stem and first two stages (`--freeze-stages 3`) against every stage trained (0):
+    the offline default backbone (Lite0 on its ImageNet weights) at the default 256 px, batch 8, 16 frames,
+    the same videos, rounds interleaved. Frozen stages skip their backward pass."""
+    image_size, batch, k, rounds = (32, 4, 4, 1) if quick else (256, 8, 8, 2)
+    data = common.example_dataset(8)
+    plain_split, _, _ = blend_splits(data, k)
+    idle = common.wait_until_idle(quick)
+    measured: dict = {"frozen_3": [], "frozen_0": []}
+    for _ in range(rounds):
+        for stages in (3, 0):
+            result = ours_train(data, plain_split, f"stages-{stages}", image_size, backbone="efficientnet_lite0",
+                                batch=batch, pretrained=None, freeze_stages=stages)
+            measured[f"frozen_{stages}"].append(result["clips_per_s"])
+            print(f"--freeze-stages {stages}: {result['clips_per_s']:.3f} clips/s", flush=True)
+    frozen, every = (float(np.median(measured[k])) for k in ("frozen_3", "frozen_0"))
+    rows = [common.row(f"train step time, --freeze-stages 3 (default) vs 0 ({2 * k} videos, {image_size} px, Lite0 "
+                       f"ImageNet, batch {batch}; median of {rounds})", f"{frozen:.3f} clips/s", f"0: {every:.3f} clips/s",
+                       f"{every / frozen:.2f}x the time")]
+    common.save_results("bench_train-freeze-stages", quick, idle, {"image_size": image_size, "batch": batch,
+                        "videos": 2 * k, "seq_len": SEQ_LEN, "rounds": rounds}, measured, rows)
+    common.remove_scratch()
+
+
 def gpu_self_blend(data: Path, name: str = "cuda", image_size: int = 128, batch: int = 8, rounds: int = 2) -> dict:
     """On a GPU, the quality recipe's settings (Lite0, 128 px, batch 8): a --self-blend epoch against a plain one
     over as many sequences, rounds interleaved, each read from epochs 2-3 of a 3-epoch run; and the same step fed
@@ -321,6 +348,8 @@ def main() -> None:
         return gpu_only(a.data, a.blend_data, a.copies, tuple(int(b) for b in a.batches.split(",")), a.label)
     if "--self-blend" in sys.argv:
         return self_blend_cost("--quick" in sys.argv)
+    if "--freeze-stages" in sys.argv:
+        return frozen_stages_cost("--quick" in sys.argv)
     p, quick = common.settings(__doc__, FULL, QUICK, "tiny images, one timed step: a smoke check",
                                steps="timed steps after the warm-up (default 2; 1 with --quick)")
     size, steps = p["image_size"], p["steps"]

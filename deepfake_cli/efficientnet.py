@@ -27,6 +27,7 @@ FEATURE_DIM = 1280  # the pooled feature width of both networks
 # (torchvision's _efficientnet_conf("efficientnet_b0"); Lite0 has the same stages).
 STAGES = ((1, 3, 1, 32, 16, 1), (6, 3, 2, 16, 24, 2), (6, 5, 2, 24, 40, 2), (6, 3, 2, 40, 80, 3),
           (6, 5, 1, 80, 112, 3), (6, 5, 2, 112, 192, 4), (6, 3, 1, 192, 320, 1))
+PARTS = len(STAGES) + 2  # `features`: the stem, the stages, the head convolution
 STOCHASTIC_DEPTH = 0.2  # the last block's drop probability; earlier blocks scale linearly to 0
 # conv_bn() settings of every Lite0 unit (B0 takes conv_bn's defaults).
 LITE_UNIT = dict(activation=nn.ReLU6, tf_same=True, eps=1e-3)
@@ -116,6 +117,7 @@ class EfficientNet(nn.Module):
         layers.append(conv_bn(STAGES[-1][4], FEATURE_DIM, 1, **unit))
         self.features = nn.Sequential(*layers)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.frozen = 0  # leading `features` kept as they are (`freeze`)
         for m in self.modules():  # torchvision's initialisation
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out")
@@ -124,6 +126,21 @@ class EfficientNet(nn.Module):
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+
+    def freeze(self, stages: int) -> None:
+        """Keep the first `stages` of `features` (the stem is the first) as they are: no gradients, and
+        BatchNorm on its running statistics even in training. Autograd then stops below them, so their
+        backward pass, the dearest part of a training step at high resolution, is never run."""
+        self.frozen = stages
+        for i, part in enumerate(self.features):
+            part.requires_grad_(i >= stages)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> EfficientNet:
+        super().train(mode)
+        for part in self.features[:self.frozen]:
+            part.eval()
+        return self
 
     def forward(self, x: torch.Tensor, maps: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """(N, 1280) pooled features; with `maps`, also the last feature map they pool, (N, 1280, H/32, W/32)."""

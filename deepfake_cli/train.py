@@ -24,13 +24,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler
 
-from deepfake_cli import backbones, data as D, distributed
+from deepfake_cli import backbones, calibration, data as D, distributed
 from deepfake_cli.checkpoint import read_checkpoint, save_checkpoint
 from deepfake_cli.errors import DeepfakeError
 from deepfake_cli.faces import CropSpec
 from deepfake_cli.files import atomic_write_bytes, atomic_write_json
 from deepfake_cli.inputs import InputSpec, face_scale
 from deepfake_cli.device import autocast, resolve_amp
+from deepfake_cli.efficientnet import PARTS as BACKBONE_PARTS
 from deepfake_cli.metrics import bce, best_threshold, classification_metrics, predict_batches
 from deepfake_cli.model import FEATURE_DIM, DeepfakeDetector
 
@@ -57,8 +58,13 @@ def _or_worst(value: float | None) -> float:
     return float("-inf") if value is None else value
 
 
-# What a config.json written before --ema, --warmup, --pairs, --select, --mask-loss and --blend-fakes existed trained with.
-OLD_DEFAULTS = {"ema": 0.0, "warmup": False, "pairs": False, "select": "macro-f1", "mask_loss": 0.0, "blend_fakes": False}
+# What a config.json written before --ema, --warmup, --pairs, --select, --mask-loss, --blend-fakes and
+# --freeze-stages existed trained with.
+OLD_DEFAULTS = {"ema": 0.0, "warmup": False, "pairs": False, "select": "macro-f1", "mask_loss": 0.0, "blend_fakes": False,
+                "freeze_stages": 0}
+# The stem and the first two stages of the backbone stay at their ImageNet weights: a third of a CPU training
+# step's time at 256 px is their backward pass (docs/performance.md, "Frozen early stages").
+FROZEN_STAGES = 3
 
 
 @dataclass
@@ -84,6 +90,7 @@ class TrainConfig:
     pretrained: bool | None = None  # None: ImageNet weights (never a silent from-scratch backbone)
     backbone_weights: Path | None = None
     freeze_backbone: bool = False
+    freeze_stages: int | None = None  # leading backbone stages kept (the stem is one); None: FROZEN_STAGES on pretrained weights
     workers: int = -1  # DataLoader processes; -1: one per core, at most 8
     cache: bool = False
     select: str | None = None  # which validation metric picks best.pt (SELECTS); None: auc, or loss with self_blend
@@ -123,6 +130,8 @@ class TrainConfig:
             (self.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}"),
             (self.amp in AMP_MODES, f"--amp must be one of {', '.join(AMP_MODES)}"),
             (self.patience >= 0, "--patience must be 0 (off) or more"),
+            (self.freeze_stages is None or 0 <= self.freeze_stages <= BACKBONE_PARTS,
+             f"--freeze-stages must be between 0 (train every stage) and {BACKBONE_PARTS}"),
             (self.select in SELECTS, f"--select must be one of {', '.join(SELECTS)}"),
             (self.frame_loss >= 0, "--frame-loss must be 0 (off) or more"),
             (self.mask_loss >= 0, "--mask-loss must be 0 (off) or more"),
@@ -382,6 +391,9 @@ def _train(cfg: TrainConfig, callbacks: Callbacks, resume: bool, rank: int, worl
     model.to(device)
     if cfg.channels_last:
         model.cnn.to(memory_format=torch.channels_last)
+    frozen = cfg.freeze_stages if cfg.freeze_stages is not None else FROZEN_STAGES * (choice.weights != "scratch")
+    if frozen and not cfg.freeze_backbone:
+        model.cnn.freeze(frozen)
 
     Dataset = D.SelfBlendDataset if cfg.self_blend else D.SequenceDataset
     Training = D.MixedDataset if cfg.blend_fakes else Dataset
@@ -434,7 +446,8 @@ def _train(cfg: TrainConfig, callbacks: Callbacks, resume: bool, rank: int, worl
         start_epoch, best, history, bad_epochs = state["epoch"] + 1, state["best"], state["history"], state["bad_epochs"]
     meta = {"backbone": choice.name, "weights": choice.weights, "backbone_note": choice.note, "select": cfg.select,
             "data": str(cfg.data), "run": str(run), "pos_weight": pos_weight, "real_folders": sorted({s.folder for part in split.values() for s in part if s.label == 0}),
-            "split": counts, "freeze_backbone": cfg.freeze_backbone, "crop_source": crop_source,
+            "split": counts, "freeze_backbone": cfg.freeze_backbone,
+            "frozen_stages": BACKBONE_PARTS if cfg.freeze_backbone else frozen, "crop_source": crop_source,
             "self_blend": mask_sources(train_ds) if cfg.blends else None}
     if main:
         callbacks.on_start({**meta, "crop": inputs.crop.describe(), "sampling": inputs.sampling.describe(inputs.seq_len), "device": str(device), "amp": str(amp).removeprefix("torch.") if amp else "off",
@@ -480,14 +493,17 @@ def _train(cfg: TrainConfig, callbacks: Callbacks, resume: bool, rank: int, worl
                 best, bad_epochs = row, 0
             else:
                 bad_epochs += 1
-            ckpt = dict(model=kept, model_args=model_args(model), inputs=inputs,
-                        meta={**meta, "epoch": epoch, "metrics": row})
+            # P(fake) calibrated on these validation videos: 0.5 is then the decision (calibration.py).
+            fitted = calibration.fit(labels, probs)
+            ckpt = dict(model=kept, model_args=model_args(model), inputs=inputs, calibration=fitted,
+                        threshold=0.5 if fitted is not None else threshold,
+                        meta={**meta, "epoch": epoch, "metrics": row, "raw_threshold": threshold})
             if improved:
-                save_checkpoint(run / "best.pt", threshold=threshold, **ckpt)
+                save_checkpoint(run / "best.pt", **ckpt)
             trained = {"trained_model": model.state_dict(), "average_steps": average.steps} if average is not None else {}
             if masked is not None:  # training-only: in last.pt for --resume, never in best.pt
                 trained["mask_head"] = masked.head.state_dict()
-            save_checkpoint(run / "last.pt", threshold=threshold, **ckpt, **trained, epoch=epoch, best=best, history=history,
+            save_checkpoint(run / "last.pt", **ckpt, **trained, epoch=epoch, best=best, history=history,
                             bad_epochs=bad_epochs, optimizer=optimizer.state_dict(),
                             scheduler=scheduler.state_dict() if scheduler is not None else None)
             write_metrics(run, history, best)

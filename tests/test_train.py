@@ -13,7 +13,6 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 from typer.testing import CliRunner
 
 from conftest import SEQ_LEN, tiny_config
-from deepfake_cli.backbones import lite0_weights_file
 from deepfake_cli.checkpoint import load_detector, read_checkpoint
 from deepfake_cli.cli import app
 from deepfake_cli.data import (GroupedSampler, Sample, SequenceDataset, identity_split, identity_tokens, made_on, pair_groups,
@@ -39,8 +38,8 @@ def test_a_run_writes_every_run_folder_file(trained_run, extracted):
             assert float(row[key]) == pytest.approx(kept[key], rel=1e-5), key
     best_row = next(r for r in rows if r["best"] == "1")
     scored = evaluate(extracted, trained_run / "best.pt", split="val", workers=0)["scores"]  # best.pt on its validation
-    labels, probs = np.array([s["label"] for s in scored]), np.array([s["p_fake"] for s in scored])
-    assert float(best_row["val_loss"]) == pytest.approx(bce(labels, probs), abs=1e-5)
+    labels, raw = np.array([s["label"] for s in scored]), np.array([s["raw_p_fake"] for s in scored])
+    assert float(best_row["val_loss"]) == pytest.approx(bce(labels, raw), abs=1e-5)  # the model's own scores
     assert [r["select"] for r in rows] == ["auc"] * 2  # the selection rule, on every row
     best = read_checkpoint(trained_run / "best.pt")["meta"]
     assert [r["epoch"] for r in rows if r["best"] == "1"] == [str(best["epoch"])] and best["select"] == "auc"
@@ -299,8 +298,28 @@ def test_a_lite0_run_rebuilds_from_the_file_alone(lite0_run):
     assert payload["model_args"]["backbone"] == "efficientnet_lite0" and payload["meta"]["weights"] == "imagenet"
     assert list(payload["inputs"]["mean"]) == [127 / 255] * 3 and list(payload["inputs"]["std"]) == [128 / 255] * 3
     assert load_detector(lite0_run / "best.pt").model.backbone == "efficientnet_lite0"
-    bundled = torch.load(lite0_weights_file(), weights_only=True)
-    assert not torch.equal(payload["model"]["cnn.features.0.0.weight"], bundled["_conv_stem.weight"])  # fine-tuned
+    from deepfake_cli.backbones import lite0_imagenet
+
+    start, weights = lite0_imagenet(), payload["model"]
+    # The stem and the first two stages keep their ImageNet weights and BatchNorm statistics; the rest is fine-tuned.
+    assert payload["meta"]["frozen_stages"] == 3
+    frozen = [k for k in start if k.split(".")[1] in ("0", "1", "2") and start[k].is_floating_point()]
+    assert len(frozen) > 20 and all((weights[f"cnn.{k}"] - start[k]).abs().max().item() < 1e-6 for k in frozen)
+    changed = [k for k in start if k.split(".")[1] not in ("0", "1", "2") and k.endswith("weight")
+               and (weights[f"cnn.{k}"] - start[k]).abs().max().item() > 1e-5]
+    assert len(changed) > 50, len(changed)
+
+
+def test_freeze_stages_zero_fine_tunes_the_stem_too(extracted, tmp_path):
+    from deepfake_cli.backbones import lite0_imagenet
+
+    train(tiny_config(extracted, tmp_path / "run", backbone="efficientnet_lite0", pretrained=None, freeze_stages=0))
+    payload = read_checkpoint(tmp_path / "run" / "best.pt")
+    assert payload["meta"]["frozen_stages"] == 0
+    stem = payload["model"]["cnn.features.0.0.weight"]
+    assert (stem - lite0_imagenet()["features.0.0.weight"]).abs().max().item() > 1e-5
+    with pytest.raises(DeepfakeError, match="--freeze-stages must be between 0"):
+        tiny_config(extracted, tmp_path / "other", freeze_stages=10)
 
 
 def test_resume_rebuilds_the_runs_backbone(lite0_run, copy_of):
