@@ -495,3 +495,17 @@ def test_a_script_without_a_main_guard_trains_with_workers(extracted, tmp_path):
                       f"print('trained', len(result.history))\n")
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.count("trained 1") == 1, done.stderr[-2000:]
+
+
+def test_train_help_fits_one_screen_before_its_advanced_panel():
+    result = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "100", "TERMINAL_WIDTH": "100"})
+    assert result.exit_code == 0
+    lines = result.output.splitlines()
+    advanced = next(i for i, line in enumerate(lines) if "Advanced" in line)
+    assert advanced <= 60, advanced
+    first_screen = "\n".join(lines[:advanced])
+    for chosen in ("--epochs", "--batch-size", "--image-size", "--lr", "--device", "--self-blend", "--resume"):
+        assert chosen in first_screen
+    for research in ("--frame-loss", "--mask-loss", "--ema", "--warmup", "--pairs", "--select", "--schedule",
+                     "--clip-grad", "--weight-decay", "--channels-last", "--balance", "--freeze-stages"):
+        assert research not in first_screen and research in result.output, research
