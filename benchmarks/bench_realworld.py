@@ -20,7 +20,8 @@ that never saw its people):
   method's fakes of the held-out people.
 
 Reported per protocol and seed: video-level AUC and AP, accuracy at each model's own threshold,
-AUC per method, and real videos called fake, at the checkpoint's threshold and at 0.5.
+AUC per method, real videos called fake, at the checkpoint's threshold and at 0.5, and how well
+the calibrated P(fake) holds on held-out people (expected calibration error, Brier score).
 """
 
 from __future__ import annotations
@@ -86,6 +87,8 @@ def summarise(scores: list[dict]) -> dict:
     """Pooled video-level figures over every fold's held-out videos."""
     from sklearn.metrics import average_precision_score, roc_auc_score
 
+    from deepfake_cli.calibration import brier, expected_calibration_error
+
     labels = np.array([s["label"] for s in scores])
     probs = np.array([s["p_fake"] for s in scores])
     called = probs >= np.array([s["threshold"] for s in scores])
@@ -103,7 +106,8 @@ def summarise(scores: list[dict]) -> dict:
             "auc_fold_mean": float(np.mean(folds_auc)) if folds_auc else None,
             "accuracy": float(np.mean(called == (labels == 1))),
             "real_called_fake": int(called[real].sum()), "fakes_caught": int(called[~real].sum()),
-            "real_called_fake_at_0.5": int((probs[real] >= 0.5).sum()), "per_method": per_method}
+            "real_called_fake_at_0.5": int((probs[real] >= 0.5).sum()), "per_method": per_method,
+            "ece": expected_calibration_error(labels, probs), "brier": brier(labels, probs)}
 
 
 def protocol_runs(name: str, samples: list, k: int) -> list[tuple[str, list, list, bool]]:

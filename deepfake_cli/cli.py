@@ -493,7 +493,7 @@ def predict(
     predictor.close()
     for v in verdicts:
         if v.status == "ok":
-            colour = "red" if v.label == "fake" else "green"
+            colour = {"fake": "red", "uncertain": "yellow"}.get(v.label, "green")
             people = " ".join(f"{p['p_fake']:.2f}" for p in v.people)
             table.add_row(Path(v.path).name, f"{v.p_fake:.3f}", f"[{colour}]{v.label}[/{colour}]", str(v.windows), str(v.faces),
                           "-" if v.suspicious_time is None else f"{v.suspicious_time}s", people)
@@ -503,6 +503,8 @@ def predict(
     for v in verdicts:
         if v.status != "ok":
             console.print(f"[yellow]{v.status}[/yellow] {escape(v.path)}: {escape(v.reason or '')}")
+        elif v.reasons:
+            console.print(f"[yellow]uncertain[/yellow] {escape(Path(v.path).name)}: {escape('; '.join(v.reasons))}")
     if any(v.status != "ok" for v in verdicts):
         raise typer.Exit(1)
 

@@ -23,6 +23,12 @@ log = logging.getLogger(__name__)
 AGGREGATES = ("mean", "max")
 MAX_PEOPLE = 4
 SECONDS_PER_WINDOW = 5.0  # --windows 0: one window per this much video, between 2 and 8
+# A clip is called "uncertain" instead of real or fake when the evidence is thin or contradictory:
+UNCERTAIN_BAND = 0.1  # a calibrated P(fake) this close to the threshold: validation's clips there were a coin toss
+MIN_FACE_SHARE = 0.5  # segments whose own frames show the face, as a share of all (the rest borrow other frames)
+MIN_EYE_SPAN = 20.0  # source pixels between the outer eye corners: smaller faces are mostly upsampling at 256 px
+MIN_FACE_SCORE = 0.5  # Face Mesh's median detection confidence
+DISAGREE = 0.25  # windows on both sides of the threshold, each at least this far from it
 
 
 def auto_windows(duration: float) -> int:
@@ -43,6 +49,8 @@ class Verdict:
     windows: int = 0
     faces: int = 0
     suspicious_time: float | None = None  # seconds: the frame the frame head scores highest in the top window
+    reasons: list[str] = field(default_factory=list)  # why the label is "uncertain"; empty otherwise
+    checks: dict = field(default_factory=dict)  # the numbers the uncertain rules read
     people: list[dict] = field(default_factory=list)
     timings: dict = field(default_factory=dict)
     evidence: str | None = None
@@ -188,6 +196,15 @@ class Predictor:
                 "window_scores": [round(s, 4) for _, s, _ in mine], "windows": [w for w, _, _ in mine],
             })
         worst = max(per_person, key=lambda r: r["p_fake"])
+        person = clip.sampled.people[worst["person"]]
+        frames = [f for window in person for f in window if f is not None]
+        segments = len(person[0])
+        own = segments - clip.sampled.borrowed if worst["person"] == 0 else segments  # borrowing is counted for person 0
+        checks = {"segments_with_face": own, "segments": segments,
+                  "eye_span_px": round(float(np.median([f.vector[0] for f in frames])), 1),
+                  "face_score": round(float(np.median([f.score for f in frames])), 3),
+                  "window_scores": worst["window_scores"], "calibrated": self.model_info.calibration is not None}
+        reasons = uncertain_reasons(worst["p_fake"], threshold, **checks)
         top_window = worst["windows"][int(np.argmax(worst["window_scores"]))]
         top = next(k for k, (p, w, _) in enumerate(clip.batches) if (p, w) == (worst["person"], top_window))
         fps = clip.info.fps
@@ -196,7 +213,8 @@ class Predictor:
             suspicious = round(clip.batches[top][2][int(np.argmax(frame_scores[top]))].index / fps, 2)
         verdict = Verdict(
             str(clip.path), "ok", p_fake=worst["p_fake"], raw_p_fake=worst["raw_p_fake"], threshold=threshold,
-            label="fake" if worst["p_fake"] >= threshold else "real",
+            label="uncertain" if reasons else "fake" if worst["p_fake"] >= threshold else "real",
+            reasons=reasons, checks=checks,
             windows=len(worst["windows"]), faces=worst["faces"], people=per_person,
             suspicious_time=suspicious, timings=clip.timings,
         )
@@ -208,6 +226,27 @@ class Predictor:
             contact_sheet(rows, top_window, fps, verdict, evidence)
             verdict.evidence = str(evidence)
         return verdict
+
+
+def uncertain_reasons(p_fake: float, threshold: float, segments_with_face: int, segments: int, eye_span_px: float,
+                      face_score: float, window_scores: list[float], calibrated: bool) -> list[str]:
+    """Why a clip's evidence is too thin or contradictory for real or fake; empty when it is not.
+
+    `segments_with_face`: the segments of the clip whose own frames show the scored person (the others
+    borrowed a frame from elsewhere in the clip); the rest as `Verdict.checks` names them. The band applies to calibrated scores only: on a
+    raw score, 0.1 from the threshold means nothing in particular."""
+    reasons = []
+    if segments_with_face < MIN_FACE_SHARE * segments:
+        reasons.append(f"a face in only {segments_with_face} of {segments} stretches of the clip (the rest borrowed)")
+    if eye_span_px < MIN_EYE_SPAN:
+        reasons.append(f"a small face ({eye_span_px:.0f} px between the outer eye corners, {MIN_EYE_SPAN:.0f} wanted)")
+    if face_score < MIN_FACE_SCORE:
+        reasons.append(f"faces found with low confidence ({face_score:.2f})")
+    if min(window_scores) <= threshold - DISAGREE and max(window_scores) >= threshold + DISAGREE:
+        reasons.append(f"windows disagree (P(fake) {min(window_scores):.2f} to {max(window_scores):.2f})")
+    if calibrated and abs(p_fake - threshold) < UNCERTAIN_BAND:
+        reasons.append(f"P(fake) within {UNCERTAIN_BAND:g} of the threshold")
+    return reasons
 
 
 @dataclass

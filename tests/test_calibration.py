@@ -55,12 +55,14 @@ def test_a_trained_checkpoint_decides_at_one_half_on_its_calibrated_scores(train
     assert result.exit_code == 0, result.output
     verdicts = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     for v in verdicts:
-        assert v["threshold"] == 0.5 and v["label"] == ("fake" if v["p_fake"] >= 0.5 else "real")
+        assert v["threshold"] == 0.5
+        assert v["label"] == ("uncertain" if v["reasons"] else "fake" if v["p_fake"] >= 0.5 else "real")
         assert v["p_fake"] == pytest.approx(detector.calibrated(np.array([v["raw_p_fake"]]))[0], abs=1e-6)
     # --threshold moves the decision, not the score.
     low = runner.invoke(app, ["predict", str(clips["real"]), "--model", str(trained_run / "best.pt"), "--json",
                               "--windows", "1", "--threshold", "0.001"])
     v = json.loads(low.stdout.strip().splitlines()[-1])
-    assert v["threshold"] == 0.001 and v["label"] == "fake" and v["p_fake"] == pytest.approx(verdicts[0]["p_fake"])
+    assert v["threshold"] == 0.001 and v["p_fake"] == pytest.approx(verdicts[0]["p_fake"])
+    assert v["label"] == ("uncertain" if v["reasons"] else "fake") and not any("threshold" in r for r in v["reasons"])
     bad = runner.invoke(app, ["predict", str(clips["real"]), "--model", str(trained_run / "best.pt"), "--threshold", "2"])
     assert bad.exit_code == 2 and "--threshold must be between 0 and 1" in bad.output

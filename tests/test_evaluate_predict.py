@@ -81,7 +81,7 @@ def test_end_to_end_predict_json_and_evidence(trained_run, clips, tmp_path):
     assert [v["status"] for v in verdicts] == ["ok", "ok"]
     for v in verdicts:
         assert v["windows"] == 3 and v["p_fake"] == pytest.approx(np.mean(v["people"][0]["window_scores"]), abs=1e-4)
-        assert v["label"] == ("fake" if v["p_fake"] >= v["threshold"] else "real")
+        assert v["label"] == ("uncertain" if v["reasons"] else "fake" if v["p_fake"] >= v["threshold"] else "real")
         assert v["faces"] >= 3 * SEQ_LEN - 1 and v["suspicious_time"] is not None
         frame = v["suspicious_time"] * 25  # a frame the model scored, of the 40 in these 25 fps clips
         assert frame == pytest.approx(round(frame), abs=1e-6) and 0 <= round(frame) < 40
