@@ -130,6 +130,13 @@ def protocol_runs(name: str, samples: list, k: int) -> list[tuple[str, list, lis
     return runs
 
 
+def lomo_summary(scores: list[dict]) -> dict:
+    """Per held-out method, its fakes against the real videos scored by the same models (those that never
+    saw that method), pooled over the folds."""
+    methods = sorted({s["video"].split("/")[0] for s in scores if s["label"] == 1})
+    return {m: summarise([s for s in scores if s["fold"].startswith(f"{m}-fold")]) for m in methods}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", type=Path, help="a dataset as downloaded (FaceForensics++ layout) or an extract OUT")
@@ -169,8 +176,7 @@ def main() -> None:
                 seconds.append(fold["seconds"])
                 print(f"{protocol} seed {seed} {label}: trained in {fold['seconds']} s", flush=True)
             if protocol == "lomo":  # each real video is scored once per method: one AUC per held-out method
-                summary = {m: summarise([s for s in scores if s["label"] == 0 or s["video"].startswith(f"{m}/")])
-                           for m in sorted({s["video"].split("/")[0] for s in scores if s["label"] == 1})}
+                summary = lomo_summary(scores)
                 summary = {"per_held_out_method": summary,
                            "auc_mean": float(np.mean([v["auc"] for v in summary.values()]))}
                 figure = f"{summary['auc_mean']:.3f} (" + ", ".join(

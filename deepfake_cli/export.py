@@ -1,9 +1,9 @@
 """`export`: a checkpoint as one ONNX graph that `predict` and `evaluate` run with ONNX Runtime, without torch.
 
 The graph takes what the scorer has after cutting faces, (N, T, S, S, 3) uint8 BGR crops at the
-model's size and (N, T, 5) raw landmark distances, and returns each window's P(fake), (N,), and,
-where the model has a frame head, each frame's, (N, T). Normalisation and the landmark scaling are
-inside it. Everything else `best.pt` records (crop, sampling, sequence length, threshold) is in the
+model's size and (N, T, 5) raw landmark distances, and returns each window's P(fake), (N,),
+calibrated as the checkpoint is, the model's own score, (N,), and, where the model has a frame
+head, each frame's, (N, T). Normalisation, the landmark scaling and the calibration are inside it. Everything else `best.pt` records (crop, sampling, sequence length, threshold) is in the
 file's metadata (`onnxfile.METADATA_KEY`), so the `.onnx` file describes itself as the checkpoint does.
 """
 
@@ -28,23 +28,30 @@ from deepfake_cli.files import atomic_write_bytes
 from deepfake_cli.inputs import InputSpec
 
 OPSET = 18
+OUTPUTS = ("p_fake", "raw_p_fake", "frame_p_fake")
 TOLERANCE = 1e-4  # the largest |P(fake) difference| from the checkpoint an export may have
 
 
 class ExportedDetector(nn.Module):
-    """The detector with its input transform in front and sigmoids behind: crops in, probabilities out."""
+    """The detector with its input transform in front and sigmoids behind: crops in, probabilities out.
+
+    Outputs `p_fake` (calibrated where the checkpoint holds a calibration: what the checkpoint's
+    threshold reads), `raw_p_fake` (the model's own), and with a frame head `frame_p_fake`."""
 
     def __init__(self, detector: Detector):
         super().__init__()
         self.model, self.inputs = detector.model, detector.inputs
+        fitted = detector.calibration
+        self.slope, self.offset = (fitted.a, fitted.b) if fitted is not None else (1.0, 0.0)
 
     def forward(self, crops: torch.Tensor, vectors: torch.Tensor) -> tuple[torch.Tensor, ...]:
         b, t = crops.shape[:2]
         images = self.inputs.images(crops.permute(0, 1, 4, 2, 3))  # (N, T, 3, S, S) normalised
         features = self.model.cnn(images.flatten(0, 1)).view(b, t, -1)  # (N, T, 1280)
         sequence, frames = self.model.forward_parts(features, self.inputs.landmark_features(vectors))
-        p_fake = torch.sigmoid(self.model.combine(sequence, frames))  # (N,)
-        return (p_fake,) if frames is None else (p_fake, torch.sigmoid(frames))  # (N,), (N, T)
+        logits = self.model.combine(sequence, frames)  # (N,)
+        scores = (torch.sigmoid(self.slope * logits + self.offset), torch.sigmoid(logits))  # (N,), (N,)
+        return scores if frames is None else (*scores, torch.sigmoid(frames))  # ..., (N, T)
 
 
 def export(checkpoint: Path, out: Path | None = None) -> dict:
@@ -69,7 +76,7 @@ def export(checkpoint: Path, out: Path | None = None) -> dict:
             warnings.simplefilter("ignore")
             program = torch.onnx.export(wrapper, (torch.from_numpy(crops), torch.from_numpy(vectors)), dynamo=True,
                                         input_names=["crops", "vectors"], opset_version=OPSET, external_data=False,
-                                        output_names=["p_fake"] + (["frame_p_fake"] if detector.model.frame_head else []),
+                                        output_names=OUTPUTS[:3 if detector.model.frame_head else 2],
                                         dynamic_shapes={"crops": {0: batch}, "vectors": {0: batch}}, verbose=False)
         program.model.metadata_props.update({onnxfile.METADATA_KEY: json.dumps(describe(detector))})
         program.save(str(path))

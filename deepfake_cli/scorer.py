@@ -177,9 +177,12 @@ def load_onnx(path: Path, device: str = "auto"):
     inputs = InputSpec.from_dict(description["inputs"])
     session = onnx_session(path, device)
 
+    names = [o.name for o in session.get_outputs()]
+    wanted = ["raw_p_fake"] + (["frame_p_fake"] if "frame_p_fake" in names else [])  # the calibration is predict's
+
     def score(crops: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         frames = np.stack([inputs.frames(list(window)) for window in crops])  # (N, T, S, S, 3)
-        out = session.run(None, {"crops": frames, "vectors": np.asarray(vectors, np.float32)})
+        out = session.run(wanted, {"crops": frames, "vectors": np.asarray(vectors, np.float32)})
         return out[0].astype(np.float64), out[1].astype(np.float64) if len(out) > 1 else None
 
     kind = "reference state_dict" if description.get("reference") else f"deepfake-cli model, {description['backbone']}"

@@ -19,7 +19,7 @@ from deepfake_cli.data import SequenceDataset, load_vectors, scan
 from deepfake_cli.evaluate import evaluate
 from deepfake_cli.metrics import score_windows
 from deepfake_cli.onnxfile import FORMAT, METADATA_KEY, read_description
-from deepfake_cli.scorer import load_onnx
+from deepfake_cli.scorer import load_onnx, onnx_session
 
 runner = CliRunner()
 
@@ -48,6 +48,11 @@ def test_the_export_gives_the_checkpoints_scores_on_real_crops(lite0_run, export
     np.testing.assert_allclose(got_frames, expected_frames, atol=1e-4)
     assert np.ptp(got) > 1e-3  # different videos, different scores: not a constant graph
     assert info.threshold == pytest.approx(detector.threshold) and info.inputs == detector.inputs
+    # The graph's own p_fake is calibrated, for those who run it without deepfake-cli.
+    calibrated, raw = onnx_session(exported, "cpu").run(["p_fake", "raw_p_fake"], {"crops": crops, "vectors": vectors})
+    np.testing.assert_allclose(raw, got, atol=1e-6)
+    np.testing.assert_allclose(calibrated, detector.calibrated(raw.astype(np.float64)), atol=1e-5)
+    assert info.calibration == detector.calibration is not None
 
 
 def test_the_export_describes_itself_as_the_checkpoint_does(lite0_run, exported):
