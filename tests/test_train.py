@@ -358,7 +358,7 @@ def test_train_help_groups_its_options_and_fits_80_columns():
                             env=env, timeout=60)
     assert result.returncode == 0, result.stderr
     panels = [line.strip("╭─ ").split(" ")[0] for line in result.stdout.splitlines() if line.startswith("╭─")]
-    assert panels == ["Arguments", "Options", "Data", "Model", "Optimisation", "Hardware", "Run"]
+    assert panels == ["Arguments", "Options", "Data", "Model", "Optimisation", "Hardware", "Run", "Advanced:"]
     assert max(len(line) for line in result.stdout.splitlines()) <= 80
 
 
