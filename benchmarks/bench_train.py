@@ -257,6 +257,17 @@ def blend_splits(data: Path, k: int | None = None) -> tuple[Path, Path, int]:
     return plain, blend, k
 
 
+def interleaved(data: Path, image_size: int, rounds: int, variants: dict[str, tuple[Path, dict]]) -> dict[str, list[float]]:
+    """Clips/s of each variant's `ours_train` (name -> its split file and options), one of each per round."""
+    measured: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, (split, options) in variants.items():
+            result = ours_train(data, split, name, image_size, **options)
+            measured[name].append(result["clips_per_s"])
+            print(f"{name}: {result['clips_per_s']:.3f} clips/s", flush=True)
+    return measured
+
+
 def self_blend_cost(quick: bool) -> None:
     """A --self-blend epoch against a plain one over as many sequences: the quality recipe's settings (Lite0,
     128 px, batch 8, 16 frames), 2k plain videos (k real, k fake) against k real videos and their k blends,
@@ -265,12 +276,9 @@ def self_blend_cost(quick: bool) -> None:
     data = common.example_dataset(16)
     plain_split, blend_split, _ = blend_splits(data, k)
     idle = common.wait_until_idle(quick)
-    measured: dict = {"plain": [], "self_blend": []}
-    for _ in range(rounds):
-        for name, split, blend in (("plain", plain_split, False), ("self_blend", blend_split, True)):
-            result = ours_train(data, split, name, image_size, backbone="efficientnet_lite0", batch=batch, self_blend=blend)
-            measured[name].append(result["clips_per_s"])
-            print(f"{name}: {result['clips_per_s']:.3f} clips/s", flush=True)
+    measured = interleaved(data, image_size, rounds, {
+        "plain": (plain_split, dict(backbone="efficientnet_lite0", batch=batch)),
+        "self_blend": (blend_split, dict(backbone="efficientnet_lite0", batch=batch, self_blend=True))})
     plain, blend = (float(np.median(measured[k])) for k in ("plain", "self_blend"))
     rows = [common.row(f"train --self-blend epoch cost vs a plain epoch ({2 * k} sequences, {image_size} px, Lite0, "
                        f"batch {batch}; median of {rounds})", f"{blend:.3f} clips/s", f"plain {plain:.3f} clips/s",
@@ -288,13 +296,9 @@ def frozen_stages_cost(quick: bool) -> None:
     data = common.example_dataset(8)
     plain_split, _, _ = blend_splits(data, k)
     idle = common.wait_until_idle(quick)
-    measured: dict = {"frozen_3": [], "frozen_0": []}
-    for _ in range(rounds):
-        for stages in (3, 0):
-            result = ours_train(data, plain_split, f"stages-{stages}", image_size, backbone="efficientnet_lite0",
-                                batch=batch, pretrained=None, freeze_stages=stages)
-            measured[f"frozen_{stages}"].append(result["clips_per_s"])
-            print(f"--freeze-stages {stages}: {result['clips_per_s']:.3f} clips/s", flush=True)
+    measured = interleaved(data, image_size, rounds, {
+        f"frozen_{stages}": (plain_split, dict(backbone="efficientnet_lite0", batch=batch, pretrained=None,
+                                               freeze_stages=stages)) for stages in (3, 0)})
     frozen, every = (float(np.median(measured[k])) for k in ("frozen_3", "frozen_0"))
     rows = [common.row(f"train step time, --freeze-stages 3 (default) vs 0 ({2 * k} videos, {image_size} px, Lite0 "
                        f"ImageNet, batch {batch}; median of {rounds})", f"{frozen:.3f} clips/s", f"0: {every:.3f} clips/s",

@@ -15,8 +15,8 @@ from deepfake_cli.checkpoint import load_detector
 from deepfake_cli.errors import DeepfakeError
 from deepfake_cli.layout import REAL_FOLDERS
 from deepfake_cli.metrics import classification_metrics, predict_batches
-from deepfake_cli.onnxfile import read_description
-from deepfake_cli.scorer import is_onnx, load_onnx
+from deepfake_cli.onnxfile import is_onnx, read_description
+from deepfake_cli.scorer import load_onnx
 from deepfake_cli.device import resolve_amp, resolve_device
 
 log = logging.getLogger(__name__)

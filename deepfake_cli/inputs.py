@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from deepfake_cli.faces import REFERENCE_CROP, CropSpec, resize_square
+from deepfake_cli.onnxfile import is_onnx, read_description
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -142,9 +143,7 @@ def peek_inputs(path: Path) -> InputSpec | None:
     Lets `predict` start decoding and face detection while torch and the model still load.
     An exported `.onnx` file's settings are in its metadata.
     """
-    if path.suffix.lower() == ".onnx":
-        from deepfake_cli.onnxfile import read_description
-
+    if is_onnx(path):
         try:
             return InputSpec.from_dict(read_description(path)["inputs"])
         except Exception:  # the scorer says what is wrong with the file

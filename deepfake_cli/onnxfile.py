@@ -19,6 +19,11 @@ METADATA_FIELD = 14  # ModelProto.metadata_props: repeated StringStringEntryProt
 EXPORT_HINT = "export one from a checkpoint with `deepfake export best.pt`"
 
 
+def is_onnx(path: Path) -> bool:
+    """Whether `path` names an exported model (by its suffix, as `deepfake export` writes it)."""
+    return Path(path).suffix.lower() == ".onnx"
+
+
 def read_metadata(path: Path) -> dict[str, str]:
     """The file's metadata_props; DeepfakeError if it is not a readable ONNX model."""
     try:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from deepfake_cli.errors import DeepfakeError
 from deepfake_cli.files import newest_in_runs
+from deepfake_cli.onnxfile import is_onnx
 
 if TYPE_CHECKING:  # kept light: the CLI starts the scorer before importing anything heavy
     import numpy as np
@@ -107,10 +108,6 @@ def _serve(conn, checkpoint: Path, device: str) -> None:
         started = time.perf_counter()
         probabilities, frame_probabilities = score(crops, vectors)
         conn.send(("ok", (probabilities, frame_probabilities, time.perf_counter() - started)))
-
-
-def is_onnx(path: Path) -> bool:
-    return Path(path).suffix.lower() == ".onnx"
 
 
 def onnx_session(path: Path, device: str = "auto"):
