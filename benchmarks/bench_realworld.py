@@ -19,7 +19,9 @@ that never saw its people):
 - self-blend: `--self-blend` on the training people's real videos alone; tested on every
   method's fakes of the held-out people.
 
-Reported per protocol and seed: video-level AUC and AP, accuracy at each model's own threshold,
+With several seeds, each protocol is also scored by the ensemble of its seeds' models (evaluate's
+`--model` given once per seed); with lpo and self-blend both run, each seed's supervised and
+self-blend models of a fold are scored as an ensemble too. Reported per protocol and seed: video-level AUC and AP, accuracy at each model's own threshold,
 AUC per method, real videos called fake, at the checkpoint's threshold and at 0.5, and how well
 the calibrated P(fake) holds on held-out people (expected calibration error, Brier score).
 """
@@ -81,6 +83,14 @@ def run_fold(out: Path, run: Path, train: list, test: list, seed: int, image_siz
     threshold = result["at_threshold"]["threshold"]
     return {"seconds": round(seconds, 1), "threshold": threshold,
             "scores": [{**s, "threshold": threshold} for s in result["scores"]]}
+
+
+def ensemble_scores(out: Path, runs: list[Path], fold: str) -> list[dict]:
+    """A fold's held-out videos scored by the ensemble of the models trained in `runs` (that fold's folders)."""
+    from deepfake_cli.evaluate import evaluate
+
+    result = evaluate(out, [run / "run" / "best.pt" for run in runs], split=str(runs[0] / "split-file.json"))
+    return [{**s, "threshold": result["at_threshold"]["threshold"], "fold": fold} for s in result["scores"]]
 
 
 def summarise(scores: list[dict]) -> dict:
@@ -164,32 +174,47 @@ def main() -> None:
     out = extracted(args.data)
     samples = scan(out, 16)
     idle = common.wait_until_idle(False)
-    measured, rows = {}, []
+    seeds = [int(s) for s in args.seeds.split(",")]
+    measured, rows, trained = {}, [], {}
+
+    def report(name: str, protocol: str, scores: list[dict], seconds: list[float] | None = None) -> None:
+        if protocol == "lomo":  # each real video is scored once per method: one AUC per held-out method
+            summary = lomo_summary(scores)
+            summary = {"per_held_out_method": summary, "auc_mean": float(np.mean([v["auc"] for v in summary.values()]))}
+            figure = f"{summary['auc_mean']:.3f} (" + ", ".join(
+                f"{m} {v['auc']:.3f}" for m, v in summary["per_held_out_method"].items()) + ")"
+        else:
+            summary = summarise(scores)
+            figure = (f"{summary['auc']:.3f} (per fold {summary['auc_fold_mean']:.3f}; AP {summary['ap']:.3f}; "
+                      + ", ".join(f"{m} {a:.3f}" for m, a in summary["per_method"].items())
+                      + f"; real called fake {summary['real_called_fake']}/{summary['real']}, fakes caught "
+                        f"{summary['fakes_caught']}/{summary['fake']}; ECE {summary['ece']:.3f})")
+        measured[name] = {**summary, "train_seconds": seconds, "scores": scores}
+        rows.append(common.row(f"{name}: video AUC", figure,
+                               f"median training {common.median(seconds):.0f} s" if seconds else "ensemble, no training"))
+
     for protocol in protocols:
-        for seed in (int(s) for s in args.seeds.split(",")):
+        for seed in seeds:
             scores, seconds = [], []
             for label, train, test, self_blend in protocol_runs(protocol, samples, args.folds):
                 where = common.scratch_dir(f"realworld-{protocol}-{seed}-{label}")
                 shutil.rmtree(where, ignore_errors=True)
                 fold = run_fold(out, where, train, test, seed, args.image_size, self_blend)
+                trained[protocol, seed, label] = where
                 scores += [{**s, "fold": label} for s in fold["scores"]]
                 seconds.append(fold["seconds"])
                 print(f"{protocol} seed {seed} {label}: trained in {fold['seconds']} s", flush=True)
-            if protocol == "lomo":  # each real video is scored once per method: one AUC per held-out method
-                summary = lomo_summary(scores)
-                summary = {"per_held_out_method": summary,
-                           "auc_mean": float(np.mean([v["auc"] for v in summary.values()]))}
-                figure = f"{summary['auc_mean']:.3f} (" + ", ".join(
-                    f"{m} {v['auc']:.3f}" for m, v in summary["per_held_out_method"].items()) + ")"
-            else:
-                summary = summarise(scores)
-                figure = (f"{summary['auc']:.3f} (per fold {summary['auc_fold_mean']:.3f}; AP {summary['ap']:.3f}; "
-                          + ", ".join(f"{m} {a:.3f}" for m, a in summary["per_method"].items())
-                          + f"; real called fake {summary['real_called_fake']}/{summary['real']}, fakes caught "
-                            f"{summary['fakes_caught']}/{summary['fake']})")
-            measured[f"{protocol}-seed{seed}"] = {**summary, "train_seconds": seconds, "scores": scores}
-            rows.append(common.row(f"{protocol}, seed {seed}: video AUC", figure,
-                                   f"median training {common.median(seconds):.0f} s"))
+            report(f"{protocol}-seed{seed}", protocol, scores, seconds)
+    # Ensembles, through evaluate's --model given more than once: each fold's models of every seed, and
+    # each seed's supervised and self-blend models of the same fold (they fail on different fakes).
+    labels = {p: [label for label, *_ in protocol_runs(p, samples, args.folds)] for p in protocols}
+    for protocol in protocols if len(seeds) > 1 else ():
+        report(f"{protocol}-ensemble-of-seeds", protocol,
+               [s for label in labels[protocol] for s in ensemble_scores(out, [trained[protocol, seed, label] for seed in seeds], label)])
+    for seed in seeds if {"lpo", "self-blend"} <= set(protocols) else ():
+        report(f"lpo+self-blend-seed{seed}", "lpo",
+               [s for label in labels["lpo"] for s in ensemble_scores(out, [trained["lpo", seed, label],
+                                                                          trained["self-blend", seed, label]], label)])
     settings = {"data": str(args.data), "extracted": str(out), "seeds": args.seeds, "protocols": protocols,
                 "image_size": args.image_size, "folds": args.folds, "recipe": RECIPE}
     common.save_results("bench_realworld" + (f"-{args.label}" if args.label else ""), False, idle, settings, measured, rows)

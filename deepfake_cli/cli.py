@@ -342,8 +342,9 @@ def train(
 @user_errors
 def evaluate(
     data: Path = typer.Argument(..., help="An `extract` OUT folder."),
-    model: Path = typer.Option(..., "--model", "-m", help="A best.pt/last.pt, a reference state_dict (.pth), or an "
-                               "exported .onnx."),
+    model: list[Path] = typer.Option(..., "--model", "-m", help="A best.pt/last.pt, a reference state_dict (.pth), or "
+                                     "an exported .onnx; give it more than once to score with an ensemble (the mean "
+                                     "of the models' calibrated logits)."),
     split: str = typer.Option("auto", help="all, val, test, train, or a split JSON file; auto = the run's "
                               "validation split when the checkpoint has a split.json beside it, else all."),
     batch_size: int = typer.Option(8, help="Videos per forward pass."),
@@ -362,7 +363,8 @@ def evaluate(
         result = run_evaluate(data, model, split=split, batch_size=batch_size, workers=workers, device=device,
                               skip_bad=skip_bad)
     at_t, at_half = result["at_threshold"], result["at_0.5"]
-    console.print(f"{result['n']} videos ({result['split']} split of {data}) scored by {model}", highlight=False)
+    console.print(f"{result['n']} videos ({result['split']} split of {data}) scored by {result['checkpoint']}",
+                  highlight=False)
     out_console.print(_report_table(at_t))
     summary = Table(title="metrics")
     for column in ("", f"threshold {at_t['threshold']:.3f}", "threshold 0.5"):
@@ -381,6 +383,14 @@ def evaluate(
         methods.add_row(row["method"], row["label"], str(row["n"]), _fmt(row["accuracy"]), _fmt(row["mean_p_fake"]),
                         _fmt(row["auc_vs_real"]))
     out_console.print(methods)
+    if len(result["members"]) > 1:
+        members = Table(title="the ensemble's models, each alone")
+        for column in ("model", "AUC", "accuracy at its threshold"):
+            members.add_column(column, justify="left" if column == "model" else "right")
+        for row in result["members"]:
+            members.add_row(escape(row["model"]), _fmt(row["auc"]), _fmt(row["accuracy"]))
+        members.add_row("ensemble", _fmt(at_t["auc"]), _fmt(at_t["accuracy"]))
+        out_console.print(members)
     if json_out:
         atomic_write_json(json_out, result)
         console.print(f"metrics written to {json_out}")
@@ -444,8 +454,9 @@ def _report_table(m: dict) -> Table:
 @user_errors
 def predict(
     videos: list[str] = typer.Argument(..., help="Video files, folders of videos, or glob patterns (quote them)."),
-    model: Optional[Path] = typer.Option(None, "--model", "-m", help="A checkpoint, or an exported .onnx (scored without "
-                                         "torch); default: the newest runs/*/best.pt."),
+    model: Optional[list[Path]] = typer.Option(None, "--model", "-m", help="A checkpoint, or an exported .onnx (scored "
+                                               "without torch); more than once: an ensemble, one verdict from the "
+                                               "mean of their calibrated logits. Default: the newest runs/*/best.pt."),
     windows: int = typer.Option(0, help="Sequences scored per clip, each sampled over the whole clip as training "
                                 "sampled its videos (other frames each time); 0 = one per 5 s of video, between 2 and 8."),
     aggregate: str = typer.Option("mean", help="Combine window scores by mean, or max (more sensitive)."),
@@ -463,9 +474,9 @@ def predict(
     """
     from deepfake_cli.scorer import Scorer, latest_checkpoint
 
-    if model is None:
-        model = latest_checkpoint()
-        console.print(f"using the newest model: {model}", highlight=False)
+    if not model:
+        model = [latest_checkpoint()]
+        console.print(f"using the newest model: {model[0]}", highlight=False)
     scorer = Scorer(model, device)  # first: torch loads in its own process while the rest starts
     try:
         from deepfake_cli.predict import Predictor, find_inputs
@@ -488,17 +499,19 @@ def predict(
     # Built after the loop: asking for the model sooner would wait for it before the first clip.
     table = Table(title=escape(f"predict ({predictor.model_info.description})"))
     table.add_column("video", overflow="fold")  # the file name; --json has the full path
-    for column in ("P(fake)", "verdict", "windows", "faces", "suspicious at", "people"):
+    ensemble = not predictor.model_info.single
+    for column in ("P(fake)", "verdict", "windows", "faces", "suspicious at", "people") + (("models",) if ensemble else ()):
         table.add_column(column, justify="left" if column == "verdict" else "right")
     predictor.close()
     for v in verdicts:
         if v.status == "ok":
             colour = {"fake": "red", "uncertain": "yellow"}.get(v.label, "green")
             people = " ".join(f"{p['p_fake']:.2f}" for p in v.people)
+            models = (" ".join(f"{m['p_fake']:.2f}" for m in v.models),) if ensemble else ()
             table.add_row(Path(v.path).name, f"{v.p_fake:.3f}", f"[{colour}]{v.label}[/{colour}]", str(v.windows), str(v.faces),
-                          "-" if v.suspicious_time is None else f"{v.suspicious_time}s", people)
+                          "-" if v.suspicious_time is None else f"{v.suspicious_time}s", people, *models)
         else:
-            table.add_row(Path(v.path).name, "-", f"[yellow]{v.status}[/yellow]", "-", "-", "-", "-")
+            table.add_row(Path(v.path).name, "-", f"[yellow]{v.status}[/yellow]", "-", "-", "-", "-", *(("-",) if ensemble else ()))
     (console if as_json else out_console).print(table)
     for v in verdicts:
         if v.status != "ok":

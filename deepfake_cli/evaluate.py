@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,9 @@ from sklearn.metrics import roc_auc_score
 from deepfake_cli import data as D
 from deepfake_cli.calibration import brier, expected_calibration_error, reliability
 from deepfake_cli.checkpoint import load_detector
+from deepfake_cli.ensemble import Member, ModelInfo, check_inputs
 from deepfake_cli.errors import DeepfakeError
+from deepfake_cli.inputs import InputSpec
 from deepfake_cli.layout import REAL_FOLDERS
 from deepfake_cli.metrics import classification_metrics, predict_batches
 from deepfake_cli.onnxfile import is_onnx, read_description
@@ -22,9 +25,18 @@ from deepfake_cli.device import resolve_amp, resolve_device
 log = logging.getLogger(__name__)
 
 
-def select_samples(data: Path, checkpoint: Path, split: str, samples: list[D.Sample]) -> tuple[str, list[D.Sample]]:
-    """`auto`: the run's validation split when the checkpoint sits in a run folder, else everything."""
+def select_samples(data: Path, checkpoints: list[Path], split: str, samples: list[D.Sample]) -> tuple[str, list[D.Sample]]:
+    """`auto`: the run's validation split when the checkpoint sits in a run folder, else everything.
+    An ensemble's members must agree on it: each member's split.json names the same videos."""
+    checkpoint = checkpoints[0]
     split_json = checkpoint.parent / "split.json"
+    if split in ("auto", "train", "val", "test") and len(checkpoints) > 1:
+        splits = {c.parent / "split.json" for c in checkpoints}
+        texts = {json.dumps(json.loads(f.read_text()).get("val" if split == "auto" else split)) if f.is_file() else None
+                 for f in splits}
+        if len(texts) > 1:
+            raise DeepfakeError(f"--split {split}: the models were trained and validated on different videos "
+                                "(their split.json differ); pass --split all or a split file")
     if split == "auto":
         split = "val" if split_json.is_file() else "all"
     if split == "all":
@@ -45,20 +57,18 @@ def select_samples(data: Path, checkpoint: Path, split: str, samples: list[D.Sam
     return split, chosen
 
 
-def evaluate(data: Path, checkpoint: Path, split: str = "auto", batch_size: int = 8, workers: int = 2,
+def evaluate(data: Path, checkpoints: Path | list[Path], split: str = "auto", batch_size: int = 8, workers: int = 2,
              device: str = "auto", skip_bad: bool = False) -> dict:
-    """Score every selected video; metrics at the checkpoint's threshold and at 0.5, and per method."""
+    """Score every selected video with one model or an ensemble's members (`ensemble.py`); metrics at the
+    threshold and at 0.5, per method, and each member's own figures beside the ensemble's."""
+    checkpoints = [checkpoints] if isinstance(checkpoints, Path) else list(checkpoints)
     device_ = resolve_device(device)
-    if is_onnx(checkpoint):
-        score, model = load_onnx(checkpoint, device)
-        trained_real = read_description(checkpoint).get("real_folders")
-    else:
-        detector = load_detector(checkpoint, device_)
-        model, trained_real = detector, detector.meta.get("real_folders")
-    inputs, threshold = model.inputs, model.threshold
+    models = [_load(path, device_, device) for path in checkpoints]
+    check_inputs([(path, m.inputs) for path, m in zip(checkpoints, models)])
+    inputs, trained_real = models[0].inputs, models[0].real_folders
     # Labels as extract read the data's layout; for data without them, the folders the model was trained to call real.
     real_folders = tuple(trained_real or REAL_FOLDERS)
-    split, samples = select_samples(data, checkpoint, split, D.scan(data, inputs.seq_len, fallback=real_folders))
+    split, samples = select_samples(data, checkpoints, split, D.scan(data, inputs.seq_len, fallback=real_folders))
     samples = D.check_samples(data, samples, inputs.seq_len, skip_bad)  # only the files we will read
     crop, _ = D.data_crop(data, {s.folder for s in samples})
     if crop != inputs.crop:
@@ -69,27 +79,63 @@ def evaluate(data: Path, checkpoint: Path, split: str = "auto", batch_size: int 
     if not sampling.matches(inputs.sampling, inputs.seq_len):
         log.warning("%s holds %s, but the model was trained on %s; extract again with the model's --frames for the "
                     "scores predict would give", data, sampling.describe(inputs.seq_len), inputs.sampling.describe(inputs.seq_len))
-    dataset = D.SequenceDataset(data, samples, inputs)
-    if is_onnx(checkpoint):
-        labels = np.array([s.label for s in samples], dtype=np.float64)
-        probs = np.concatenate([score(np.stack([dataset.frames(s) for s in chunk]),
-                                      np.stack([D.load_vectors(data, s, inputs.seq_len) for s in chunk]))[0]
-                                for chunk in (samples[i:i + batch_size] for i in range(0, len(samples), batch_size))])
-    else:
-        loader = D.loader(dataset, batch_size, workers, device_)
-        probs, labels = predict_batches(detector.model, loader, inputs, device_, resolve_amp("auto", device_))
-    raw, probs = probs, model.calibrated(probs)
-    return {
-        "checkpoint": str(checkpoint), "data": str(data), "split": split, "n": len(samples),
+    labels = np.array([s.label for s in samples], dtype=int)
+    info = ModelInfo(tuple(m.member for m in models), inputs)
+    scores = info.combine(np.stack([m.score(data, samples, batch_size, workers) for m in models]))
+    probs, threshold = scores.p_fake, info.threshold
+    fitted = [m.calibration.to_dict() if m.calibration is not None else None for m in info.members]
+    result = {
+        "checkpoint": " + ".join(str(c) for c in checkpoints), "data": str(data), "split": split, "n": len(samples),
         "at_threshold": classification_metrics(labels, probs, threshold),
         "at_0.5": classification_metrics(labels, probs, 0.5),
         "per_method": per_method(samples, labels, probs, threshold),
-        "calibration": {"fitted": model.calibration.to_dict() if model.calibration is not None else None,
-                        "ece": expected_calibration_error(labels, probs), "brier": brier(labels, probs),
+        "calibration": {"fitted": fitted[0] if info.single else fitted, "ece": expected_calibration_error(labels, probs), "brier": brier(labels, probs),
                         "reliability": reliability(labels, probs)},
+        "members": [{"model": m.path, "threshold": m.threshold, "auc": _auc(labels, member),
+                     "accuracy": float(np.mean((member >= m.threshold) == (labels == 1)))}
+                    for m, member in zip(info.members, scores.members)],
         "scores": [{"video": s.key, "label": int(y), "p_fake": float(p), "raw_p_fake": float(r)}
-                   for s, y, p, r in zip(samples, labels, probs, raw)],
+                   for s, y, p, r in zip(samples, labels, probs, scores.raw_p_fake)],
     }
+    if not info.single:
+        for row, member in zip(result["scores"], scores.members.T):
+            row["model_p_fake"] = [float(p) for p in member]
+    return result
+
+
+@dataclass
+class _Loaded:
+    """One model as evaluate scores with it: torch's in-process model, or an exported one on ONNX Runtime."""
+
+    member: Member
+    inputs: InputSpec
+    real_folders: list[str] | None
+    model: object  # a Detector, or the ONNX scoring function
+    device: object
+
+    def score(self, data: Path, samples: list[D.Sample], batch_size: int, workers: int) -> np.ndarray:
+        """Raw P(fake) of each sample."""
+        dataset = D.SequenceDataset(data, samples, self.inputs)
+        if callable(self.model):
+            chunks = (samples[i:i + batch_size] for i in range(0, len(samples), batch_size))
+            return np.concatenate([self.model(np.stack([dataset.frames(s) for s in chunk]),
+                                              np.stack([D.load_vectors(data, s, self.inputs.seq_len) for s in chunk]))[0]
+                                   for chunk in chunks])
+        loader = D.loader(dataset, batch_size, workers, self.device)
+        return predict_batches(self.model.model, loader, self.inputs, self.device, resolve_amp("auto", self.device))[0]
+
+
+def _load(checkpoint: Path, device_, device: str) -> _Loaded:
+    if is_onnx(checkpoint):
+        score, member, inputs = load_onnx(checkpoint, device)
+        return _Loaded(member, inputs, read_description(checkpoint).get("real_folders"), score, device_)
+    detector = load_detector(checkpoint, device_)
+    member = Member(str(checkpoint), detector.describe(), detector.threshold, detector.calibration)
+    return _Loaded(member, detector.inputs, detector.meta.get("real_folders"), detector, device_)
+
+
+def _auc(labels: np.ndarray, probs: np.ndarray) -> float | None:
+    return float(roc_auc_score(labels, probs)) if len(set(labels)) == 2 else None
 
 
 def per_method(samples: list[D.Sample], labels: np.ndarray, probs: np.ndarray, threshold: float) -> list[dict]:

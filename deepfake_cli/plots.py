@@ -105,7 +105,10 @@ def contact_sheet(rows, top_window: int, fps: float, verdict, path: Path, thumb:
     seq_len = len(rows[0][2])
     width = label_width + thumb * seq_len
     header = np.full((40, width, 3), 255, np.uint8)
-    cv2.putText(header, f"{Path(verdict.path).name}: P(fake) {verdict.p_fake:.3f} -> {verdict.label}", (8, 26),
+    title = f"{Path(verdict.path).name}: P(fake) {verdict.p_fake:.3f} -> {verdict.label}"
+    if len(verdict.models) > 1:
+        title += f" ({len(verdict.models)} models: " + ", ".join(f"{m['p_fake']:.2f}" for m in verdict.models) + ")"
+    cv2.putText(header, title, (8, 26),
                 cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
     blocks = [header]
     for window, score, frames, frame_scores in rows:

@@ -11,11 +11,12 @@ from typing import Iterator
 
 import numpy as np
 
+from deepfake_cli.ensemble import ModelInfo, check_inputs
 from deepfake_cli.errors import DeepfakeError
 from deepfake_cli.faces import FaceAnalyzer
 from deepfake_cli.inputs import peek_inputs
 from deepfake_cli.sampling import FaceFrame, SkipVideo, VideoFaces, sample_faces, sample_reference
-from deepfake_cli.scorer import ModelInfo, Scorer
+from deepfake_cli.scorer import Scorer
 from deepfake_cli.video import VIDEO_SUFFIXES, Video, VideoInfo
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ UNCERTAIN_BAND = 0.1  # a calibrated P(fake) this close to the threshold: valida
 MIN_FACE_SHARE = 0.5  # segments whose own frames show the face, as a share of all (the rest borrow other frames)
 MIN_EYE_SPAN = 20.0  # source pixels between the outer eye corners: smaller faces are mostly upsampling at 256 px
 MIN_FACE_SCORE = 0.5  # Face Mesh's median detection confidence
-DISAGREE = 0.25  # windows on both sides of the threshold, each at least this far from it
+DISAGREE = 0.25  # windows (or an ensemble's models) on both sides of the threshold, each at least this far from it
 
 
 def auto_windows(duration: float) -> int:
@@ -52,6 +53,7 @@ class Verdict:
     reasons: list[str] = field(default_factory=list)  # why the label is "uncertain"; empty otherwise
     checks: dict = field(default_factory=dict)  # the numbers the uncertain rules read
     people: list[dict] = field(default_factory=list)
+    models: list[dict] = field(default_factory=list)  # each model's P(fake) of the scored person: one, or an ensemble's
     timings: dict = field(default_factory=dict)
     evidence: str | None = None
 
@@ -85,9 +87,11 @@ def people_finder() -> FaceAnalyzer:
 class Predictor:
     """Holds the model and MediaPipe for a whole batch of files: both start once per process."""
 
-    def __init__(self, checkpoint: Path, windows: int = 0, aggregate: str = "mean", device: str = "auto",
+    def __init__(self, checkpoints: Path | list[Path], windows: int = 0, aggregate: str = "mean", device: str = "auto",
                  scorer: Scorer | None = None, threshold: float | None = None):
-        """`threshold`: the P(fake) from which a clip is called fake; None: the model's (0.5 when calibrated)."""
+        """`checkpoints`: one model, or an ensemble's members; `threshold`: the P(fake) from which a clip is
+        called fake; None: the model's (0.5 when calibrated, and for an ensemble)."""
+        checkpoints = [checkpoints] if isinstance(checkpoints, Path) else list(checkpoints)
         if threshold is not None and not 0 < threshold < 1:
             raise DeepfakeError(f"--threshold must be between 0 and 1, got {threshold}")
         self.threshold = threshold
@@ -98,8 +102,11 @@ class Predictor:
         self.windows, self.aggregate = windows, aggregate
         # torch and the model load in their own process (seconds, cold) while MediaPipe starts
         # and the first clip is decoded, which needs only the checkpoint's input settings.
-        self.scorer = scorer or Scorer(checkpoint, device)
-        self.inputs = peek_inputs(checkpoint) or self.scorer.info.inputs
+        self.scorer = scorer or Scorer(checkpoints, device)
+        peeked = [peek_inputs(c) for c in checkpoints]
+        if None not in peeked:  # members that need different faces fail before any clip is decoded
+            check_inputs(list(zip(checkpoints, peeked)))
+        self.inputs = peeked[0] or self.scorer.info.inputs
         # The reference preprocessing's Face Mesh looked for one face; extract's sampling tracks people.
         self.analyzer = FaceAnalyzer(max_faces=1) if self.inputs.sampling.rule == "reference" else people_finder()
 
@@ -181,19 +188,21 @@ class Predictor:
     def _finish(self, clip: "_Clip", evidence: Path | None) -> Verdict:
         raw, frame_scores, model_seconds = self.scorer.receive()
         clip.timings["model"] = round(model_seconds, 3)
-        threshold = self.threshold if self.threshold is not None else self.model_info.threshold
-        scores = self.model_info.calibrated(raw)
+        info = self.model_info
+        threshold = self.threshold if self.threshold is not None else info.threshold
+        combined = info.combine(raw)
+        scores = combined.p_fake
         combine = np.mean if self.aggregate == "mean" else np.max
         per_person = []
         for p, person in enumerate(clip.sampled.people):
-            mine = [(w, float(s), float(r)) for (q, w, _), s, r in zip(clip.batches, scores, raw) if q == p]
+            mine = [k for k, (q, _, _) in enumerate(clip.batches) if q == p]
             if not mine:
                 continue
             per_person.append({
-                "person": p, "p_fake": float(combine([s for _, s, _ in mine])),
-                "raw_p_fake": float(combine([r for _, _, r in mine])),
+                "person": p, "p_fake": float(combine(scores[mine])), "raw_p_fake": float(combine(combined.raw_p_fake[mine])),
                 "faces": len({f.index for window in person for f in window if f is not None}),
-                "window_scores": [round(s, 4) for _, s, _ in mine], "windows": [w for w, _, _ in mine],
+                "window_scores": [round(float(scores[k]), 4) for k in mine], "windows": [clip.batches[k][1] for k in mine],
+                "model_scores": [float(combine(m[mine])) for m in combined.members],
             })
         worst = max(per_person, key=lambda r: r["p_fake"])
         person = clip.sampled.people[worst["person"]]
@@ -203,8 +212,13 @@ class Predictor:
         checks = {"segments_with_face": own, "segments": segments,
                   "eye_span_px": round(float(np.median([f.vector[0] for f in frames])), 1),
                   "face_score": round(float(np.median([f.score for f in frames])), 3),
-                  "window_scores": worst["window_scores"], "calibrated": self.model_info.calibration is not None}
+                  "window_scores": worst["window_scores"], "calibrated": info.calibrated_scale,
+                  "model_p_fake": worst["model_scores"], "model_thresholds": [m.threshold for m in info.members]}
         reasons = uncertain_reasons(worst["p_fake"], threshold, **checks)
+        models = [{"model": m.path, "p_fake": p, "threshold": m.threshold}
+                  for m, p in zip(info.members, worst.pop("model_scores"))]
+        for row in per_person:
+            row.pop("model_scores", None)
         top_window = worst["windows"][int(np.argmax(worst["window_scores"]))]
         top = next(k for k, (p, w, _) in enumerate(clip.batches) if (p, w) == (worst["person"], top_window))
         fps = clip.info.fps
@@ -215,7 +229,7 @@ class Predictor:
             str(clip.path), "ok", p_fake=worst["p_fake"], raw_p_fake=worst["raw_p_fake"], threshold=threshold,
             label="uncertain" if reasons else "fake" if worst["p_fake"] >= threshold else "real",
             reasons=reasons, checks=checks,
-            windows=len(worst["windows"]), faces=worst["faces"], people=per_person,
+            windows=len(worst["windows"]), faces=worst["faces"], people=per_person, models=models,
             suspicious_time=suspicious, timings=clip.timings,
         )
         if evidence is not None:
@@ -229,12 +243,15 @@ class Predictor:
 
 
 def uncertain_reasons(p_fake: float, threshold: float, segments_with_face: int, segments: int, eye_span_px: float,
-                      face_score: float, window_scores: list[float], calibrated: bool) -> list[str]:
+                      face_score: float, window_scores: list[float], calibrated: bool,
+                      model_p_fake: list[float] = (), model_thresholds: list[float] = ()) -> list[str]:
     """Why a clip's evidence is too thin or contradictory for real or fake; empty when it is not.
 
     `segments_with_face`: the segments of the clip whose own frames show the scored person (the others
-    borrowed a frame from elsewhere in the clip); the rest as `Verdict.checks` names them. The band applies to calibrated scores only: on a
-    raw score, 0.1 from the threshold means nothing in particular."""
+    borrowed a frame from elsewhere in the clip); `model_p_fake`, `model_thresholds`: each model's score
+    and decision point (an ensemble's members, else the one model); the rest as `Verdict.checks` names
+    them. The band applies to calibrated scores only: on a raw score, 0.1 from the threshold means
+    nothing in particular."""
     reasons = []
     if segments_with_face < MIN_FACE_SHARE * segments:
         reasons.append(f"a face in only {segments_with_face} of {segments} stretches of the clip (the rest borrowed)")
@@ -244,6 +261,9 @@ def uncertain_reasons(p_fake: float, threshold: float, segments_with_face: int, 
         reasons.append(f"faces found with low confidence ({face_score:.2f})")
     if min(window_scores) <= threshold - DISAGREE and max(window_scores) >= threshold + DISAGREE:
         reasons.append(f"windows disagree (P(fake) {min(window_scores):.2f} to {max(window_scores):.2f})")
+    sides = [p - t for p, t in zip(model_p_fake, model_thresholds)]
+    if len(sides) > 1 and min(sides) <= -DISAGREE and max(sides) >= DISAGREE:
+        reasons.append("models disagree (P(fake) " + ", ".join(f"{p:.2f}" for p in model_p_fake) + ")")
     if calibrated and abs(p_fake - threshold) < UNCERTAIN_BAND:
         reasons.append(f"P(fake) within {UNCERTAIN_BAND:g} of the threshold")
     return reasons

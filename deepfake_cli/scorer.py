@@ -12,7 +12,6 @@ from __future__ import annotations
 import multiprocessing
 import signal
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,30 +22,19 @@ from deepfake_cli.onnxfile import is_onnx
 if TYPE_CHECKING:  # kept light: the CLI starts the scorer before importing anything heavy
     import numpy as np
 
-    from deepfake_cli.calibration import Calibration
-    from deepfake_cli.inputs import InputSpec
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What the parent needs to know of the loaded checkpoint."""
-
-    description: str
-    threshold: float  # on the calibrated scale where `calibration` is set
-    inputs: InputSpec
-    calibration: Calibration | None = None
-
-    def calibrated(self, probs):
-        return self.calibration.apply(probs) if self.calibration is not None else probs
+    from deepfake_cli.ensemble import ModelInfo
 
 
 class Scorer:
-    """P(fake) for windows of face crops, from a checkpoint loaded in a child process."""
+    """P(fake) for windows of face crops, from checkpoints loaded in a child process: one, or the
+    members of an ensemble, all served by the same process."""
 
-    def __init__(self, checkpoint: Path, device: str = "auto"):
+    def __init__(self, checkpoints: Path | list[Path], device: str = "auto"):
+        checkpoints = [checkpoints] if isinstance(checkpoints, Path) else list(checkpoints)
         ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: fork would copy MediaPipe's threads
         self._conn, theirs = ctx.Pipe()
-        self._process = ctx.Process(target=_serve, args=(theirs, checkpoint, device), daemon=True, name="deepfake-model")
+        self._process = ctx.Process(target=_serve, args=(theirs, checkpoints, device), daemon=True,
+                                    name="deepfake-model")
         self._process.start()
         theirs.close()
         self._info: ModelInfo | None = None
@@ -64,8 +52,9 @@ class Scorer:
         self._conn.send((crops, vectors))
 
     def receive(self) -> tuple[np.ndarray, np.ndarray | None, float]:
-        """The oldest windows sent: their (N,) P(fake), each frame's (N, T) where the model has a frame head
-        (else None), and the seconds the model spent on them."""
+        """The oldest windows sent: each member's raw (M, N) P(fake) (`ModelInfo.combine` makes one of
+        them), each frame's (N, T), the mean of the members with a frame head (None without one), and
+        the seconds the models spent on them."""
         return self._receive()
 
     def _receive(self):
@@ -92,10 +81,10 @@ def latest_checkpoint(runs: Path = Path("runs")) -> Path:
     return found
 
 
-def _serve(conn, checkpoint: Path, device: str) -> None:
+def _serve(conn, checkpoints: list[Path], device: str) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     try:
-        score, info = _load(checkpoint, device)
+        score, info = load_models(checkpoints, device)
     except DeepfakeError as e:
         conn.send(("error", e))
         return
@@ -131,8 +120,29 @@ def onnx_session(path: Path, device: str = "auto"):
         raise DeepfakeError(f"{path}: ONNX Runtime cannot load it ({reason}); export it again with `deepfake export`") from None
 
 
-def _load(checkpoint: Path, device: str):
-    """The scoring function of the loaded, warmed-up model, and what the parent needs to know."""
+def load_models(checkpoints: list[Path], device: str = "auto"):
+    """The scoring function of the loaded, warmed-up members, giving each one's (M, N) raw P(fake) and the
+    members' mean (N, T) frame P(fake) (None when none has a frame head), and the ModelInfo."""
+    import numpy as np
+
+    from deepfake_cli.ensemble import ModelInfo, check_inputs
+
+    loaded = [load(path, device) for path in checkpoints]
+    check_inputs([(path, inputs) for path, (_, _, inputs) in zip(checkpoints, loaded)])
+
+    def score(crops: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        scored = [fn(crops, vectors) for fn, _, _ in loaded]
+        frames = [f for _, f in scored if f is not None]
+        return np.stack([p for p, _ in scored]), np.mean(frames, axis=0) if frames else None
+
+    return score, ModelInfo(tuple(member for _, member, _ in loaded), loaded[0][2])
+
+
+def load(checkpoint: Path, device: str = "auto"):
+    """One model: the scoring function of the loaded, warmed-up model ((N,) raw P(fake), (N, T) frame
+    P(fake) or None), the Member it is and its InputSpec."""
+    from deepfake_cli.ensemble import Member
+
     if is_onnx(checkpoint):
         return load_onnx(checkpoint, device)
     import numpy as np
@@ -158,15 +168,16 @@ def _load(checkpoint: Path, device: str):
     size = inputs.image_size
     frames = max(1, min(inputs.seq_len, CPU_PIXELS_PER_PASS // (size * size)))
     score(np.zeros((1, frames, size, size, 3), np.uint8), np.ones((1, frames, 5)))
-    return score, ModelInfo(detector.describe(), detector.threshold, inputs, detector.calibration)
+    return score, Member(str(checkpoint), detector.describe(), detector.threshold, detector.calibration), inputs
 
 
 def load_onnx(path: Path, device: str = "auto"):
-    """`_load` for an exported model, ONNX Runtime and numpy without torch: the scoring function of
+    """`load` for an exported model, ONNX Runtime and numpy without torch: the scoring function of
     (N, T, S, S, 3) uint8 crops and (N, T, 5) distances, and what the model is."""
     import numpy as np
 
     from deepfake_cli.calibration import Calibration, describe_threshold
+    from deepfake_cli.ensemble import Member
     from deepfake_cli.inputs import InputSpec
     from deepfake_cli.onnxfile import read_description
 
@@ -185,4 +196,4 @@ def load_onnx(path: Path, device: str = "auto"):
     kind = "reference state_dict" if description.get("reference") else f"deepfake-cli model, {description['backbone']}"
     calibration = Calibration.from_dict(description.get("calibration"))
     described = f"{path} [ONNX export of a {kind}, {describe_threshold(description['threshold'], calibration)}]"
-    return score, ModelInfo(described, float(description["threshold"]), inputs, calibration)
+    return score, Member(str(path), described, float(description["threshold"]), calibration), inputs

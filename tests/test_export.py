@@ -41,18 +41,18 @@ def test_the_export_gives_the_checkpoints_scores_on_real_crops(lite0_run, export
     vectors = np.stack([load_vectors(extracted, s, SEQ_LEN) for s in samples])
     expected, expected_frames = score_windows(detector.model, torch.from_numpy(crops).permute(0, 1, 4, 2, 3),
                                               torch.from_numpy(vectors), detector.inputs, torch.device("cpu"), None)
-    score, info = load_onnx(exported, "cpu")
+    score, member, inputs = load_onnx(exported, "cpu")
     got, got_frames = score(crops, vectors)
     assert got.shape == (6,) and got_frames.shape == (6, SEQ_LEN)
     np.testing.assert_allclose(got, expected, atol=1e-4)
     np.testing.assert_allclose(got_frames, expected_frames, atol=1e-4)
     assert np.ptp(got) > 1e-3  # different videos, different scores: not a constant graph
-    assert info.threshold == pytest.approx(detector.threshold) and info.inputs == detector.inputs
+    assert member.threshold == pytest.approx(detector.threshold) and inputs == detector.inputs
     # The graph's own p_fake is calibrated, for those who run it without deepfake-cli.
     calibrated, raw = onnx_session(exported, "cpu").run(["p_fake", "raw_p_fake"], {"crops": crops, "vectors": vectors})
     np.testing.assert_allclose(raw, got, atol=1e-6)
     np.testing.assert_allclose(calibrated, detector.calibrated(raw.astype(np.float64)), atol=1e-5)
-    assert info.calibration == detector.calibration is not None
+    assert member.calibration == detector.calibration is not None
 
 
 def test_the_export_describes_itself_as_the_checkpoint_does(lite0_run, exported):
