@@ -1,6 +1,7 @@
 """Predict and evaluate speed: a cold `deepfake predict` on one 720p clip, a folder of clips, and
 `evaluate` against the reference notebook's per-sample validation loop; the same with the Lite0
-checkpoint exported to ONNX (`deepfake export`), against bare `import torch` and `import mediapipe`.
+checkpoint exported to ONNX (`deepfake export`), against bare `import torch` and `import mediapipe`;
+and an ensemble of the two checkpoints (`--model` twice, one model process) against each alone.
 
     python benchmarks/bench_predict.py [--quick] [--folder-clips N] [--rounds R]
 
@@ -37,9 +38,11 @@ def checkpoint(data: Path, image_size: int, backbone: str = "efficientnet_b0") -
     return run / "best.pt"
 
 
-def predict_child(inputs: list[str], ckpt: Path) -> tuple[common.Child, list[dict]]:
-    """`deepfake predict ... --json` as a fresh process; its verdicts (one JSON line per input)."""
-    child = common.run_child([common.PYTHON, "-m", "deepfake_cli", "predict", *inputs, "--model", str(ckpt), "--json"])
+def predict_child(inputs: list[str], *models: Path) -> tuple[common.Child, list[dict]]:
+    """`deepfake predict ... --json` as a fresh process, with one model or an ensemble; its verdicts
+    (one JSON line per input)."""
+    child = common.run_child([common.PYTHON, "-m", "deepfake_cli", "predict", *inputs,
+                              *[a for m in models for a in ("--model", str(m))], "--json"])
     if child.returncode not in (0, 1):  # 1: some input got no verdict; its status says why
         common.check_child(child, "deepfake predict")
     verdicts = [json.loads(line) for line in child.stdout.splitlines() if line.startswith("{")]
@@ -72,7 +75,7 @@ def main() -> None:
     idle = common.wait_until_idle(quick)
 
     # Cold start, alternated with the bare imports it cannot beat.
-    cold, imports, lite0_cold, onnx_cold, mediapipe_imports, torch_imports = [], [], [], [], [], []
+    cold, imports, lite0_cold, onnx_cold, mediapipe_imports, torch_imports, pair_cold = [], [], [], [], [], [], []
     for r in range(p["rounds"]):
         child, (verdict,) = predict_child([str(clips[0])], lite0_ckpt)
         assert verdict["status"] == "ok", verdict
@@ -91,10 +94,14 @@ def main() -> None:
         cold.append({"wall_s": round(child.seconds, 3), "peak_rss_mb": round(child.peak_rss_mb, 1),
                      **{f"{stage}_s": seconds for stage, seconds in timings.items()},
                      "startup_s": round(child.seconds - sum(timings.values()), 3), "windows": verdict["windows"]})
+        child, (verdict,) = predict_child([str(clips[0])], lite0_ckpt, ckpt)  # an ensemble of the two
+        assert verdict["status"] == "ok" and len(verdict["models"]) == 2, verdict
+        pair_cold.append({"wall_s": round(child.seconds, 3), **{f"{k}_s": v for k, v in verdict["timings"].items()}})
         print(f"round {r + 1}: import torch+torchvision {imported.seconds:.2f} s; cold predict {cold[-1]}", flush=True)
     median = {key: common.median([c[key] for c in cold]) for key in cold[0]}
     lite0 = {key: common.median([c[key] for c in lite0_cold]) for key in lite0_cold[0]}
     onnx = {key: common.median([c[key] for c in onnx_cold]) for key in onnx_cold[0]}
+    pair = {key: common.median([c[key] for c in pair_cold]) for key in pair_cold[0]}
     import_s, mediapipe_s, torch_s = (common.median(runs) for runs in (imports, mediapipe_imports, torch_imports))
     stages = list(timings)  # as the last cold run reported them
 
@@ -108,11 +115,12 @@ def main() -> None:
     # Warm throughput of the same Lite0 model, checkpoint against export: the clips after the first, over
     # the time they added to that model's cold one-clip predict.
     warm = {}
-    for name, model, one in (("pt", lite0_ckpt, lite0), ("onnx", onnx_path, onnx)):
-        model_child, model_verdicts = predict_child([str(folder)], model)
+    for name, models, one in (("pt", [lite0_ckpt], lite0), ("onnx", [onnx_path], onnx), ("pair", [lite0_ckpt, ckpt], pair)):
+        model_child, model_verdicts = predict_child([str(folder)], *models)
         warm[name] = {"clips": len(model_verdicts), "wall_s": round(model_child.seconds, 2),
                       "clips_per_s": (len(model_verdicts) - 1) / max(model_child.seconds - one["wall_s"], 1e-9)}
-    print(f"warm Lite0: .pt {warm['pt']['clips_per_s']:.2f} clips/s, .onnx {warm['onnx']['clips_per_s']:.2f} clips/s", flush=True)
+    print(f"warm Lite0: .pt {warm['pt']['clips_per_s']:.2f} clips/s, .onnx {warm['onnx']['clips_per_s']:.2f} clips/s, "
+          f"ensemble with B0 {warm['pair']['clips_per_s']:.2f} clips/s", flush=True)
 
     # evaluate against the notebook's validation loop, on the run's validation videos.
     import torch
@@ -156,6 +164,13 @@ def main() -> None:
         common.row(f"warm Lite0, {warm['onnx']['clips']} clips: .onnx", f"{warm['onnx']['clips_per_s']:.2f} clips/s",
                    f".pt {warm['pt']['clips_per_s']:.2f} clips/s", f"{warm['onnx']['clips_per_s'] / warm['pt']['clips_per_s']:.2f}x",
                    ">= 1x", warm["onnx"]["clips_per_s"] >= warm["pt"]["clips_per_s"]),
+        common.row("cold predict, ensemble of the Lite0 and B0: wall", f"{pair['wall_s']:.2f} s", f"B0 alone {median['wall_s']:.2f} s",
+                   f"{pair['wall_s'] / median['wall_s']:.2f}x"),
+        common.row("  model stage, ensemble vs B0 alone", f"{pair['model_s']:.2f} s", f"B0 {median['model_s']:.2f} s",
+                   f"{pair['model_s'] / median['model_s']:.2f}x"),
+        common.row(f"warm, {warm['pair']['clips']} clips: the ensemble (one model process)",
+                   f"{warm['pair']['clips_per_s']:.2f} clips/s", f"Lite0 alone {warm['pt']['clips_per_s']:.2f} clips/s",
+                   f"{warm['pair']['clips_per_s'] / warm['pt']['clips_per_s']:.2f}x"),
         common.row(f"export ({p['image_size']} px Lite0)", f"{export['seconds']:.1f} s", f"{export['bytes'] / 1e6:.1f} MB",
                    f"max |dP| {export['max_difference']:.1g}"),
         common.row(f"predict folder of {len(verdicts)} clips, one process", f"{folder_cps:.2f} clips/s",
@@ -167,7 +182,7 @@ def main() -> None:
                    f"{ours_eval['clips_per_s'] / ref_eval['clips_per_s']:.2f}x"),
     ]
     measured = {"cold": cold, "cold_median": median, "cold_lite0": lite0_cold, "cold_lite0_median": lite0, "import_torch_torchvision_s": imports,
-                "cold_onnx": onnx_cold, "cold_onnx_median": onnx, "import_mediapipe_s": mediapipe_imports,
+                "cold_onnx": onnx_cold, "cold_onnx_median": onnx, "cold_ensemble": pair_cold, "cold_ensemble_median": pair, "import_mediapipe_s": mediapipe_imports,
                 "import_torch_s": torch_imports, "warm_lite0": warm, "export": export,
                 "folder": {"clips": len(verdicts), "ok": ok, "wall_s": round(child.seconds, 2),
                            "peak_rss_mb": round(child.peak_rss_mb, 1), "clips_per_s": folder_cps,
