@@ -2,7 +2,7 @@
 
     python benchmarks/bench_realworld.py DATA [--seeds 42,1] [--only lpo,lomo,self-blend]
                                               [--image-size 128] [--epochs 6] [--folds 5]
-                                              [--set blend_fakes=true ...] [--label NAME]
+                                              [--set blend_fakes=true ...] [--label NAME] [--verdicts]
 
 DATA is a dataset as it downloads (FaceForensics++'s `original_sequences/` and
 `manipulated_sequences/`; extracted once into results/data/, then cached) or an `extract`
@@ -18,6 +18,9 @@ that never saw its people):
   fold, train on three methods and test on the held-out people's real videos and fourth method.
 - self-blend: `--self-blend` on the training people's real videos alone; tested on every
   method's fakes of the held-out people.
+
+With `--verdicts`, each model also runs `deepfake predict` at its defaults on
+its held-out videos themselves: how many real clips and fakes end fake, uncertain and real.
 
 With several seeds, each protocol is also scored by the ensemble of its seeds' models (evaluate's
 `--model` given once per seed); with lpo and self-blend both run, each seed's supervised and
@@ -83,6 +86,30 @@ def run_fold(out: Path, run: Path, train: list, test: list, seed: int, image_siz
     threshold = result["at_threshold"]["threshold"]
     return {"seconds": round(seconds, 1), "threshold": threshold,
             "scores": [{**s, "threshold": threshold} for s in result["scores"]]}
+
+
+def verdicts(out: Path, models: list[Path], test: list, fold: str) -> list[dict]:
+    """`deepfake predict` at its defaults on the held-out videos themselves (the files extract read):
+    each one's label (fake, uncertain, real) or why it got none."""
+    sources = {}
+    for line in (out / ".deepfake" / "manifest.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        sources[f"{record['folder']}/{record['video']}"] = record["source"]
+    wanted = [s for s in test if s.key in sources and Path(sources[s.key]).is_file()]
+    child = subprocess.run([common.PYTHON, "-m", "deepfake_cli", "predict", *[sources[s.key] for s in wanted],
+                            *[a for m in models for a in ("--model", str(m))], "--json"], capture_output=True, text=True)
+    if child.returncode not in (0, 1):
+        raise RuntimeError(f"deepfake predict failed (exit {child.returncode}):\n{child.stderr[-3000:]}")
+    found = [json.loads(line) for line in child.stdout.splitlines() if line.startswith("{")]
+    return [{"video": s.key, "label": s.label, "verdict": v["label"] or v["status"], "p_fake": v["p_fake"],
+             "reasons": v["reasons"], "fold": fold} for s, v in zip(wanted, found)]
+
+
+def count_verdicts(rows: list[dict]) -> dict:
+    """How many real clips and fakes ended fake, uncertain and real (or with no verdict)."""
+    return {kind: {verdict: sum(r["verdict"] == verdict for r in rows if r["label"] == label)
+                   for verdict in sorted({r["verdict"] for r in rows})}
+            for kind, label in (("real_clips", 0), ("fakes", 1))}
 
 
 def ensemble_scores(out: Path, runs: list[Path], fold: str) -> list[dict]:
@@ -158,6 +185,8 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a training setting to change (TrainConfig's names; JSON values), e.g. blend_fakes=true")
     parser.add_argument("--label", default="", help="a name for this variant, in the results file's name")
+    parser.add_argument("--verdicts", action="store_true",
+                        help="also run `deepfake predict` on each fold's held-out videos (the files extract read)")
     args = parser.parse_args()
     RECIPE["epochs"] = args.epochs
     for item in args.set:
@@ -177,7 +206,8 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     measured, rows, trained = {}, [], {}
 
-    def report(name: str, protocol: str, scores: list[dict], seconds: list[float] | None = None) -> None:
+    def report(name: str, protocol: str, scores: list[dict], seconds: list[float] | None = None,
+               clips: list[dict] | None = None) -> None:
         if protocol == "lomo":  # each real video is scored once per method: one AUC per held-out method
             summary = lomo_summary(scores)
             summary = {"per_held_out_method": summary, "auc_mean": float(np.mean([v["auc"] for v in summary.values()]))}
@@ -192,19 +222,28 @@ def main() -> None:
         measured[name] = {**summary, "train_seconds": seconds, "scores": scores}
         rows.append(common.row(f"{name}: video AUC", figure,
                                f"median training {common.median(seconds):.0f} s" if seconds else "ensemble, no training"))
+        if clips:
+            counted = count_verdicts(clips)
+            measured[name]["verdicts"] = {**counted, "clips": clips}
+            rows.append(common.row(f"{name}: predict's verdicts", "; ".join(
+                f"{kind.replace('_', ' ')}: " + ", ".join(f"{v} {n}" for v, n in c.items()) for kind, c in counted.items())))
 
+    verdicts_on = args.verdicts
+    tests = {}
     for protocol in protocols:
         for seed in seeds:
-            scores, seconds = [], []
+            scores, seconds, clips = [], [], []
             for label, train, test, self_blend in protocol_runs(protocol, samples, args.folds):
                 where = common.scratch_dir(f"realworld-{protocol}-{seed}-{label}")
                 shutil.rmtree(where, ignore_errors=True)
                 fold = run_fold(out, where, train, test, seed, args.image_size, self_blend)
-                trained[protocol, seed, label] = where
+                trained[protocol, seed, label], tests[label] = where, test
                 scores += [{**s, "fold": label} for s in fold["scores"]]
+                if verdicts_on and protocol != "lomo":
+                    clips += verdicts(out, [where / "run" / "best.pt"], test, label)
                 seconds.append(fold["seconds"])
                 print(f"{protocol} seed {seed} {label}: trained in {fold['seconds']} s", flush=True)
-            report(f"{protocol}-seed{seed}", protocol, scores, seconds)
+            report(f"{protocol}-seed{seed}", protocol, scores, seconds, clips)
     # Ensembles, through evaluate's --model given more than once: each fold's models of every seed, and
     # each seed's supervised and self-blend models of the same fold (they fail on different fakes).
     labels = {p: [label for label, *_ in protocol_runs(p, samples, args.folds)] for p in protocols}
@@ -212,9 +251,11 @@ def main() -> None:
         report(f"{protocol}-ensemble-of-seeds", protocol,
                [s for label in labels[protocol] for s in ensemble_scores(out, [trained[protocol, seed, label] for seed in seeds], label)])
     for seed in seeds if {"lpo", "self-blend"} <= set(protocols) else ():
+        pairs = {label: [trained["lpo", seed, label], trained["self-blend", seed, label]] for label in labels["lpo"]}
+        clips = [c for label, runs in pairs.items() for c in verdicts(out, [r / "run" / "best.pt" for r in runs],
+                                                                       tests[label], label)] if verdicts_on else None
         report(f"lpo+self-blend-seed{seed}", "lpo",
-               [s for label in labels["lpo"] for s in ensemble_scores(out, [trained["lpo", seed, label],
-                                                                          trained["self-blend", seed, label]], label)])
+               [s for label, runs in pairs.items() for s in ensemble_scores(out, runs, label)], clips=clips)
     settings = {"data": str(args.data), "extracted": str(out), "seeds": args.seeds, "protocols": protocols,
                 "image_size": args.image_size, "folds": args.folds, "recipe": RECIPE}
     common.save_results("bench_realworld" + (f"-{args.label}" if args.label else ""), False, idle, settings, measured, rows)
