@@ -1,6 +1,6 @@
 """Detection quality on people the detector never saw, the way the field reports it.
 
-    python benchmarks/bench_quality.py [--quick]
+    python benchmarks/bench_quality.py [--quick] [--seeds 42,1] [--only ours,graded,cross,self-blend,predict,reference]
     BASELINE=SRC python benchmarks/bench_quality.py   # predict's figures beside another release's (SRC/deepfake_cli)
 
 Generated sets (examples/make_dataset.py, all four methods, one fake per person as in the
@@ -19,6 +19,11 @@ AP and AUC per manipulation method, next to the CPU time it took:
    method is one it never saw. Side by side with run 2's supervised one-method models.
 4. `deepfake predict` on B's clips themselves with run 1's model (and, with BASELINE, another
    release's predict on the same clips and weights), next to `evaluate` on B's extract.
+Each run trains once per `--seeds` seed (train's `--seed`; default 42, train's own default), so
+the per-seed tables can be re-run; `--only` picks runs (predict and reference need run 1's model,
+which they then train). Run 1 also reports how well its calibrated P(fake) holds on B's unseen
+people (expected calibration error and Brier score, as `evaluate` gives them).
+
 5. The reference notebook's recipe (BGR 0..1 input, last-step read-out, Adam 1e-4, batch 4,
    BCELoss, no augmentation or balancing, best validation F1 at 0.5) on the same split of A
    and for the same CPU time as run 1. Its ImageNet B0 weights cannot be had offline, so it
@@ -41,6 +46,7 @@ FULL = dict(train_people=60, test_people=40, epochs=6, image_size=128, batch_siz
 QUICK = dict(train_people=8, test_people=8, epochs=1, image_size=64, batch_size=8)
 LR = 5e-4
 CROSS_METHODS = ("FaceSwap", "SelfBlend")
+RUNS = ("ours", "graded", "cross", "self-blend", "predict", "reference")
 
 
 def generated(name: str, people: int, first: int, seed: int, variety: bool) -> Path:
@@ -114,7 +120,8 @@ def predict_scores(videos: Path, ckpt: Path, package: Path | None = None) -> dic
 def summarise(report: dict) -> dict:
     at = report["at_threshold"]
     return {"n": report["n"], "auc": at["auc"], "accuracy": at["accuracy"], "ap": at["ap"], "threshold": at["threshold"],
-            "per_method": {r["method"]: r["auc_vs_real"] for r in report["per_method"] if r["label"] == "fake"}}
+            "per_method": {r["method"]: r["auc_vs_real"] for r in report["per_method"] if r["label"] == "fake"},
+            "ece": report["calibration"]["ece"], "brier": report["calibration"]["brier"]}
 
 
 def reference_recipe(train_data: Path, split: dict, test_data: Path, seconds: float, image_size: int) -> dict:
@@ -174,69 +181,107 @@ def reference_recipe(train_data: Path, split: dict, test_data: Path, seconds: fl
 
 
 def main() -> None:
-    p, quick = common.settings(__doc__, FULL, QUICK, "8 + 8 people, 1 epoch, 64 px: a smoke check")
+    p, quick = common.settings(__doc__, FULL, QUICK, "8 + 8 people, 1 epoch, 64 px: a smoke check",
+                               text={"seeds": ("42", "comma-separated training seeds"),
+                                     "only": (",".join(RUNS), "the runs to do")})
+    runs = {r.strip() for r in p["only"].split(",") if r.strip()}
+    if unknown := runs - set(RUNS):
+        raise SystemExit(f"--only: unknown {', '.join(sorted(unknown))}; choose from {', '.join(RUNS)}")
+    if runs & {"predict", "reference"}:
+        runs.add("ours")
+    seeds = [int(s) for s in p["seeds"].split(",")]
     people_a, people_b = p["train_people"], p["test_people"]
     a, b = generated("A", people_a, 0, 1, variety=False), generated("B", people_b, 60, 2, variety=False)
-    graded_a, graded_b = generated("A", people_a, 0, 1, variety=True), generated("B", people_b, 60, 2, variety=True)
+    graded_a, graded_b = (generated("A", people_a, 0, 1, variety=True), generated("B", people_b, 60, 2, variety=True)) \
+        if "graded" in runs else (None, None)
     idle = common.wait_until_idle(quick)
-    measured = {"ours": train_and_test("ours", a, b, p), "ours_graded": train_and_test("ours-graded", graded_a, graded_b, p)}
-    for method in CROSS_METHODS:
-        measured[f"only_{method}"] = train_and_test(f"only-{method}", only(a, method), b, p)
-    measured["self_blend"] = train_and_test("self-blend", only(a, None), b, p, "--self-blend")
-    # predict on B's clips themselves, with run 1's model: what a user's `deepfake predict` gives.
-    videos, model = b.parent / "videos", Path(measured["ours"]["run"]) / "best.pt"
-    measured["predict"] = predict_scores(videos, model)
-    if baseline := os.environ.get("BASELINE"):
-        measured["predict_baseline"] = {"package": baseline, **predict_scores(videos, model, Path(baseline))}
-    split = json.loads((Path(measured["ours"]["run"]) / "split.json").read_text())
-    measured["reference"] = reference_recipe(a, split, b, measured["ours"]["train_seconds"], p["image_size"])
+    measured, rows = {}, []
+    for seed in seeds:
+        mine = run_seed(seed, runs, p, a, b, graded_a, graded_b)
+        measured.update({f"{name}-seed{seed}" if len(seeds) > 1 else name: value for name, value in mine.items()})
+        rows += [{**row, "figure": f"seed {seed}: {row['figure']}"} if len(seeds) > 1 else row
+                 for row in quality_rows(mine, people_b)]
+    settings = {**p, "lr": LR, "train_set": str(a), "test_set": str(b), "graded_sets": [str(graded_a), str(graded_b)]}
+    common.save_results("bench_quality", quick, idle, settings, measured, rows)
+    common.remove_scratch()
 
-    ours, ref, graded = measured["ours"], measured["reference"], measured["ours_graded"]
-    rows = [
-        common.row(f"AUC on {people_b} unseen people, every method", f"{ours['auc']:.3f}",
-                   f"reference recipe {ref['auc']:.3f}", "-", ">= 0.85", ours["auc"] >= 0.85),
-        common.row("accuracy at the checkpoint's threshold", f"{ours['accuracy']:.3f} (t={ours['threshold']:.2f})",
-                   f"reference {ref['accuracy']:.3f} (t=0.5)", "-", ">= 0.75", ours["accuracy"] >= 0.75),
-        common.row("graded sets: AUC on unseen people", f"{graded['auc']:.3f}", "-", "-", ">= 0.85", graded["auc"] >= 0.85),
-        common.row("graded sets: accuracy at the checkpoint's threshold",
-                   f"{graded['accuracy']:.3f} (t={graded['threshold']:.2f})", "-", "-", ">= 0.75", graded["accuracy"] >= 0.75),
-        common.row("average precision", f"{ours['ap']:.3f}", f"reference {ref['ap']:.3f}"),
-        common.row("training time (CPU)", f"{ours['train_seconds']:.0f} s", f"reference {ref['train_seconds']:.0f} s "
-                   f"({ref['epochs']} epochs)"),
-    ]
-    said = measured["predict"]
-    rows.append(common.row(f"`deepfake predict` on B's {said['clips']} clips (windows {said['windows']}): AUC; accuracy",
-                           f"{said['auc']:.3f}; {said['accuracy']:.3f} ({said['scored']} scored)",
-                           f"evaluate on B's extract {ours['auc']:.3f}; {ours['accuracy']:.3f}"))
-    if "predict_baseline" in measured:
-        before = measured["predict_baseline"]
+
+def run_seed(seed: int, runs: set[str], p: dict, a: Path, b: Path, graded_a: Path | None, graded_b: Path | None) -> dict:
+    """The chosen runs, each trained with this seed."""
+    option = ("--seed", str(seed))
+    measured = {}
+    if "ours" in runs:
+        measured["ours"] = train_and_test(f"ours-{seed}", a, b, p, *option)
+    if "graded" in runs:
+        measured["ours_graded"] = train_and_test(f"ours-graded-{seed}", graded_a, graded_b, p, *option)
+    for method in CROSS_METHODS if "cross" in runs else ():
+        measured[f"only_{method}"] = train_and_test(f"only-{method}-{seed}", only(a, method), b, p, *option)
+    if "self-blend" in runs:
+        measured["self_blend"] = train_and_test(f"self-blend-{seed}", only(a, None), b, p, "--self-blend", *option)
+    if "predict" in runs:  # on B's clips themselves, with run 1's model: what a user's `deepfake predict` gives
+        videos, model = b.parent / "videos", Path(measured["ours"]["run"]) / "best.pt"
+        measured["predict"] = predict_scores(videos, model)
+        if baseline := os.environ.get("BASELINE"):
+            measured["predict_baseline"] = {"package": baseline, **predict_scores(videos, model, Path(baseline))}
+    if "reference" in runs:
+        split = json.loads((Path(measured["ours"]["run"]) / "split.json").read_text())
+        measured["reference"] = reference_recipe(a, split, b, measured["ours"]["train_seconds"], p["image_size"])
+    return measured
+
+
+def quality_rows(measured: dict, people_b: int) -> list[dict]:
+    """The table of whichever runs `measured` holds."""
+    rows = []
+    ours, ref, graded = measured.get("ours"), measured.get("reference"), measured.get("ours_graded")
+    if ours:
+        rows += [
+            common.row(f"AUC on {people_b} unseen people, every method", f"{ours['auc']:.3f}",
+                       f"reference recipe {ref['auc']:.3f}" if ref else "-", "-", ">= 0.85", ours["auc"] >= 0.85),
+            common.row("accuracy at the checkpoint's threshold", f"{ours['accuracy']:.3f} (t={ours['threshold']:.2f})",
+                       f"reference {ref['accuracy']:.3f} (t=0.5)" if ref else "-", "-", ">= 0.75", ours["accuracy"] >= 0.75),
+            common.row("calibration on unseen people: ECE; Brier", f"{ours['ece']:.3f}; {ours['brier']:.3f}", "-", "-",
+                       "ECE <= 0.1", ours["ece"] <= 0.1),
+            common.row("average precision", f"{ours['ap']:.3f}", f"reference {ref['ap']:.3f}" if ref else "-"),
+            common.row("training time (CPU)", f"{ours['train_seconds']:.0f} s",
+                       f"reference {ref['train_seconds']:.0f} s ({ref['epochs']} epochs)" if ref else "-"),
+        ]
+    if graded:
+        rows += [
+            common.row("graded sets: AUC on unseen people", f"{graded['auc']:.3f}", "-", "-", ">= 0.85", graded["auc"] >= 0.85),
+            common.row("graded sets: accuracy at the checkpoint's threshold",
+                       f"{graded['accuracy']:.3f} (t={graded['threshold']:.2f})", "-", "-", ">= 0.75", graded["accuracy"] >= 0.75),
+            common.row("graded sets: ECE; Brier", f"{graded['ece']:.3f}; {graded['brier']:.3f}"),
+        ]
+    if said := measured.get("predict"):
+        rows.append(common.row(f"`deepfake predict` on B's {said['clips']} clips (windows {said['windows']}): AUC; accuracy",
+                               f"{said['auc']:.3f}; {said['accuracy']:.3f} ({said['scored']} scored)",
+                               f"evaluate on B's extract {ours['auc']:.3f}; {ours['accuracy']:.3f}"))
+    if before := measured.get("predict_baseline"):
         rows.append(common.row("  the same with the release in BASELINE", f"{before['auc']:.3f}; {before['accuracy']:.3f} "
                                f"({before['scored']} scored)", f"this release {said['auc']:.3f}; {said['accuracy']:.3f}",
                                f"{said['seconds'] / before['seconds']:.2f}x the time"))
-    for method, auc in ours["per_method"].items():
-        rows.append(common.row(f"  AUC, {method} vs real", f"{auc:.3f}", f"reference {ref['per_method'][method]:.3f}",
-                               f"graded: {graded['per_method'][method]:.3f}"))
-    for method in CROSS_METHODS:
+    for method, auc in ours["per_method"].items() if ours else ():
+        rows.append(common.row(f"  AUC, {method} vs real", f"{auc:.3f}", f"reference {ref['per_method'][method]:.3f}" if ref else "-",
+                               f"graded: {graded['per_method'][method]:.3f}" if graded else "-"))
+    for method in CROSS_METHODS if "only_FaceSwap" in measured else ():
         cross = measured[f"only_{method}"]
         seen = cross["per_method"][method]
         unseen = [auc for m, auc in cross["per_method"].items() if m != method]
         rows.append(common.row(f"cross-method: trained on {method} only, AUC on unseen methods (mean)",
-                               f"{np.mean(unseen):.3f}", f"{method} itself {seen:.3f}",
-                               f"{np.mean(unseen) - seen:+.3f}"))
+                               f"{np.mean(unseen):.3f}", f"{method} itself {seen:.3f}", f"{np.mean(unseen) - seen:+.3f}"))
         for m, auc in cross["per_method"].items():
             if m != method:
                 rows.append(common.row(f"  trained on {method}, tested on {m}", f"{auc:.3f}"))
-    blend = measured["self_blend"]
-    rows.append(common.row("self-blend, trained on A's real videos alone: AUC on B, every method unseen",
-                           f"{blend['auc']:.3f}", f"supervised on all four methods {ours['auc']:.3f}", "-", ">= 0.8",
-                           blend["auc"] >= 0.8))
-    for m, auc in blend["per_method"].items():
-        supervised = "; ".join(f"{method}-only {measured[f'only_{method}']['per_method'][m]:.3f}"
-                               + (" (seen)" if method == m else "") for method in CROSS_METHODS)
-        rows.append(common.row(f"  self-blend, tested on {m}", f"{auc:.3f}", supervised))
-    settings = {**p, "lr": LR, "train_set": str(a), "test_set": str(b), "graded_sets": [str(graded_a), str(graded_b)]}
-    common.save_results("bench_quality", quick, idle, settings, measured, rows)
-    common.remove_scratch()
+    if blend := measured.get("self_blend"):
+        rows.append(common.row("self-blend, trained on A's real videos alone: AUC on B, every method unseen",
+                               f"{blend['auc']:.3f}", f"supervised on all four methods {ours['auc']:.3f}" if ours else "-",
+                               "-", ">= 0.8", blend["auc"] >= 0.8))
+        for m, auc in blend["per_method"].items():
+            supervised = "; ".join(f"{method}-only {measured[f'only_{method}']['per_method'][m]:.3f}"
+                                   + (" (seen)" if method == m else "") for method in CROSS_METHODS
+                                   if f"only_{method}" in measured)
+            rows.append(common.row(f"  self-blend, tested on {m}", f"{auc:.3f}", supervised or "-"))
+    return rows
 
 
 if __name__ == "__main__":

@@ -149,17 +149,21 @@ def remove_scratch() -> None:
     _scratch.clear()
 
 
-def settings(doc: str, full: dict, quick: dict, quick_help: str, **overrides: str) -> tuple[dict, bool]:
-    """A benchmark's command line: `--quick` picks the `quick` preset over `full`, and each
-    of `overrides` (name -> help) is an integer option that replaces that preset value.
-    Returns (settings, quick)."""
+def settings(doc: str, full: dict, quick: dict, quick_help: str, text: dict[str, tuple[str, str]] | None = None,
+             **overrides: str) -> tuple[dict, bool]:
+    """A benchmark's command line: `--quick` picks the `quick` preset over `full`, each of
+    `overrides` (name -> help) is an integer option that replaces that preset value, and each of
+    `text` (name -> (default, help)) a string option. Returns (settings, quick)."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help=quick_help)
     for name, help in overrides.items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, help=help)
+    for name, (default, help) in (text or {}).items():
+        parser.add_argument(f"--{name.replace('_', '-')}", default=default, help=f"{help} (default: {default})")
     args = parser.parse_args()
     chosen = dict(quick if args.quick else full)
     chosen.update({name: getattr(args, name) for name in overrides if getattr(args, name)})
+    chosen.update({name: getattr(args, name) for name in text or {}})
     return chosen, args.quick
 
 
