@@ -22,7 +22,8 @@ AP and AUC per manipulation method, next to the CPU time it took:
 Each run trains once per `--seeds` seed (train's `--seed`; default 42, train's own default), so
 the per-seed tables can be re-run; `--only` picks runs (predict and reference need run 1's model,
 which they then train). Run 1 also reports how well its calibrated P(fake) holds on B's unseen
-people (expected calibration error and Brier score, as `evaluate` gives them).
+people (expected calibration error and Brier score, as `evaluate` gives them); with several
+seeds, the seeds' run-1 models are also scored as one ensemble (`evaluate --model` once each).
 
 5. The reference notebook's recipe (BGR 0..1 input, last-step read-out, Adam 1e-4, batch 4,
    BCELoss, no augmentation or balancing, best validation F1 at 0.5) on the same split of A
@@ -201,6 +202,15 @@ def main() -> None:
         measured.update({f"{name}-seed{seed}" if len(seeds) > 1 else name: value for name, value in mine.items()})
         rows += [{**row, "figure": f"seed {seed}: {row['figure']}"} if len(seeds) > 1 else row
                  for row in quality_rows(mine, people_b)]
+    if len(seeds) > 1 and "ours" in runs:  # the seeds' run-1 models as one ensemble (evaluate's --model, once each)
+        members = [Path(measured[f"ours-seed{seed}"]["run"]) / "best.pt" for seed in seeds]
+        report = members[0].parent.parent / "ensemble.json"
+        deepfake("evaluate", str(b), *[a for m in members for a in ("--model", str(m))], "--split", "all", "--json", str(report))
+        ensemble = measured["ours-ensemble"] = summarise(json.loads(report.read_text()))
+        rows.append(common.row(f"ensemble of the {len(seeds)} seeds' run-1 models: AUC; accuracy; ECE",
+                               f"{ensemble['auc']:.3f}; {ensemble['accuracy']:.3f}; {ensemble['ece']:.3f}",
+                               "members alone: AUC " + ", ".join(f"{measured[f'ours-seed{seed}']['auc']:.3f}" for seed in seeds),
+                               f"{ensemble['auc'] - np.mean([measured[f'ours-seed{seed}']['auc'] for seed in seeds]):+.3f}"))
     settings = {**p, "lr": LR, "train_set": str(a), "test_set": str(b), "graded_sets": [str(graded_a), str(graded_b)]}
     common.save_results("bench_quality", quick, idle, settings, measured, rows)
     common.remove_scratch()
