@@ -105,14 +105,16 @@ def train_memory(data: Path, image_size: int, freeze: bool = False) -> common.Ch
 
 def resident_steps(device: torch.device, image_size: int, steps: int, amp: torch.dtype | None = None,
                    backbone: str = "efficientnet_b0", batch: int = BATCH) -> dict:
-    """train()'s own step (`_train_epoch`: the frame head's loss, AdamW, clipping, the weight average) fed one
+    """train()'s own step (`train_epoch`: the frame head's loss, AdamW, clipping, the weight average) fed one
     batch already in device memory, `steps` + 1 times.
 
     No decoding, augmentation or transfer: the compute-bound ceiling that train() can reach.
     """
     from deepfake_cli.inputs import InputSpec
     from deepfake_cli.model import DeepfakeDetector
-    from deepfake_cli.train import Callbacks, TrainConfig, WeightAverage, _train_epoch
+    from deepfake_cli.train import TrainConfig
+    from deepfake_cli.train.average import WeightAverage
+    from deepfake_cli.train.step import Step, train_epoch
 
     cfg = TrainConfig(data=Path("."), batch_size=batch, image_size=image_size, seq_len=SEQ_LEN)
     inputs = InputSpec(image_size=image_size, seq_len=SEQ_LEN)
@@ -124,10 +126,10 @@ def resident_steps(device: torch.device, image_size: int, steps: int, amp: torch
     frames = torch.randint(0, 256, (batch, SEQ_LEN, 3, image_size, image_size), dtype=torch.uint8, device=device)
     vectors, labels = torch.rand(batch, SEQ_LEN, 5, device=device) * 100, torch.ones(batch, device=device)
     stamps: list[float] = []  # the end of each step: loss.item() in the step has synchronised the device
-    _train_epoch(model, [(frames, vectors, labels)] * (steps + 1), inputs, cfg, device, amp, optimizer,
-                 torch.amp.GradScaler(device.type, enabled=amp == torch.float16), torch.nn.BCEWithLogitsLoss(), 1,
-                 Callbacks(on_batch=lambda *_: stamps.append(time.perf_counter())), Path("."), from_features=False,
-                 frame_loss=cfg.frame_loss, average=WeightAverage(model, cfg.ema))
+    step = Step(model, inputs, cfg, device, amp, optimizer, torch.amp.GradScaler(device.type, enabled=amp == torch.float16),
+                torch.nn.BCEWithLogitsLoss(), Path("."), from_features=False, frame_loss=cfg.frame_loss,
+                average=WeightAverage(model, cfg.ema))
+    train_epoch(step, [(frames, vectors, labels)] * (steps + 1), 1, lambda *_: stamps.append(time.perf_counter()))
     seconds = stamps[-1] - stamps[0]  # after the first (warm-up) step
     return {"steps": steps, "seconds": seconds, "clips_per_s": steps * batch / seconds}
 

@@ -203,6 +203,9 @@ def train(
                                 rich_help_panel=RUN),
     as_json: bool = typer.Option(False, "--json", help="Print the best epoch's metrics as JSON on stdout.",
                                  rich_help_panel=RUN),
+    config: Optional[Path] = typer.Option(None, "--config", rich_help_panel=RUN, help=(
+        "Settings from a TOML or JSON file (the options' names, - as _; a run's config.json is one); "
+        "options typed here override it.")),
     val_fraction: float = typer.Option(0.2, help="Share of videos held out; people never straddle the split.",
                                        rich_help_panel=ADVANCED),
     crop: Optional[str] = typer.Option(None, show_default="from the data", rich_help_panel=ADVANCED, help=(
@@ -259,17 +262,20 @@ def train(
     Writes RUN/best.pt, last.pt, config.json, split.json, metrics.csv and curves.png. Offline, the default backbone is EfficientNet-Lite0 on the ImageNet weights installed with the package. For several GPUs or nodes, launch the same command with torchrun.
     """
     from deepfake_cli.train import Callbacks, TrainConfig, resume_config, train as run_train
+    from deepfake_cli.train.config import read_config_file
 
+    # Options typed on this command line (click's ParameterSource, compared by name: Typer vendors click).
+    given = {p.name: p.opts[0] if p.opts else p.name.upper() for p in ctx.command.params
+             if p.name not in ("resume", "as_json", "config")
+             and getattr(ctx.get_parameter_source(p.name), "name", None) in ("COMMANDLINE", "ENVIRONMENT")}
     if resume:
-        # Options typed on this command line (click's ParameterSource, compared by name: Typer vendors click).
-        given = {p.name: p.opts[0] if p.opts else p.name.upper() for p in ctx.command.params
-                 if p.name not in ("resume", "run", "as_json")
-                 and getattr(ctx.get_parameter_source(p.name), "name", None) in ("COMMANDLINE", "ENVIRONMENT")}
+        if config is not None:
+            raise DeepfakeError("--config starts a run with its settings, --resume continues one as it began; "
+                                "leave one out")
+        given.pop("run", None)
         cfg = resume_config(run or _latest_run(), {name: ctx.params[name] for name in given}, given)
     else:
-        if data is None:
-            raise DeepfakeError("missing DATA: the `extract` OUT folder to train on (or --resume a run)")
-        cfg = TrainConfig(
+        settings = dict(
             data=data, run=run, epochs=epochs or 10, batch_size=batch_size, lr=lr, weight_decay=weight_decay, schedule=schedule,
             clip_grad=clip_grad, seed=seed, seq_len=seq_len, image_size=image_size, val_fraction=val_fraction,
             split_file=split_file, real_folders=tuple(f.strip() for f in real_folders.split(",") if f.strip()) if real_folders else None,
@@ -282,6 +288,11 @@ def train(
             blend_fakes=blend_fakes,
             save_examples=save_examples,
         )
+        if config is not None:  # the file over the defaults, what was typed over the file
+            settings = {**settings, **read_config_file(config), **{name: settings[name] for name in given}}
+        if settings["data"] is None:
+            raise DeepfakeError("missing DATA: the `extract` OUT folder to train on (or --resume a run, or --config)")
+        cfg = TrainConfig(**settings)
     table = Table(title="validation after each epoch")
     for column in ("epoch", "train loss", "val loss", "accuracy", "F1", "macro F1", "AUC", "clips/s", ""):
         table.add_column(column, justify="right")

@@ -91,3 +91,38 @@ class DeepfakeDetector(nn.Module):
         or with `parts` what `forward_parts` returns."""
         features = x if precomputed else self.forward_features(x)
         return self.forward_parts(features, landmarks) if parts else self.forward_head(features, landmarks)
+
+
+class MaskHead(nn.Module):
+    """The detector as `--self-blend` trains it: with a head that learns where each frame was blended.
+
+    Face X-ray's idea (Li et al., CVPR 2020): a 1x1 convolution reads the backbone's last feature
+    map (4 x 4 cells at 128 px) and predicts, per cell, the share of it the blend covered (0 in
+    real videos). A pooled feature can separate blends from real faces by anything that differs;
+    the map must point at the blend, so the backbone learns the local traces every swap leaves.
+    The head itself is training-only: validation, best.pt and predict use the detector alone, whose
+    keys are unchanged. On unseen people and manipulations (docs/experiments.md, "Self-blended training"):
+    0.785 / 0.785 / 0.803 / 0.742 AUC on four seeds, against 0.790 / 0.754 / 0.763 / 0.760 without it.
+    """
+
+    def __init__(self, model: DeepfakeDetector):
+        super().__init__()
+        self.model = model
+        self.head = nn.Conv2d(FEATURE_DIM, 1, 1)
+
+    @staticmethod
+    def grid(image_size: int) -> int:
+        """The side of the backbone's last map: EfficientNet halves it five times, rounding up."""
+        return -(-image_size // 32)
+
+    def forward(self, images: torch.Tensor, landmarks: torch.Tensor, precomputed: bool = False,
+                parts: bool = False) -> tuple[torch.Tensor | tuple, torch.Tensor]:
+        """What the detector returns (`DeepfakeDetector.forward`), and the (B*T, 1, grid, grid) mask logits.
+        (Never `precomputed`: --self-blend cannot go with a frozen backbone's cached features.)"""
+        features, maps = self.model.forward_features(images, maps=True)
+        return self.model(features, landmarks, precomputed=True, parts=parts), self.head(maps)
+
+
+def model_args(model: DeepfakeDetector) -> dict:
+    """What `DeepfakeDetector(**args)` needs to rebuild the trained model (`frame_head` only where it has one)."""
+    return {"readout": model.readout, "backbone": model.backbone, **({"frame_head": True} if model.frame_head is not None else {})}

@@ -22,7 +22,9 @@ from deepfake_cli.evaluate import evaluate
 from deepfake_cli.model import DeepfakeDetector
 from deepfake_cli.inputs import InputSpec
 from deepfake_cli.metrics import bce
-from deepfake_cli.train import is_better, train, training_order
+from deepfake_cli.train import train
+from deepfake_cli.train.history import is_better
+from deepfake_cli.train.order import training_order
 
 runner = CliRunner()
 

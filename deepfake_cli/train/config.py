@@ -1,0 +1,176 @@
+"""What a training run is: `TrainConfig`, checked when it is made, and what `--resume` may change."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from deepfake_cli import backbones
+from deepfake_cli.efficientnet import PARTS as BACKBONE_PARTS
+from deepfake_cli.errors import DeepfakeError
+from deepfake_cli.faces import CropSpec
+from deepfake_cli.train.history import SELECTS
+
+SCHEDULES = ("none", "cosine", "plateau")
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+# What a config.json written before --ema, --warmup, --pairs, --select, --mask-loss, --blend-fakes and
+# --freeze-stages existed trained with.
+OLD_DEFAULTS = {"ema": 0.0, "warmup": False, "pairs": False, "select": "macro-f1", "mask_loss": 0.0, "blend_fakes": False,
+                "freeze_stages": 0}
+# The stem and the first two stages of the backbone stay at their ImageNet weights: a third of a CPU training
+# step's time at 256 px is their backward pass (docs/performance.md, "Frozen early stages").
+FROZEN_STAGES = 3
+
+
+@dataclass
+class TrainConfig:
+    data: Path
+    run: Path | None = None  # default: runs/<timestamp>
+    epochs: int = 10
+    batch_size: int = 4
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    schedule: str = "none"
+    clip_grad: float = 1.0  # max gradient norm; 0 turns clipping off
+    seed: int = 42
+    seq_len: int = 16
+    image_size: int = 256
+    val_fraction: float = 0.2
+    split_file: Path | None = None
+    real_folders: tuple[str, ...] | None = None  # None: as extract read the dataset's layout, else original/
+    crop: str | None = None  # how data without OUT/.deepfake/extract.json was cut; None: the reference's
+    balance: bool = True
+    augment: bool = True
+    backbone: str | None = None  # None: efficientnet_b0 with ImageNet weights, offline efficientnet_lite0
+    pretrained: bool | None = None  # None: ImageNet weights (never a silent from-scratch backbone)
+    backbone_weights: Path | None = None
+    freeze_backbone: bool = False
+    freeze_stages: int | None = None  # leading backbone stages kept (the stem is one); None: FROZEN_STAGES on pretrained weights
+    workers: int = -1  # DataLoader processes; -1: one per core, at most 8
+    cache: bool = False
+    select: str | None = None  # which validation metric picks best.pt (SELECTS); None: auc, or loss with self_blend
+    frame_loss: float = 2.0  # weight of the frame head's per-frame loss; 0: no frame head
+    mask_loss: float | None = None  # weight of the training-only mask head's loss (self-blends); None: 1 with self_blend
+    patience: int = 0  # epochs without a better selection metric before stopping; 0: never
+    device: str = "auto"
+    amp: str = "auto"
+    channels_last: bool = True
+    skip_bad: bool = False
+    self_blend: bool = False  # train on real videos and their self-blends (selfblend.py)
+    blend_fakes: bool = False  # supervised: each real video's self-blend is one more training fake (MixedDataset)
+    save_examples: int = 0  # with self_blend: a PNG of this many real / mask / blend rows
+    ema: float = 0.9  # per-step decay of the weight average that is validated and saved; 0: the weights as trained
+    warmup: bool = True  # the learning rate rises linearly to `lr` over epoch 1
+    pairs: bool = True  # batch fakes beside the real videos they were made on, augmented alike
+
+    def __post_init__(self) -> None:
+        self.data, self.run = Path(self.data), Path(self.run) if self.run else None
+        # Self-blended validation fakes are the training recipe's own: their AUC keeps rising while the
+        # model narrows to them (0.90 -> 0.97 while unseen methods fell 0.77 -> 0.67). The loss weighs
+        # every video's score where macro F1 at 0.5 moves in steps over 24 videos: over 38 runs its picks
+        # scored 0.733 on unseen methods, macro F1's 0.724, AUC's 0.708 (docs/experiments.md, "Model selection").
+        self.select = self.select or ("loss" if self.self_blend else "auc")
+        self.blend_fakes = self.blend_fakes and not self.self_blend  # --self-blend trains on blends alone already
+        self.mask_loss = (1.0 if self.blends else 0.0) if self.mask_loss is None else self.mask_loss
+        self.split_file = Path(self.split_file) if self.split_file else None
+        self.backbone_weights = Path(self.backbone_weights) if self.backbone_weights else None
+        self.real_folders = tuple(self.real_folders) if self.real_folders is not None else None
+        checks = [
+            (self.epochs >= 1, "--epochs must be at least 1"),
+            (self.batch_size >= 1, "--batch-size must be at least 1"),
+            (self.lr > 0, "--lr must be positive"),
+            (self.seq_len >= 1, "--seq-len must be at least 1"),
+            (self.image_size >= 32, "--image-size must be at least 32"),
+            (0 < self.val_fraction < 1, "--val-fraction must be between 0 and 1"),
+            (self.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}"),
+            (self.amp in AMP_MODES, f"--amp must be one of {', '.join(AMP_MODES)}"),
+            (self.patience >= 0, "--patience must be 0 (off) or more"),
+            (self.freeze_stages is None or 0 <= self.freeze_stages <= BACKBONE_PARTS,
+             f"--freeze-stages must be between 0 (train every stage) and {BACKBONE_PARTS}"),
+            (self.select in SELECTS, f"--select must be one of {', '.join(SELECTS)}"),
+            (self.frame_loss >= 0, "--frame-loss must be 0 (off) or more"),
+            (self.mask_loss >= 0, "--mask-loss must be 0 (off) or more"),
+            (self.blends or not self.mask_loss, "--mask-loss learns where self-blends were blended; add --self-blend "
+             "or --blend-fakes"),
+            (self.save_examples >= 0, "--save-examples must be 0 (none) or more"),
+            (0 <= self.ema < 1, "--ema must be 0 (off) or a decay below 1, such as 0.9"),
+            (self.self_blend or not self.save_examples, "--save-examples shows self-blended fakes; add --self-blend"),
+            (not (self.blends and self.freeze_backbone), "self-blends are new fakes every epoch, which a frozen "
+             "backbone's feature cache cannot hold; leave out --freeze-backbone"),
+            (not self.self_blend or self.batch_size % 2 == 0, "--self-blend puts each real video and its blend in "
+             "one batch: --batch-size must be even"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise DeepfakeError(message)
+        if self.backbone is not None:
+            backbones.get(self.backbone)  # an unknown name is refused there, by the table
+        self.given_crop  # a bad --crop is refused now
+
+    @property
+    def blends(self) -> bool:
+        """Whether training makes self-blended fakes (alone, or beside the data's own)."""
+        return self.self_blend or self.blend_fakes
+
+    @property
+    def given_crop(self) -> CropSpec | None:
+        try:
+            return CropSpec.parse(self.crop) if self.crop else None
+        except ValueError as e:
+            raise DeepfakeError(str(e)) from None
+
+    def to_dict(self) -> dict:
+        return {k: str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v
+                for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise DeepfakeError(f"unknown training settings {sorted(unknown)} in config.json")
+        return cls(**{**OLD_DEFAULTS, **d})  # a run from before those options resumes as it began
+
+
+# What --resume may change: how long the run goes on, and where and how fast it runs. Anything else
+# would make the second half another recipe than the first (and --resume promises the same run).
+RESUMABLE = ("data", "epochs", "patience", "workers", "device")
+
+
+def resume_config(run: Path, changes: dict | None = None, flags: dict[str, str] | None = None) -> TrainConfig:
+    """The configuration `run` began with, with the `changes` --resume may make (RESUMABLE: a moved
+    data folder, more epochs, patience, workers, device). Any other change is refused, by its
+    command-line name in `flags`."""
+    changes, flags = changes or {}, flags or {}
+    config = run / "config.json"
+    if not config.is_file():
+        raise DeepfakeError(f"{run} holds no run to resume (no config.json); check --run-dir")
+    refused = [flags.get(name, name) for name in changes if name not in RESUMABLE]
+    if refused:
+        raise DeepfakeError(f"--resume continues {run} as it began, so {', '.join(refused)} cannot change; leave "
+                            f"{'it' if len(refused) == 1 else 'them'} out, or start a new run with another --run-dir")
+    saved = json.loads(config.read_text())
+    # The folder resumed is the one given, wherever the run was first written (a moved or copied run).
+    return TrainConfig.from_dict(saved | {"run": str(run)} | {k: str(v) if isinstance(v, Path) else v for k, v in changes.items()})
+
+
+def read_config_file(path: Path) -> dict:
+    """Training settings from a TOML or JSON file: TrainConfig's names (train's options, - as _), as a
+    run's config.json holds them. Anything else is refused in one line."""
+    if not path.is_file():
+        raise DeepfakeError(f"--config {path}: no such file")
+    toml = path.suffix.lower() == ".toml"
+    try:
+        settings = tomllib.loads(path.read_text()) if toml else json.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DeepfakeError(f"--config {path}: not valid {'TOML' if toml else 'JSON'} ({e}); a .toml file is read as "
+                            "TOML, anything else as JSON") from None
+    if not isinstance(settings, dict):
+        raise DeepfakeError(f"--config {path}: expected settings by name, as in a run's config.json")
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    if unknown := sorted(set(settings) - names):
+        raise DeepfakeError(f"--config {path}: unknown settings {', '.join(unknown)}; the names are train's options "
+                            "with _ for - (a run's config.json lists them all)")
+    return settings

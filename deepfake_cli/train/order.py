@@ -1,0 +1,58 @@
+"""The order training reads its videos in: reshuffled each epoch from (seed, epoch), fakes beside
+the real videos they were made on with --pairs, and each video's augmentation drawn from its own
+stream, so that --resume replays a run exactly."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler
+
+from deepfake_cli import data as D
+from deepfake_cli.train.config import TrainConfig
+from deepfake_cli.train.features import FeatureDataset
+
+
+def epoch_batches(loader: DataLoader, sampler: SeededSampler, shuffle: torch.Generator, seed: int, epoch: int):
+    """An epoch's batches, in the order (seed, epoch) draws. Loader workers start on them at once,
+    whether or not the previous epoch is still being validated."""
+    shuffle.manual_seed(seed * 1000 + epoch)
+    sampler.set_epoch(epoch)
+    return iter(loader)
+
+
+def training_order(train_ds: D.SequenceDataset | FeatureDataset, cfg: TrainConfig, shuffle: torch.Generator, rank: int = 0,
+                   world: int = 1) -> SeededSampler:
+    """The order training reads `train_ds` in, each epoch reshuffled by `shuffle` (seeded per epoch).
+
+    With --pairs, each group of `D.pair_groups` (a fake, the real video it was made on, the real
+    video of the face it carries) comes one video after another and shares one augmentation
+    draw, so that in a batch a fake and the real videos differ by the manipulation alone. On
+    unseen generated people that raised epochs 4 to 6 on three seeds of four (docs/experiments.md, "Pairs").
+    """
+    if cfg.pairs and not cfg.self_blend:  # self-blends are paired with their real video already
+        groups = D.pair_groups(train_ds.samples)
+        train_ds.shared_draws = {i: n for n, group in enumerate(groups) for i in group}
+        return SeededSampler(D.GroupedSampler(groups, shuffle, rank, world), cfg.seed)
+    train_ds.shared_draws = None
+    videos = range(len(train_ds.samples)) if cfg.self_blend else train_ds  # what is shuffled: videos, or pairs
+    order = (DistributedSampler(videos, world, rank, shuffle=True, seed=cfg.seed) if world > 1
+             else RandomSampler(videos, generator=shuffle))
+    return SeededSampler(D.PairedSampler(order) if cfg.self_blend else order, cfg.seed)
+
+
+class SeededSampler(Sampler):
+    """Wraps a sampler: yields (index, seed, epoch) keys for `SequenceDataset`'s per-sample draws."""
+
+    def __init__(self, sampler: Sampler, seed: int):
+        self.sampler, self.seed, self.epoch = sampler, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+
+    def __iter__(self):
+        return ((index, self.seed, self.epoch) for index in self.sampler)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
