@@ -17,7 +17,7 @@ from deepfake_cli.ensemble import Member, ModelInfo, check_inputs
 from deepfake_cli.errors import DeepfakeError
 from deepfake_cli.inputs import InputSpec
 from deepfake_cli.layout import REAL_FOLDERS
-from deepfake_cli.metrics import classification_metrics, predict_batches
+from deepfake_cli.metrics import auc_per_method, classification_metrics, predict_batches
 from deepfake_cli.onnxfile import is_onnx, read_description
 from deepfake_cli.scorer import load_onnx
 from deepfake_cli.device import resolve_amp, resolve_device
@@ -141,18 +141,15 @@ def _auc(labels: np.ndarray, probs: np.ndarray) -> float | None:
 def per_method(samples: list[D.Sample], labels: np.ndarray, probs: np.ndarray, threshold: float) -> list[dict]:
     """One row per folder, as FaceForensics++ tables report: accuracy on it, and AUC of it against the real videos."""
     folders = np.array([s.folder for s in samples])
-    real = labels == 0
+    aucs = auc_per_method(folders, labels, probs)
     rows = []
     for folder in sorted(set(folders)):
         mine = folders == folder
         label = int(labels[mine][0])
         correct = (probs[mine] >= threshold) == (labels[mine] == 1)
-        auc = None
-        if label == 1 and real.any():
-            both = mine | real
-            auc = float(roc_auc_score(labels[both], probs[both]))
         rows.append({"method": folder, "label": "fake" if label else "real", "n": int(mine.sum()),
-                     "accuracy": float(correct.mean()), "mean_p_fake": float(probs[mine].mean()), "auc_vs_real": auc})
+                     "accuracy": float(correct.mean()), "mean_p_fake": float(probs[mine].mean()),
+                     "auc_vs_real": aucs.get(folder)})
     return rows
 
 

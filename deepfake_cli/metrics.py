@@ -113,3 +113,16 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray, threshold: flo
 def bce(labels: np.ndarray, probs: np.ndarray) -> float:
     p = np.clip(probs, 1e-7, 1 - 1e-7)
     return float(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)))
+
+
+def auc_per_method(folders: list[str], labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    """Each fake folder's AUC against every real video, as FaceForensics++ tables report it (empty
+    without real videos). Used by training's unseen-manipulation scores and by `evaluate`."""
+    from sklearn.metrics import roc_auc_score
+
+    folders, labels, probs = np.asarray(folders), np.asarray(labels), np.asarray(probs)
+    real = labels == 0
+    if not real.any():
+        return {}
+    return {str(folder): float(roc_auc_score(labels[mine], probs[mine]))
+            for folder in sorted(set(folders[labels == 1])) for mine in [(folders == folder) | real]}

@@ -3,6 +3,7 @@
 import json
 
 import cv2
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -62,3 +63,29 @@ def test_a_clip_with_a_face_on_few_frames_is_uncertain_and_says_why(trained_run,
     assert full["checks"]["eye_span_px"] >= MIN_EYE_SPAN and full["checks"]["face_score"] >= MIN_FACE_SCORE
     expected = "fake" if full["p_fake"] >= full["threshold"] else "real"
     assert full["label"] == ("uncertain" if full["reasons"] else expected)
+
+
+def _shrunk(clip, out, scale: float, canvas=(640, 480)):
+    """`clip`'s frames scaled by `scale` onto a grey canvas: the same face, far smaller."""
+    reader = cv2.VideoCapture(str(clip))
+    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), 25, canvas)
+    while True:
+        ok, frame = reader.read()
+        if not ok:
+            break
+        small = cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        page = np.full((canvas[1], canvas[0], 3), 128, np.uint8)
+        page[:small.shape[0], :small.shape[1]] = small
+        writer.write(page)
+    writer.release()
+    return out
+
+
+def test_a_small_face_is_uncertain_and_says_why(trained_run, clips, tmp_path):
+    small = _shrunk(clips["real"], tmp_path / "far.mp4", scale=0.3)
+    result = runner.invoke(app, ["predict", str(small), "--model", str(trained_run / "best.pt"), "--json"])
+    assert result.exit_code == 0, result.output
+    verdict = json.loads(next(line for line in result.stdout.splitlines() if line.startswith("{")))
+    assert verdict["status"] == "ok", verdict
+    assert verdict["checks"]["eye_span_px"] < MIN_EYE_SPAN
+    assert verdict["label"] == "uncertain" and any("a small face" in r for r in verdict["reasons"])

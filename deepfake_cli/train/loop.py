@@ -15,7 +15,7 @@ from deepfake_cli import calibration, data as D, distributed
 from deepfake_cli.calibration import Calibration
 from deepfake_cli.checkpoint import save_checkpoint
 from deepfake_cli.inputs import InputSpec
-from deepfake_cli.metrics import bce, best_threshold, classification_metrics, predict_batches
+from deepfake_cli.metrics import auc_per_method, bce, best_threshold, classification_metrics, predict_batches
 from deepfake_cli.model import DeepfakeDetector, model_args
 from deepfake_cli.train.config import TrainConfig
 from deepfake_cli.train.history import is_better, write_metrics
@@ -140,12 +140,7 @@ def unseen_scores(model: DeepfakeDetector, loader: DataLoader | None, dataset: D
     from sklearn.metrics import roc_auc_score
 
     probs, _ = predict_batches(model, loader, inputs, device, amp)
-    folders = np.array([s.folder for s in dataset.samples])
-
-    def auc(fake_probs: np.ndarray) -> float:
-        return float(roc_auc_score(np.r_[np.zeros(len(real_probs)), np.ones(len(fake_probs))], np.r_[real_probs, fake_probs]))
-
-    methods = sorted({s.folder for s in dataset.samples})  # str, not numpy's: checkpoints load weights-only
-    return {"unseen_auc": auc(probs), "unseen_methods": {m: auc(probs[folders == m]) for m in methods}}
-
-
+    labels = np.r_[np.zeros(len(real_probs)), np.ones(len(probs))]
+    both = np.r_[real_probs, probs]
+    folders = [""] * len(real_probs) + [s.folder for s in dataset.samples]
+    return {"unseen_auc": float(roc_auc_score(labels, both)), "unseen_methods": auc_per_method(folders, labels, both)}
