@@ -17,6 +17,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from deepfake_cli import choices
 from deepfake_cli.efficientnet import EfficientNetB0, EfficientNetLite0, lite0_from_efficientnet_pytorch
 from deepfake_cli.errors import DeepfakeError
 from deepfake_cli.inputs import IMAGENET_MEAN, IMAGENET_STD
@@ -98,6 +99,7 @@ BACKBONES = {
                                    lite0_imagenet, lambda state: lite0_from_efficientnet_pytorch(_strip(state))[0]),
 }
 DEFAULT = "efficientnet_b0"  # the reference's
+assert tuple(BACKBONES) == choices.BACKBONES
 FALLBACK = "efficientnet_lite0"  # its ImageNet weights install with the package
 
 

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -21,8 +22,17 @@ from rich.logging import RichHandler
 from rich.markup import escape
 from rich.table import Table
 
-from deepfake_cli import __version__
+from deepfake_cli import __version__, choices
 from deepfake_cli.errors import DeepfakeError
+
+def _choice(name: str, values: tuple[str, ...]) -> type[Enum]:
+    """A choice option's values as an Enum: --help lists them, and a value not among them is refused by name."""
+    return Enum(name, {v: v for v in values}, type=str)
+
+
+Schedule, Amp, Select = _choice("Schedule", choices.SCHEDULES), _choice("Amp", choices.AMP_MODES), _choice("Select", choices.SELECTS)
+Backbone, Aggregate = _choice("Backbone", choices.BACKBONES), _choice("Aggregate", choices.AGGREGATES)
+
 
 app = typer.Typer(
     help="Train and run a deepfake video detector: extract -> train -> evaluate -> predict.",
@@ -98,7 +108,7 @@ def extract(
     frames: int = typer.Option(16, help="Frames per video, spread over its whole length."),
     margin: float = typer.Option(0.2, help="Crop margin around the landmark box, as a fraction of the face size."),
     size: int = typer.Option(256, help="Side of the square face crop in pixels."),
-    workers: int = typer.Option(0, help="Parallel processes, each with its own MediaPipe; 0 = one per CPU core."),
+    workers: int = typer.Option(-1, help="Parallel processes, each with its own MediaPipe; -1 = one per CPU core."),
     shard: str = typer.Option("1/1", help="Do only part K of N (e.g. 3/8) so a job array can split a dataset."),
     compression: Optional[str] = typer.Option(None, help="FaceForensics++: raw, c23 or c40, where the download holds "
                                               "several."),
@@ -180,13 +190,14 @@ def train(
     self_blend: bool = typer.Option(False, "--self-blend", rich_help_panel=DATA, help=(
         "Train on the real videos and their self-blends, made on the fly (no fakes needed; fake folders "
         "are scored as unseen in validation).")),
-    backbone: Optional[str] = typer.Option(None, show_default="auto", rich_help_panel=MODEL, help=(
+    backbone: Optional[Backbone] = typer.Option(None, show_default="auto", rich_help_panel=MODEL, help=(
         "efficientnet_b0 (the reference's) or efficientnet_lite0 (weights installed); auto: B0 when its weights "
         "can be had.")),
     pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained", show_default="auto", rich_help_panel=MODEL,
                                               help="Start from ImageNet weights (--no-pretrained: from scratch)."),
     epochs: Optional[int] = typer.Option(None, show_default="10", help="Passes over the training videos (--resume: the run's own).", rich_help_panel=OPTIMISATION),
-    batch_size: int = typer.Option(4, help="Videos per step; 16 or more on a GPU.", rich_help_panel=OPTIMISATION),
+    batch_size: Optional[int] = typer.Option(None, show_default="4 on CPU, 16 on a GPU", help="Videos per step.",
+                                             rich_help_panel=OPTIMISATION),
     lr: float = typer.Option(1e-4, help="AdamW learning rate.", rich_help_panel=OPTIMISATION),
     seed: int = typer.Option(42, help="Seed of the split, initialisation, augmentation, order.",
                              rich_help_panel=OPTIMISATION),
@@ -229,10 +240,10 @@ def train(
                                                 help="Keep the backbone's first N stages (the stem is one) at their "
                                                 "starting weights: a third less time per step at 256 px. 0 trains them all."),
     weight_decay: float = typer.Option(0.0, help="AdamW weight decay.", rich_help_panel=ADVANCED),
-    schedule: str = typer.Option("none", help="Learning-rate schedule: none, cosine or plateau.",
+    schedule: Schedule = typer.Option("none", help="Learning-rate schedule.",
                                  rich_help_panel=ADVANCED),
     clip_grad: float = typer.Option(1.0, help="Clip the gradient norm to this; 0 = off.", rich_help_panel=ADVANCED),
-    select: Optional[str] = typer.Option(None, show_default="auc; loss with --self-blend", rich_help_panel=ADVANCED,
+    select: Optional[Select] = typer.Option(None, show_default="auc; loss with --self-blend", rich_help_panel=ADVANCED,
                                          help="Validation metric that picks best.pt: auc (ties go to the lower loss), "
                                          "macro-f1 (F1 averaged over real and fake at 0.5; ties go to AUC), f1 (the "
                                          "fake class's) or loss."),
@@ -247,8 +258,8 @@ def train(
         "than one step's weights); 0 = the weights as trained.")),
     warmup: bool = typer.Option(True, rich_help_panel=ADVANCED, help="Raise the learning rate linearly to --lr "
                                 "over epoch 1."),
-    amp: str = typer.Option("auto", rich_help_panel=ADVANCED, help=(
-        "Mixed precision: auto, bf16, fp16 or off. auto: bf16 (or fp16) on GPU; on CPU, bf16 for crops of 224 px "
+    amp: Amp = typer.Option("auto", rich_help_panel=ADVANCED, help=(
+        "Mixed precision. auto: bf16 (or fp16) on GPU; on CPU, bf16 for crops of 224 px "
         "and more when the CPU has native bf16.")),
     channels_last: bool = typer.Option(True, help="channels_last memory format for the backbone's convolutions.",
                                        rich_help_panel=ADVANCED),
@@ -275,6 +286,10 @@ def train(
         given.pop("run", None)
         cfg = resume_config(run or _latest_run(), {name: ctx.params[name] for name in given}, given)
     else:
+        if batch_size is None:  # a GPU wants more videos per step than a CPU can take in time
+            from deepfake_cli.device import resolve_device
+
+            batch_size = 16 if resolve_device(device).type == "cuda" else 4
         settings = dict(
             data=data, run=run, epochs=epochs or 10, batch_size=batch_size, lr=lr, weight_decay=weight_decay, schedule=schedule,
             clip_grad=clip_grad, seed=seed, seq_len=seq_len, image_size=image_size, val_fraction=val_fraction,
@@ -288,6 +303,7 @@ def train(
             blend_fakes=blend_fakes,
             save_examples=save_examples,
         )
+        settings = {name: value.value if isinstance(value, Enum) else value for name, value in settings.items()}
         if config is not None:  # the file over the defaults, what was typed over the file
             settings = {**settings, **read_config_file(config), **{name: settings[name] for name in given}}
         if settings["data"] is None:
@@ -359,7 +375,7 @@ def evaluate(
     split: str = typer.Option("auto", help="all, val, test, train, or a split JSON file; auto = the run's "
                               "validation split when the checkpoint has a split.json beside it, else all."),
     batch_size: int = typer.Option(8, help="Videos per forward pass."),
-    workers: int = typer.Option(2, help="Data-loading processes."),
+    workers: int = typer.Option(-1, help="Data-loading processes; -1 = one per core (at most 8), 0 = none."),
     device: str = typer.Option("auto", help="cpu, cuda, cuda:1, ..."),
     skip_bad: bool = typer.Option(False, help="Leave out videos with a missing or broken file."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write every metric and per-video score to this JSON file."),
@@ -470,7 +486,7 @@ def predict(
                                                "mean of their calibrated logits. Default: the newest runs/*/best.pt."),
     windows: int = typer.Option(0, help="Sequences scored per clip, each sampled over the whole clip as training "
                                 "sampled its videos (other frames each time); 0 = one per 5 s of video, between 2 and 8."),
-    aggregate: str = typer.Option("mean", help="Combine window scores by mean, or max (more sensitive)."),
+    aggregate: Aggregate = typer.Option("mean", help="Combine window scores by mean, or max (more sensitive)."),
     threshold: Optional[float] = typer.Option(None, show_default="the model's: 0.5 on its calibrated P(fake)",
                                               help="Call a clip fake from this P(fake) on: lower catches more fakes "
                                               "and flags more real clips."),
@@ -494,7 +510,7 @@ def predict(
 
         paths = find_inputs(videos)
         with console.status("loading the model and MediaPipe..."):
-            predictor = Predictor(model, windows=windows, aggregate=aggregate, device=device, scorer=scorer,
+            predictor = Predictor(model, windows=windows, aggregate=aggregate.value, device=device, scorer=scorer,
                                   threshold=threshold)
     except BaseException:
         scorer.close()

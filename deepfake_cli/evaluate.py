@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,7 +58,7 @@ def select_samples(data: Path, checkpoints: list[Path], split: str, samples: lis
     return split, chosen
 
 
-def evaluate(data: Path, checkpoints: Path | list[Path], split: str = "auto", batch_size: int = 8, workers: int = 2,
+def evaluate(data: Path, checkpoints: Path | list[Path], split: str = "auto", batch_size: int = 8, workers: int = -1,
              device: str = "auto", skip_bad: bool = False) -> dict:
     """Score every selected video with one model or an ensemble's members (`ensemble.py`); metrics at the
     threshold and at 0.5, per method, and each member's own figures beside the ensemble's."""
@@ -121,6 +122,7 @@ class _Loaded:
             return np.concatenate([self.model(np.stack([dataset.frames(s) for s in chunk]),
                                               np.stack([D.load_vectors(data, s, self.inputs.seq_len) for s in chunk]))[0]
                                    for chunk in chunks])
+        workers = min(os.cpu_count() or 1, 8) if workers < 0 else workers
         loader = D.loader(dataset, batch_size, workers, self.device)
         return predict_batches(self.model.model, loader, self.inputs, self.device, resolve_amp("auto", self.device))[0]
 

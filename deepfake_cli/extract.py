@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 class ExtractConfig:
     frames: int = 16
     crop: CropSpec = field(default_factory=CropSpec)
-    workers: int = 0  # 0: one per CPU core
+    workers: int = -1  # -1 (or 0, as before): one per CPU core
     shard: tuple[int, int] = (1, 1)  # (K, N): this run does the K-th of N deterministic parts
     overwrite: bool = False
     compression: str | None = None  # FaceForensics++: raw, c23 or c40 where several were downloaded
@@ -53,15 +53,15 @@ class ExtractConfig:
     def __post_init__(self) -> None:
         if self.frames < 1:
             raise DeepfakeError(f"--frames must be at least 1, got {self.frames}")
-        if self.workers < 0:
-            raise DeepfakeError(f"--workers must be 0 (one per core) or more, got {self.workers}")
+        if self.workers < -1:
+            raise DeepfakeError(f"--workers must be -1 (one per core) or more, got {self.workers}")
         k, n = self.shard
         if not 1 <= k <= n:
             raise DeepfakeError(f"--shard must be K/N with 1 <= K <= N, got {k}/{n}")
 
     @property
     def n_workers(self) -> int:
-        return self.workers or os.cpu_count() or 1
+        return self.workers if self.workers > 0 else os.cpu_count() or 1
 
     def settings(self) -> dict:
         """What must match for a re-run to reuse earlier output."""

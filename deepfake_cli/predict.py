@@ -11,6 +11,7 @@ from typing import Iterator
 
 import numpy as np
 
+from deepfake_cli.choices import AGGREGATES
 from deepfake_cli.ensemble import ModelInfo, check_inputs
 from deepfake_cli.errors import DeepfakeError
 from deepfake_cli.faces import FaceAnalyzer
@@ -21,7 +22,6 @@ from deepfake_cli.video import VIDEO_SUFFIXES, Video, VideoInfo
 
 log = logging.getLogger(__name__)
 
-AGGREGATES = ("mean", "max")
 MAX_PEOPLE = 4
 SECONDS_PER_WINDOW = 5.0  # --windows 0: one window per this much video, between 2 and 8
 # A clip is called "uncertain" instead of real or fake when the evidence is thin or contradictory:

@@ -226,12 +226,18 @@ def test_bad_data_is_named_before_training(extracted, tmp_path, copy_of):
 
 
 def test_train_cli_rejects_bad_options_by_flag_name(extracted, tmp_path):
-    result = runner.invoke(app, ["train", str(extracted), "--run-dir", str(tmp_path / "r"), "--schedule", "sometimes"])
-    assert result.exit_code == 2 and "--schedule must be one of" in result.output
-    result = runner.invoke(app, ["train", str(extracted), "--run-dir", str(tmp_path / "r"), "--backbone", "resnet50"])
-    assert result.exit_code == 2 and "--backbone resnet50: unknown; choose one of efficientnet_b0, efficientnet_lite0" in result.output
-    result = runner.invoke(app, ["train", str(extracted), "--run-dir", str(tmp_path / "r"), "--select", "accuracy"])
-    assert result.exit_code == 2 and "--select must be one of macro-f1, f1, auc, loss" in result.output
+    # Choices are refused by the command line itself, with the values it takes ...
+    for option, value, last in (("--schedule", "sometimes", "'plateau'"), ("--backbone", "resnet50", "'efficientnet_lite0'"),
+                                ("--select", "accuracy", "'loss'"), ("--amp", "fp8", "'off'")):
+        result = runner.invoke(app, ["train", str(extracted), "--run-dir", str(tmp_path / "r"), option, value])
+        assert result.exit_code == 2 and f"'{value}' is not one of" in result.output and last in result.output, result.output
+    # ... and, from a --config file, by the configuration, by the option's name.
+    for setting, value, says in (("schedule", "sometimes", "--schedule must be one of"),
+                                 ("backbone", "resnet50", "--backbone resnet50: unknown; choose one of efficientnet_b0, efficientnet_lite0"),
+                                 ("select", "accuracy", "--select must be one of macro-f1, f1, auc, loss")):
+        (tmp_path / "c.json").write_text(json.dumps({setting: value}))
+        result = runner.invoke(app, ["train", str(extracted), "--run-dir", str(tmp_path / "r"), "--config", str(tmp_path / "c.json")])
+        assert result.exit_code == 2 and says in result.output, result.output
     result = runner.invoke(app, ["train", str(extracted), "--run-dir", str(tmp_path / "r"), "--frame-loss", "-1"])
     assert result.exit_code == 2 and "--frame-loss must be 0 (off) or more" in result.output
     result = runner.invoke(app, ["train", str(extracted), "--run-dir", str(tmp_path / "r"), "--seq-len", str(SEQ_LEN),

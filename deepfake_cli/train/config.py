@@ -9,13 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deepfake_cli import backbones
+from deepfake_cli.choices import AMP_MODES, SCHEDULES
 from deepfake_cli.efficientnet import PARTS as BACKBONE_PARTS
 from deepfake_cli.errors import DeepfakeError
 from deepfake_cli.faces import CropSpec
 from deepfake_cli.train.history import SELECTS
 
-SCHEDULES = ("none", "cosine", "plateau")
-AMP_MODES = ("auto", "bf16", "fp16", "off")
 # What a config.json written before --ema, --warmup, --pairs, --select, --mask-loss, --blend-fakes and
 # --freeze-stages existed trained with.
 OLD_DEFAULTS = {"ema": 0.0, "warmup": False, "pairs": False, "select": "macro-f1", "mask_loss": 0.0, "blend_fakes": False,

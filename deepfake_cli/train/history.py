@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+from deepfake_cli import choices
 from deepfake_cli.files import atomic_write_bytes
 
 METRIC_COLUMNS = ("epoch", "train_loss", "val_loss", "accuracy", "f1", "macro_f1", "auc", "ap", "eer", "threshold",
@@ -20,6 +21,7 @@ SELECTS: dict[str, Callable[[dict], tuple[float, float]]] = {
     "auc": lambda row: (_or_worst(row["auc"]), -row["val_loss"]),
     "loss": lambda row: (-row["val_loss"], _or_worst(row["auc"])),
 }
+assert tuple(SELECTS) == choices.SELECTS
 
 
 def _or_worst(value: float | None) -> float:
