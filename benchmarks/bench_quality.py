@@ -87,7 +87,7 @@ def train_and_test(name: str, train_data: Path, test_data: Path, p: dict, *optio
                        str(p["image_size"]), "--batch-size", str(p["batch_size"]), "--lr", str(LR), "--json", *options)
     best = json.loads(trained["stdout"].splitlines()[-1])["best"]
     report = run.parent / "test.json"
-    deepfake("evaluate", str(test_data), "--model", str(run / "best.pt"), "--split", "all", "--json", str(report))
+    deepfake("evaluate", str(test_data), "--model", str(run / "best.pt"), "--split", "all", "--out", str(report))
     result = summarise(json.loads(report.read_text()))
     result.update(train_seconds=round(trained["seconds"], 1), val_auc=best["auc"], best_epoch=best["epoch"],
                   run=str(run))
@@ -205,7 +205,7 @@ def main() -> None:
     if len(seeds) > 1 and "ours" in runs:  # the seeds' run-1 models as one ensemble (evaluate's --model, once each)
         members = [Path(measured[f"ours-seed{seed}"]["run"]) / "best.pt" for seed in seeds]
         report = members[0].parent.parent / "ensemble.json"
-        deepfake("evaluate", str(b), *[a for m in members for a in ("--model", str(m))], "--split", "all", "--json", str(report))
+        deepfake("evaluate", str(b), *[a for m in members for a in ("--model", str(m))], "--split", "all", "--out", str(report))
         ensemble = measured["ours-ensemble"] = summarise(json.loads(report.read_text()))
         rows.append(common.row(f"ensemble of the {len(seeds)} seeds' run-1 models: AUC; accuracy; ECE",
                                f"{ensemble['auc']:.3f}; {ensemble['accuracy']:.3f}; {ensemble['ece']:.3f}",

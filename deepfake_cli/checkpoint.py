@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from deepfake_cli import __version__
-from deepfake_cli.backbones import BACKBONES, DEFAULT as DEFAULT_BACKBONE
+from deepfake_cli.backbones import BACKBONES
 from deepfake_cli.calibration import Calibration, describe_threshold
 from deepfake_cli.errors import DeepfakeError
 from deepfake_cli.files import atomic_write_bytes
@@ -86,14 +86,15 @@ def load_detector(path: Path, device: str | torch.device = "cpu") -> Detector:
     rounding). Not for training: the folded model has no BatchNorm layers left."""
     payload = read_checkpoint(path)
     if payload.get("format") == FORMAT:
-        backbone = payload["model_args"].get("backbone", DEFAULT_BACKBONE)  # files from before Lite0: B0
+        _check_complete(payload, path)
+        backbone = payload["model_args"]["backbone"]
         if backbone not in BACKBONES:
             raise DeepfakeError(f"{path}: made with the backbone {backbone!r}, which deepfake-cli {__version__} does not "
                                 f"know ({', '.join(BACKBONES)}); upgrade deepfake-cli")
         model = DeepfakeDetector(**payload["model_args"])
         _load_state(model, payload["model"], path)
         return Detector(_ready(model, device), InputSpec.from_dict(payload["inputs"]), payload["threshold"], path,
-                        payload["meta"], reference=False, calibration=Calibration.from_dict(payload.get("calibration")))
+                        payload["meta"], reference=False, calibration=Calibration.from_dict(payload["calibration"]))
     if "lstm.weight_ih_l0" in payload and any(k.startswith("cnn.") for k in payload):
         # The notebook's DeepfakeDetector: last-step read-out, BGR 0..1, raw distances, 0.5.
         hidden = payload["lstm.weight_hh_l0"].shape[1]
@@ -103,6 +104,21 @@ def load_detector(path: Path, device: str | torch.device = "cpu") -> Detector:
         return Detector(_ready(model, device), REFERENCE_INPUTS, 0.5, path, {"backbone": "reference"}, reference=True)
     keys = ", ".join(list(payload)[:3])
     raise DeepfakeError(f"{path}: a state_dict of another model (keys {keys}, ...); expected {EXPECTED}")
+
+
+# What every deepfake-cli checkpoint holds: a file of our format without one of them was cut short or
+# made by hand, and gets one line rather than a KeyError.
+REQUIRED = {"model": (), "model_args": ("backbone", "readout"), "inputs": ("image_size", "seq_len", "crop", "sampling"),
+            "threshold": (), "meta": (), "calibration": ()}
+
+
+def _check_complete(payload: dict, path: Path) -> None:
+    missing = []
+    for key, parts in REQUIRED.items():
+        missing += [key] if key not in payload else [f"{key}.{part}" for part in parts if part not in payload[key]]
+    if missing:
+        raise DeepfakeError(f"{path}: a deepfake-cli checkpoint without {', '.join(missing)}; train it again with "
+                            f"deepfake-cli {__version__}")
 
 
 def _ready(model: DeepfakeDetector, device: str | torch.device) -> DeepfakeDetector:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from deepfake_cli import data as D
 from deepfake_cli.calibration import brier, expected_calibration_error, reliability
 from deepfake_cli.checkpoint import load_detector
 from deepfake_cli.ensemble import Member, ModelInfo, check_inputs
+from deepfake_cli.choices import LOADER_MOST, worker_count
 from deepfake_cli.errors import DeepfakeError
 from deepfake_cli.inputs import InputSpec
 from deepfake_cli.layout import REAL_FOLDERS
@@ -122,8 +122,7 @@ class _Loaded:
             return np.concatenate([self.model(np.stack([dataset.frames(s) for s in chunk]),
                                               np.stack([D.load_vectors(data, s, self.inputs.seq_len) for s in chunk]))[0]
                                    for chunk in chunks])
-        workers = min(os.cpu_count() or 1, 8) if workers < 0 else workers
-        loader = D.loader(dataset, batch_size, workers, self.device)
+        loader = D.loader(dataset, batch_size, worker_count(workers, LOADER_MOST), self.device)
         return predict_batches(self.model.model, loader, self.inputs, self.device, resolve_amp("auto", self.device))[0]
 
 

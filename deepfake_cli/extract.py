@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 
 from deepfake_cli import datasets
+from deepfake_cli.choices import worker_count
 from deepfake_cli.datasets import VideoJob
 from deepfake_cli.errors import DeepfakeError
 from deepfake_cli.faces import CropSpec, FaceAnalyzer
@@ -45,7 +46,7 @@ log = logging.getLogger(__name__)
 class ExtractConfig:
     frames: int = 16
     crop: CropSpec = field(default_factory=CropSpec)
-    workers: int = -1  # -1 (or 0, as before): one per CPU core
+    workers: int = -1  # -1: one process per CPU core; 0: in this process
     shard: tuple[int, int] = (1, 1)  # (K, N): this run does the K-th of N deterministic parts
     overwrite: bool = False
     compression: str | None = None  # FaceForensics++: raw, c23 or c40 where several were downloaded
@@ -54,14 +55,14 @@ class ExtractConfig:
         if self.frames < 1:
             raise DeepfakeError(f"--frames must be at least 1, got {self.frames}")
         if self.workers < -1:
-            raise DeepfakeError(f"--workers must be -1 (one per core) or more, got {self.workers}")
+            raise DeepfakeError(f"--workers must be -1 (one per core), 0 (none: in this process) or more, got {self.workers}")
         k, n = self.shard
         if not 1 <= k <= n:
             raise DeepfakeError(f"--shard must be K/N with 1 <= K <= N, got {k}/{n}")
 
     @property
     def n_workers(self) -> int:
-        return self.workers if self.workers > 0 else os.cpu_count() or 1
+        return worker_count(self.workers)
 
     def settings(self) -> dict:
         """What must match for a re-run to reuse earlier output."""

@@ -61,7 +61,7 @@ class CropSpec:
 
     @classmethod
     def parse(cls, text: str) -> "CropSpec":
-        """`reference`, or `MARGIN:SIZE` (extract's --margin and --size), e.g. `0.2:256`."""
+        """`reference`, or `MARGIN:SIZE` (extract's --margin and --image-size), e.g. `0.2:256`."""
         if text == "reference":
             return REFERENCE_CROP
         margin, _, size = text.partition(":")

@@ -81,7 +81,7 @@ class InputSpec:
     def from_dict(cls, d: dict) -> "InputSpec":
         d = dict(d)
         d["crop"] = CropSpec(**d["crop"])
-        d["sampling"] = SamplingSpec(**d.get("sampling", {}))  # checkpoints from before it was recorded: extract's
+        d["sampling"] = SamplingSpec(**d["sampling"])
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
     def frames(self, crops: list[np.ndarray]) -> np.ndarray:

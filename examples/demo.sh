@@ -28,7 +28,7 @@ else
 fi
 
 echo "== 4/5 evaluate on the run's validation split (people never seen in training)"
-deepfake evaluate "$OUT/faces" --model "$OUT/run/best.pt" --plots "$OUT/plots" --json "$OUT/metrics.json"
+deepfake evaluate "$OUT/faces" --model "$OUT/run/best.pt" --plots "$OUT/plots" --out "$OUT/metrics.json"
 
 echo "== 5/5 predict on two unseen clips"
 deepfake predict "$OUT/unseen" --model "$OUT/run/best.pt" --evidence "$OUT/evidence"

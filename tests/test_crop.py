@@ -127,7 +127,7 @@ def test_crop_option_only_for_data_without_a_record(extracted, tmp_path):
     assert data_crop(tmp_path / "plain", {"original"}, given) == (CropSpec(margin=0.3, size=128), "--crop")
     assert CropSpec.parse("reference") == REFERENCE_CROP
     runner = CliRunner()
-    options = ["--run-dir", str(tmp_path / "r"), "--seq-len", str(SEQ_LEN)]
+    options = ["--run-dir", str(tmp_path / "r"), "--frames", str(SEQ_LEN)]
     result = runner.invoke(app, ["train", str(extracted), *options, "--crop", "0.3:128"])
     assert result.exit_code == 2 and "was extracted with square, margin 0.2 of the face size, 256 px; leave --crop out" \
         in result.output

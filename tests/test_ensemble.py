@@ -82,7 +82,7 @@ def test_evaluate_scores_with_the_ensemble_and_reports_each_member(extracted, pa
 
 def test_evaluate_cli_shows_the_members_beside_the_ensemble(extracted, pair, tmp_path):
     result = runner.invoke(app, ["evaluate", str(extracted), "-m", str(pair[0]), "-m", str(pair[1]),
-                                 "--split", "all", "--workers", "0", "--json", str(tmp_path / "m.json")])
+                                 "--split", "all", "--workers", "0", "--out", str(tmp_path / "m.json")])
     assert result.exit_code == 0, result.output
     assert "each alone" in result.output and "ensemble" in result.output
     assert len(json.loads((tmp_path / "m.json").read_text())["members"]) == 2

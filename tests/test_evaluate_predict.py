@@ -30,7 +30,7 @@ runner = CliRunner()
 
 def test_end_to_end_evaluate_with_json_and_plots(trained_run, extracted, tmp_path):
     result = runner.invoke(app, ["evaluate", str(extracted), "--model", str(trained_run / "best.pt"),
-                                 "--json", str(tmp_path / "m.json"), "--plots", str(tmp_path / "plots"), "--workers", "0"])
+                                 "--out", str(tmp_path / "m.json"), "--plots", str(tmp_path / "plots"), "--workers", "0"])
     assert result.exit_code == 0, result.output
     assert "classification report" in result.output and "per method" in result.output
     metrics = json.loads((tmp_path / "m.json").read_text())

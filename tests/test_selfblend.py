@@ -243,7 +243,7 @@ def real_only(extracted, tmp_path_factory):
 def test_self_blend_trains_on_real_videos_alone_and_shows_what_it_learns_from(real_only, extracted, tmp_path):
     run = tmp_path / "run"
     result = runner.invoke(app, ["train", str(real_only), "--run-dir", str(run), "--self-blend", "--save-examples", "2",
-                                 "--epochs", "1", "--batch-size", "4", "--seq-len", str(SEQ_LEN), "--image-size",
+                                 "--epochs", "1", "--batch-size", "4", "--frames", str(SEQ_LEN), "--image-size",
                                  str(IMAGE_SIZE), "--no-pretrained", "--workers", "0"])
     assert result.exit_code == 0, result.output
     said = " ".join(result.output.split())  # rich wraps at the terminal's width

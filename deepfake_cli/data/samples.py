@@ -67,7 +67,7 @@ def scan(root: Path, seq_len: int, real_folders: tuple[str, ...] | None = None,
             raise DeepfakeError(f"{root} holds videos, not extracted faces: run `deepfake extract {root} OUT` first, "
                                 "then use OUT")
         raise DeepfakeError(f"{root}: no video with {seq_len} frames (<video>_0.jpg .. _{seq_len - 1}.jpg in label folders); "
-                            "run `deepfake extract` first, or lower --seq-len")
+                            "run `deepfake extract` first, or lower --frames")
     return sorted(samples)
 
 

@@ -15,10 +15,6 @@ from deepfake_cli.errors import DeepfakeError
 from deepfake_cli.faces import CropSpec
 from deepfake_cli.train.history import SELECTS
 
-# What a config.json written before --ema, --warmup, --pairs, --select, --mask-loss, --blend-fakes and
-# --freeze-stages existed trained with.
-OLD_DEFAULTS = {"ema": 0.0, "warmup": False, "pairs": False, "select": "macro-f1", "mask_loss": 0.0, "blend_fakes": False,
-                "freeze_stages": 0}
 # The stem and the first two stages of the backbone stay at their ImageNet weights: a third of a CPU training
 # step's time at 256 px is their backward pass (docs/performance.md, "Frozen early stages").
 FROZEN_STAGES = 3
@@ -68,9 +64,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.data, self.run = Path(self.data), Path(self.run) if self.run else None
         # Self-blended validation fakes are the training recipe's own: their AUC keeps rising while the
-        # model narrows to them (0.90 -> 0.97 while unseen methods fell 0.77 -> 0.67). The loss weighs
-        # every video's score where macro F1 at 0.5 moves in steps over 24 videos: over 38 runs its picks
-        # scored 0.733 on unseen methods, macro F1's 0.724, AUC's 0.708 (docs/experiments.md, "Model selection").
+        # model narrows to them, so --self-blend picks by the loss, which weighs every video's score
+        # (docs/experiments.md, "Model selection").
         self.select = self.select or ("loss" if self.self_blend else "auc")
         self.blend_fakes = self.blend_fakes and not self.self_blend  # --self-blend trains on blends alone already
         self.mask_loss = (1.0 if self.blends else 0.0) if self.mask_loss is None else self.mask_loss
@@ -81,7 +76,7 @@ class TrainConfig:
             (self.epochs >= 1, "--epochs must be at least 1"),
             (self.batch_size >= 1, "--batch-size must be at least 1"),
             (self.lr > 0, "--lr must be positive"),
-            (self.seq_len >= 1, "--seq-len must be at least 1"),
+            (self.seq_len >= 1, "--frames must be at least 1"),
             (self.image_size >= 32, "--image-size must be at least 32"),
             (0 < self.val_fraction < 1, "--val-fraction must be between 0 and 1"),
             (self.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}"),
@@ -130,7 +125,7 @@ class TrainConfig:
         unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise DeepfakeError(f"unknown training settings {sorted(unknown)} in config.json")
-        return cls(**{**OLD_DEFAULTS, **d})  # a run from before those options resumes as it began
+        return cls(**d)
 
 
 # What --resume may change: how long the run goes on, and where and how fast it runs. Anything else
@@ -155,9 +150,13 @@ def resume_config(run: Path, changes: dict | None = None, flags: dict[str, str] 
     return TrainConfig.from_dict(saved | {"run": str(run)} | {k: str(v) if isinstance(v, Path) else v for k, v in changes.items()})
 
 
+# Options whose flag is not their setting's name: a config file may use either.
+FLAG_NAMES = {"frames": "seq_len", "run_dir": "run"}
+
+
 def read_config_file(path: Path) -> dict:
-    """Training settings from a TOML or JSON file: TrainConfig's names (train's options, - as _), as a
-    run's config.json holds them. Anything else is refused in one line."""
+    """Training settings from a TOML or JSON file: train's options with _ for - (or TrainConfig's names,
+    as a run's config.json holds them). Anything else is refused in one line."""
     if not path.is_file():
         raise DeepfakeError(f"--config {path}: no such file")
     toml = path.suffix.lower() == ".toml"
@@ -168,8 +167,44 @@ def read_config_file(path: Path) -> dict:
                             "TOML, anything else as JSON") from None
     if not isinstance(settings, dict):
         raise DeepfakeError(f"--config {path}: expected settings by name, as in a run's config.json")
+    settings = {FLAG_NAMES.get(name, name): value for name, value in settings.items()}
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     if unknown := sorted(set(settings) - names):
         raise DeepfakeError(f"--config {path}: unknown settings {', '.join(unknown)}; the names are train's options "
                             "with _ for - (a run's config.json lists them all)")
     return settings
+
+
+def configure(options: dict, typed: dict[str, str], resume: bool = False, config_file: Path | None = None) -> TrainConfig:
+    """The run `deepfake train` asks for. `options` holds every setting by TrainConfig's names (None where
+    the default depends on the machine), `typed` the ones given on the command line, with their flags.
+
+    With `resume`, the run's own settings and the changes RESUMABLE allows; otherwise the defaults,
+    the `config_file` over them, and what was typed over the file."""
+    if resume:
+        if config_file is not None:
+            raise DeepfakeError("--config starts a run with its settings, --resume continues one as it began; "
+                                "leave one out")
+        typed = {name: flag for name, flag in typed.items() if name != "run"}
+        return resume_config(options["run"] or _latest_run(), {name: options[name] for name in typed}, typed)
+    settings = dict(options)
+    if config_file is not None:
+        settings |= read_config_file(config_file) | {name: options[name] for name in typed}
+    if settings["data"] is None:
+        raise DeepfakeError("missing DATA: the `extract` OUT folder to train on (or --resume a run, or --config)")
+    if settings["epochs"] is None:
+        settings["epochs"] = 10
+    if settings["batch_size"] is None:  # a GPU wants more videos per step than a CPU can take in time
+        from deepfake_cli.device import resolve_device
+
+        settings["batch_size"] = 16 if resolve_device(settings["device"]).type == "cuda" else 4
+    return TrainConfig(**settings)
+
+
+def _latest_run() -> Path:
+    from deepfake_cli.files import newest_in_runs
+
+    last = newest_in_runs("last.pt")
+    if last is None:
+        raise DeepfakeError("no run to resume under runs/; pass --run-dir DIR")
+    return last.parent

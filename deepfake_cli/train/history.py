@@ -31,12 +31,7 @@ def _or_worst(value: float | None) -> float:
 def is_better(row: dict, best: dict | None, select: str) -> bool:
     """Whether this validation row beats the best so far by the `select` metric (ties: the second key)."""
     key = SELECTS[select]
-    return best is None or key(row) > key(_filled(best))
-
-
-def _filled(row: dict) -> dict:
-    """A row from a run before macro F1 was recorded: it counts as the worst on what it lacks."""
-    return {"macro_f1": float("-inf"), "auc": None, "val_loss": float("inf"), **row}
+    return best is None or key(row) > key(best)
 
 
 def write_metrics(run: Path, history: list[dict], best: dict | None = None) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 import time
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from deepfake_cli import backbones, data as D, distributed
 from deepfake_cli.checkpoint import read_checkpoint
 from deepfake_cli.device import resolve_amp
 from deepfake_cli.efficientnet import PARTS as BACKBONE_PARTS
+from deepfake_cli.choices import LOADER_MOST, worker_count
 from deepfake_cli.errors import DeepfakeError
 from deepfake_cli.files import atomic_write_bytes, atomic_write_json
 from deepfake_cli.inputs import InputSpec, face_scale
@@ -94,7 +94,7 @@ def setup(cfg: TrainConfig, resume: bool, rank: int, world: int, device: torch.d
         model.cnn.freeze(frozen)
 
     train_ds, val_ds, unseen_ds = datasets(cfg, run, split, inputs)
-    workers = min(os.cpu_count() or 1, 8) if cfg.workers < 0 else cfg.workers
+    workers = worker_count(cfg.workers, LOADER_MOST)
     if cfg.freeze_backbone:
         train_ds, val_ds = frozen_features(cfg, run, model, choice, inputs, train_ds, val_ds, state is None, device,
                                            amp, workers, main)
@@ -166,12 +166,9 @@ def build_model(cfg: TrainConfig, state: dict | None, split: dict, crop, samplin
         inputs = InputSpec(image_size=cfg.image_size, seq_len=cfg.seq_len, mean=spec.mean, std=spec.std,
                            landmark_mean=mean, landmark_std=std, crop=crop, sampling=sampling)
         return model, choice, inputs
-    # A run from before the frame head kept the same layer as a training-only probe: it resumes as the head.
-    old_probe = {f"frame_head.{k}": v for k, v in state.get("frame_probe", {}).items()}
-    model = DeepfakeDetector(**state["model_args"], **({"frame_head": True} if old_probe else {}))
-    model.load_state_dict({**state.get("trained_model", state["model"]), **old_probe})  # with --ema, "model" is the average
-    saved = state["meta"]  # runs from before Lite0 kept the weights' origin under "backbone"
-    choice = backbones.BackboneChoice(model.backbone, saved.get("weights", saved["backbone"]), saved.get("backbone_note"))
+    model = DeepfakeDetector(**state["model_args"])
+    model.load_state_dict(state.get("trained_model", state["model"]))  # with --ema, "model" is the average
+    choice = backbones.BackboneChoice(model.backbone, state["meta"]["weights"], state["meta"]["backbone_note"])
     inputs = InputSpec.from_dict(state["inputs"])
     if inputs.crop != crop:
         raise DeepfakeError(f"--resume: the run was trained on crops cut {inputs.crop.describe()}, but {cfg.data} "

@@ -1,7 +1,7 @@
 """The `deepfake` command line: thin commands over the core modules.
 
-Only this module imports Typer and renders with rich; heavy imports (torch, mediapipe) happen
-inside the commands so that `deepfake --help` answers at once.
+Only this package imports Typer and renders with rich (`render.py`: progress and tables); heavy
+imports (torch, mediapipe) happen inside the commands so that `deepfake --help` answers at once.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import typer
-from rich.console import Console
 from rich.logging import RichHandler
-from rich.markup import escape
-from rich.table import Table
+from typer.core import TyperCommand
 
 from deepfake_cli import __version__, choices
+from deepfake_cli.cli import render
+from deepfake_cli.cli.render import console, out_console
 from deepfake_cli.errors import DeepfakeError
 
 def _choice(name: str, values: tuple[str, ...]) -> type[Enum]:
@@ -40,8 +40,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_show_locals=False,
 )
-console = Console(stderr=True)  # progress and tables; stdout stays clean for --json
-out_console = Console()
 
 
 def _version(value: bool) -> None:
@@ -85,20 +83,33 @@ def user_errors(command: Callable) -> Callable:
     return wrapper
 
 
-def _progress():
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+def renamed(**old: str) -> type[TyperCommand]:
+    """A command that also reads an option's earlier spelling, hidden from --help, so that scripts and
+    job files written for it keep working: renamed(**{"--seq-len": "--frames"})."""
 
-    return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-        console=console, transient=False,
-    )
+    class Command(TyperCommand):
+        def parse_args(self, ctx, args: list[str]) -> list[str]:
+            spelled = []
+            for arg in args:
+                flag, eq, value = arg.partition("=")
+                spelled.append(old.get(flag, flag) + eq + value if arg.startswith("--") else arg)
+            return super().parse_args(ctx, spelled)
+
+    return Command
+
+
+def typed_options(ctx: typer.Context, leave_out: tuple[str, ...] = ()) -> dict[str, str]:
+    """The options typed on this command line, by parameter name, with the flag a user would know them by
+    (click's ParameterSource, compared by name: Typer vendors click)."""
+    return {p.name: p.opts[0] if p.opts else p.name.upper() for p in ctx.command.params
+            if p.name not in leave_out
+            and getattr(ctx.get_parameter_source(p.name), "name", None) in ("COMMANDLINE", "ENVIRONMENT")}
 
 
 # ---- extract --------------------------------------------------------------------------------
 
 
-@app.command()
+@app.command(cls=renamed(**{"--size": "--image-size"}))
 @user_errors
 def extract(
     videos: Path = typer.Argument(..., help="A video, a folder of videos, a folder of label folders (original/, "
@@ -107,8 +118,8 @@ def extract(
                                "plus OUT/.deepfake/manifest.jsonl (one row per video)."),
     frames: int = typer.Option(16, help="Frames per video, spread over its whole length."),
     margin: float = typer.Option(0.2, help="Crop margin around the landmark box, as a fraction of the face size."),
-    size: int = typer.Option(256, help="Side of the square face crop in pixels."),
-    workers: int = typer.Option(-1, help="Parallel processes, each with its own MediaPipe; -1 = one per CPU core."),
+    size: int = typer.Option(256, "--image-size", help="Side of the square face crop in pixels."),
+    workers: int = typer.Option(-1, help="Processes, each with its own MediaPipe; -1 = one per core, 0 = none (in this process)."),
     shard: str = typer.Option("1/1", help="Do only part K of N (e.g. 3/8) so a job array can split a dataset."),
     compression: Optional[str] = typer.Option(None, help="FaceForensics++: raw, c23 or c40, where the download holds "
                                               "several."),
@@ -123,7 +134,7 @@ def extract(
     from deepfake_cli.faces import CropSpec
     from deepfake_cli.video import reuse_frame_memory
 
-    reuse_frame_memory()  # for --workers 1, where this process decodes
+    reuse_frame_memory()  # for --workers 0 or 1, where this process decodes
 
     try:
         crop = CropSpec(size=size, margin=margin)
@@ -131,36 +142,12 @@ def extract(
         raise DeepfakeError(str(e)) from None
     cfg = ExtractConfig(frames=frames, crop=crop, workers=workers, shard=parse_shard(shard), overwrite=overwrite,
                         compression=compression)
-    with _progress() as progress:
-        task = progress.add_task("extract", total=None, rate="")
-        frames_done = [0]
-
-        def on_start(todo: int, done: int) -> None:
-            progress.update(task, total=todo)
-            if done:
-                console.print(f"resuming: {done} videos already done in {out}")
-
-        def on_video(row: dict) -> None:
-            frames_done[0] += row["frames"]
-            elapsed = progress.tasks[task].elapsed or 1e-9
-            progress.update(task, advance=1, rate=f"{frames_done[0] / elapsed:.1f} frames/s")
-            if row["status"] != "ok":
-                progress.console.print(f"[yellow]{row['status']}[/yellow] {row['source']}: {row['reason']}", highlight=False)
-
-        summary = run_extract(videos, out, cfg, on_start=on_start, on_video=on_video)
-
-    table = Table(title=f"extract ({summary.layout}) -> {out}")
-    for column in ("folder", "ok", "skipped", "failed"):
-        table.add_column(column, justify="left" if column == "folder" else "right")
-    for folder, counts in summary.by_folder().items():
-        table.add_row(folder, str(counts["ok"]), str(counts["skipped"]), f"[red]{counts['failed']}[/red]" if counts["failed"] else "0")
-    console.print(table)
-    if summary.already_done:
-        console.print(f"{summary.already_done} videos were already done and kept.")
+    with render.extract_progress(out) as callbacks:
+        summary = run_extract(videos, out, cfg, **callbacks)
+    render.extract_summary(summary, out)
     if as_json:
         print(json.dumps(summary_dict(summary)))
     if summary.interrupted:
-        console.print("[yellow]interrupted[/yellow]: finished videos are kept; run the same command again to resume.")
         raise typer.Exit(130)
     if summary.count("failed") or (summary.rows and not summary.count("ok")):
         raise typer.Exit(1)
@@ -174,13 +161,13 @@ DATA, MODEL, OPTIMISATION, HARDWARE, RUN = "Data", "Model", "Optimisation", "Har
 ADVANCED = "Advanced: the recipe (its defaults are what the README measured)"
 
 
-@app.command()
+@app.command(cls=renamed(**{"--seq-len": "--frames"}))
 @user_errors
 def train(
     ctx: typer.Context,
     data: Optional[Path] = typer.Argument(None, help="An `extract` OUT folder (or data from the reference "
                                           "preprocessing); with --resume, the run's own unless given (moved data)."),
-    seq_len: int = typer.Option(16, help="Frames per video fed to the model (files _0.._N-1).", rich_help_panel=DATA),
+    seq_len: int = typer.Option(16, "--frames", help="Frames per video fed to the model (files _0.._N-1).", rich_help_panel=DATA),
     image_size: int = typer.Option(256, help="Crops are resized to this side before the backbone.", rich_help_panel=DATA),
     split_file: Optional[Path] = typer.Option(None, help='A split JSON {"train", "val", "test": video ids or FF++ pairs}, '
                                               'or Celeb-DF\'s List_of_testing_videos.txt (held out).',
@@ -205,7 +192,7 @@ def train(
                                  rich_help_panel=OPTIMISATION),
     device: str = typer.Option("auto", help="cpu, cuda, cuda:1, ...; auto: the GPU if any.",
                                rich_help_panel=HARDWARE),
-    workers: int = typer.Option(-1, help="Data-loading processes; -1 = one per core (at most 8).", rich_help_panel=HARDWARE),
+    workers: int = typer.Option(-1, help="Data-loading processes; -1 = one per core (at most 8), 0 = none (in this process).", rich_help_panel=HARDWARE),
     # Not --run: torchrun's argument parser would take it for an abbreviation of its --run-path.
     run: Optional[Path] = typer.Option(None, "--run-dir", help="Run folder for checkpoints, metrics and plots.",
                                        show_default="runs/<time>", rich_help_panel=RUN),
@@ -215,7 +202,7 @@ def train(
     as_json: bool = typer.Option(False, "--json", help="Print the best epoch's metrics as JSON on stdout.",
                                  rich_help_panel=RUN),
     config: Optional[Path] = typer.Option(None, "--config", rich_help_panel=RUN, help=(
-        "Settings from a TOML or JSON file (the options' names, - as _; a run's config.json is one); "
+        "Settings from a TOML or JSON file (the options' names with _ for -; a run's config.json is one); "
         "options typed here override it.")),
     val_fraction: float = typer.Option(0.2, help="Share of videos held out; people never straddle the split.",
                                        rich_help_panel=ADVANCED),
@@ -272,100 +259,40 @@ def train(
 
     Writes RUN/best.pt, last.pt, config.json, split.json, metrics.csv and curves.png. Offline, the default backbone is EfficientNet-Lite0 on the ImageNet weights installed with the package. For several GPUs or nodes, launch the same command with torchrun.
     """
-    from deepfake_cli.train import Callbacks, TrainConfig, resume_config, train as run_train
-    from deepfake_cli.train.config import read_config_file
+    from deepfake_cli.train import configure, train as run_train
 
-    # Options typed on this command line (click's ParameterSource, compared by name: Typer vendors click).
-    given = {p.name: p.opts[0] if p.opts else p.name.upper() for p in ctx.command.params
-             if p.name not in ("resume", "as_json", "config")
-             and getattr(ctx.get_parameter_source(p.name), "name", None) in ("COMMANDLINE", "ENVIRONMENT")}
-    if resume:
-        if config is not None:
-            raise DeepfakeError("--config starts a run with its settings, --resume continues one as it began; "
-                                "leave one out")
-        given.pop("run", None)
-        cfg = resume_config(run or _latest_run(), {name: ctx.params[name] for name in given}, given)
-    else:
-        if batch_size is None:  # a GPU wants more videos per step than a CPU can take in time
-            from deepfake_cli.device import resolve_device
-
-            batch_size = 16 if resolve_device(device).type == "cuda" else 4
-        settings = dict(
-            data=data, run=run, epochs=epochs or 10, batch_size=batch_size, lr=lr, weight_decay=weight_decay, schedule=schedule,
-            clip_grad=clip_grad, seed=seed, seq_len=seq_len, image_size=image_size, val_fraction=val_fraction,
-            split_file=split_file, real_folders=tuple(f.strip() for f in real_folders.split(",") if f.strip()) if real_folders else None,
-            crop=crop,
-            balance=balance, augment=augment, pretrained=pretrained, backbone_weights=backbone_weights,
-            backbone=backbone, freeze_backbone=freeze_backbone, freeze_stages=freeze_stages, workers=workers, cache=cache, select=select, frame_loss=frame_loss,
-            mask_loss=mask_loss, ema=ema,
-            warmup=warmup, patience=patience, pairs=pairs,
-            device=device, amp=amp, channels_last=channels_last, skip_bad=skip_bad, self_blend=self_blend,
-            blend_fakes=blend_fakes,
-            save_examples=save_examples,
-        )
-        settings = {name: value.value if isinstance(value, Enum) else value for name, value in settings.items()}
-        if config is not None:  # the file over the defaults, what was typed over the file
-            settings = {**settings, **read_config_file(config), **{name: settings[name] for name in given}}
-        if settings["data"] is None:
-            raise DeepfakeError("missing DATA: the `extract` OUT folder to train on (or --resume a run, or --config)")
-        cfg = TrainConfig(**settings)
-    table = Table(title="validation after each epoch")
-    for column in ("epoch", "train loss", "val loss", "accuracy", "F1", "macro F1", "AUC", "clips/s", ""):
-        table.add_column(column, justify="right")
-    with _progress() as progress:
-        task = progress.add_task("train", total=None, rate="")
-
-        def on_start(info: dict) -> None:
-            split = info["split"]
-            console.print(f"run {info['run']}: device {info['device']}, amp {info['amp']}, {info['world_size']} process(es); "
-                          f"backbone {info['backbone']} ({info['weights']}, {_frozen(info)}); "
-                          f"best.pt by validation {info['select']}",
-                          highlight=False)
-            console.print("split (identity-aware): " + ", ".join(f"{k} {v['real']} real / {v['fake']} fake" for k, v in split.items())
-                          + f"; fake loss weight {info['pos_weight']:.3f}", highlight=False)
-            console.print(f"crops: {info['crop']} ({info['crop_source']}); frames: {info['sampling']}; predict will cut "
-                          "and sample the same", highlight=False)
-            if info["self_blend"]:
-                masks = info["self_blend"]
-                fallback = (f", from the crop's face ellipse for {masks['crop_ellipse']} (extracted without landmark "
-                            "sidecars; extract again into a new folder to add them)") if masks["crop_ellipse"] else ""
-                head = f"; a mask head learns where they were blended (weight {cfg.mask_loss:g})" if cfg.mask_loss else ""
-                how = "its blend is one more fake" if cfg.blend_fakes else "is paired with its blend"
-                console.print(f"self-blend: each real video {how}; masks from Face Mesh landmarks "
-                              f"for {masks['landmarks']} videos{fallback}{head}", highlight=False)
-
-        def on_batch(epoch: int, done: int, total: int, loss: float) -> None:
-            progress.update(task, description=f"epoch {epoch}/{cfg.epochs}", total=total, completed=done,
-                            rate=f"loss {loss:.4f}")
-
-        def on_epoch(row: dict) -> None:
-            progress.reset(task)
-            table.add_row(str(row["epoch"]), f"{row['train_loss']:.4f}", f"{row['val_loss']:.4f}", f"{row['accuracy']:.3f}",
-                          f"{row['f1']:.3f}", f"{row['macro_f1']:.3f}", _fmt(row["auc"]), f"{row['clips_per_s']:.1f}",
-                          "[green]best[/green]" if row["best"] else "")
-            unseen = row.get("unseen_methods")
-            progress.console.print(f"epoch {row['epoch']}: val macro F1 {row['macro_f1']:.3f}, AUC {_fmt(row['auc'])}"
-                                   + (" (best, saved)" if row["best"] else "")
-                                   + (f"; unseen fakes AUC {_fmt(row['unseen_auc'])} ("
-                                      + ", ".join(f"{m} {_fmt(a)}" for m, a in unseen.items()) + ")" if unseen else ""),
-                                   highlight=False)
-
-        result = run_train(cfg, Callbacks(on_start, on_batch, on_epoch), resume=resume)
-    best = result.best
-    if best is None:  # a torchrun rank other than 0: rank 0 validates and reports
+    options = {name: value.value if isinstance(value, Enum) else value for name, value in ctx.params.items()
+               if name not in ("resume", "as_json", "config")}
+    if real_folders:
+        options["real_folders"] = tuple(f.strip() for f in real_folders.split(",") if f.strip())
+    cfg = configure(options, typed_options(ctx, ("resume", "as_json", "config")), resume, config)
+    with render.train_progress(cfg) as callbacks:
+        result = run_train(cfg, callbacks, resume=resume)
+    if result.best is None:  # a torchrun rank other than 0: rank 0 validates and reports
         return
-    console.print(table)
-    console.print(f"best epoch {best['epoch']} by {cfg.select}: macro F1 {best['macro_f1']:.3f}, AUC {_fmt(best['auc'])} "
-                  f"-> {result.run / 'best.pt'}"
-                  + (" (stopped early)" if result.stopped_early else ""), highlight=False)
+    render.train_result(result, cfg)
     if as_json:
-        print(json.dumps({"run": str(result.run), "best": best, "stopped_early": result.stopped_early}))
+        print(json.dumps({"run": str(result.run), "best": result.best, "stopped_early": result.stopped_early}))
 
 
 # ---- evaluate -------------------------------------------------------------------------------
 
 
-@app.command()
+class _Evaluate(TyperCommand):
+    """`evaluate --json FILE` wrote FILE before --json became the flag it is in every command: a --json
+    followed by something that is neither an option nor a folder (DATA is one) is read as --out FILE."""
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        args = list(args)
+        for i, arg in enumerate(args):
+            if arg.startswith("--json="):
+                args[i] = "--out=" + arg.removeprefix("--json=")
+            elif arg == "--json" and i + 1 < len(args) and not args[i + 1].startswith("-") and not Path(args[i + 1]).is_dir():
+                args[i] = "--out"
+        return super().parse_args(ctx, args)
+
+
+@app.command(cls=_Evaluate)
 @user_errors
 def evaluate(
     data: Path = typer.Argument(..., help="An `extract` OUT folder."),
@@ -375,10 +302,11 @@ def evaluate(
     split: str = typer.Option("auto", help="all, val, test, train, or a split JSON file; auto = the run's "
                               "validation split when the checkpoint has a split.json beside it, else all."),
     batch_size: int = typer.Option(8, help="Videos per forward pass."),
-    workers: int = typer.Option(-1, help="Data-loading processes; -1 = one per core (at most 8), 0 = none."),
+    workers: int = typer.Option(-1, help="Data-loading processes; -1 = one per core (at most 8), 0 = none (in this process)."),
     device: str = typer.Option("auto", help="cpu, cuda, cuda:1, ..."),
     skip_bad: bool = typer.Option(False, help="Leave out videos with a missing or broken file."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write every metric and per-video score to this JSON file."),
+    as_json: bool = typer.Option(False, "--json", help="Print every metric and per-video score as JSON on stdout."),
+    out: Optional[Path] = typer.Option(None, help="Write every metric and per-video score to this JSON file."),
     plots: Optional[Path] = typer.Option(None, help="Write roc.png, pr.png, confusion.png, scores.png and "
                                          "reliability.png to this folder."),
 ) -> None:
@@ -389,38 +317,12 @@ def evaluate(
     with console.status("scoring videos..."):
         result = run_evaluate(data, model, split=split, batch_size=batch_size, workers=workers, device=device,
                               skip_bad=skip_bad)
-    at_t, at_half = result["at_threshold"], result["at_0.5"]
-    console.print(f"{result['n']} videos ({result['split']} split of {data}) scored by {result['checkpoint']}",
-                  highlight=False)
-    out_console.print(_report_table(at_t))
-    summary = Table(title="metrics")
-    for column in ("", f"threshold {at_t['threshold']:.3f}", "threshold 0.5"):
-        summary.add_column(column, justify="right")
-    for key in ("accuracy", "f1", "precision", "recall", "auc", "ap", "eer"):
-        summary.add_row(key, _fmt(at_t[key]), _fmt(at_half[key]))
-    (tn, fp), (fn, tp) = at_t["confusion"]
-    summary.add_row("confusion [tn fp; fn tp]", f"[{tn} {fp}; {fn} {tp}]", "[{} {}; {} {}]".format(*sum(at_half["confusion"], [])))
-    calibration = result["calibration"]
-    summary.add_row("calibration: ECE, Brier", f"{calibration['ece']:.3f}, {calibration['brier']:.3f}", "")
-    out_console.print(summary)
-    methods = Table(title="per method")
-    for column in ("method", "label", "videos", "accuracy", "mean P(fake)", "AUC vs real"):
-        methods.add_column(column, justify="left" if column in ("method", "label") else "right")
-    for row in result["per_method"]:
-        methods.add_row(row["method"], row["label"], str(row["n"]), _fmt(row["accuracy"]), _fmt(row["mean_p_fake"]),
-                        _fmt(row["auc_vs_real"]))
-    out_console.print(methods)
-    if len(result["members"]) > 1:
-        members = Table(title="the ensemble's models, each alone")
-        for column in ("model", "AUC", "accuracy at its threshold"):
-            members.add_column(column, justify="left" if column == "model" else "right")
-        for row in result["members"]:
-            members.add_row(escape(row["model"]), _fmt(row["auc"]), _fmt(row["accuracy"]))
-        members.add_row("ensemble", _fmt(at_t["auc"]), _fmt(at_t["accuracy"]))
-        out_console.print(members)
-    if json_out:
-        atomic_write_json(json_out, result)
-        console.print(f"metrics written to {json_out}")
+    render.evaluation(result, data, console if as_json else out_console)
+    if as_json:
+        print(json.dumps(result))
+    if out:
+        atomic_write_json(out, result)
+        console.print(f"metrics written to {out}")
     if plots:
         written = write_plots(result, plots)
         console.print(f"plots written: {', '.join(str(p) for p in written)}", highlight=False)
@@ -449,29 +351,6 @@ def export(
                   f"P(fake) within {result['max_difference']:.1g} of {model}", highlight=False)
     if as_json:
         print(json.dumps(result))
-
-
-def _frozen(info: dict) -> str:
-    stages = info["frozen_stages"]
-    if info["freeze_backbone"]:
-        return "frozen"
-    return {0: "every stage trained", 1: "stem kept as is"}.get(stages, f"stem and {stages - 1} stages kept as they are")
-
-
-def _fmt(value) -> str:
-    return "-" if value is None else f"{value:.3f}"
-
-
-def _report_table(m: dict) -> Table:
-    report = m["report"]
-    table = Table(title=f"classification report (threshold {m['threshold']:.3f})")
-    for column in ("", "precision", "recall", "f1-score", "support"):
-        table.add_column(column, justify="right")
-    for name in ("real", "fake", "macro avg", "weighted avg"):
-        r = report[name]
-        table.add_row(name, _fmt(r["precision"]), _fmt(r["recall"]), _fmt(r["f1-score"]), str(int(r["support"])))
-    table.add_row("accuracy", "", "", _fmt(report["accuracy"]), str(m["n"]))
-    return table
 
 
 # ---- predict --------------------------------------------------------------------------------
@@ -516,46 +395,19 @@ def predict(
         scorer.close()
         raise
     verdicts = []
-    with _progress() as progress:
+    with render.progress() as progress:
         task = progress.add_task("predict", total=len(paths), rate="")
         for verdict in predictor.predict_all(paths, evidence):
             verdicts.append(verdict)
             progress.update(task, advance=1)
             if as_json:
                 print(json.dumps(verdict.to_dict()), flush=True)
-    # Built after the loop: asking for the model sooner would wait for it before the first clip.
-    table = Table(title=escape(f"predict ({predictor.model_info.description})"))
-    table.add_column("video", overflow="fold")  # the file name; --json has the full path
-    ensemble = not predictor.model_info.single
-    for column in ("P(fake)", "verdict", "windows", "faces", "suspicious at", "people") + (("models",) if ensemble else ()):
-        table.add_column(column, justify="left" if column == "verdict" else "right")
+    # After the loop: asking for the model's description sooner would wait for it before the first clip.
+    model_info = predictor.model_info
     predictor.close()
-    for v in verdicts:
-        if v.status == "ok":
-            colour = {"fake": "red", "uncertain": "yellow"}.get(v.label, "green")
-            people = " ".join(f"{p['p_fake']:.2f}" for p in v.people)
-            models = (" ".join(f"{m['p_fake']:.2f}" for m in v.models),) if ensemble else ()
-            table.add_row(Path(v.path).name, f"{v.p_fake:.3f}", f"[{colour}]{v.label}[/{colour}]", str(v.windows), str(v.faces),
-                          "-" if v.suspicious_time is None else f"{v.suspicious_time}s", people, *models)
-        else:
-            table.add_row(Path(v.path).name, "-", f"[yellow]{v.status}[/yellow]", "-", "-", "-", "-", *(("-",) if ensemble else ()))
-    (console if as_json else out_console).print(table)
-    for v in verdicts:
-        if v.status != "ok":
-            console.print(f"[yellow]{v.status}[/yellow] {escape(v.path)}: {escape(v.reason or '')}")
-        elif v.reasons:
-            console.print(f"[yellow]uncertain[/yellow] {escape(Path(v.path).name)}: {escape('; '.join(v.reasons))}")
+    render.verdicts(verdicts, model_info, console if as_json else out_console)
     if any(v.status != "ok" for v in verdicts):
         raise typer.Exit(1)
-
-
-def _latest_run() -> Path:
-    from deepfake_cli.files import newest_in_runs
-
-    last = newest_in_runs("last.pt")
-    if last is None:
-        raise DeepfakeError("no run to resume under runs/; pass --run-dir DIR")
-    return last.parent
 
 
 def main() -> None:
