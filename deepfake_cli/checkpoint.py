@@ -38,7 +38,8 @@ class Detector:
     path: Path
     meta: dict
     reference: bool  # a bare state_dict from the reference notebook
-    calibration: Calibration | None = None  # raw P(fake) -> calibrated; None: files from before, reference state_dicts
+    calibration: Calibration | None = None  # raw P(fake) -> calibrated; None: uncalibrated, reference state_dicts
+    mask_head: torch.nn.Module | None = None  # --self-blend's: where each frame looks blended (heatmap.py)
 
     def describe(self) -> str:
         kind = "reference state_dict" if self.reference else f"deepfake-cli checkpoint, {self.model.backbone}"
@@ -94,7 +95,8 @@ def load_detector(path: Path, device: str | torch.device = "cpu") -> Detector:
         model = DeepfakeDetector(**payload["model_args"])
         _load_state(model, payload["model"], path)
         return Detector(_ready(model, device), InputSpec.from_dict(payload["inputs"]), payload["threshold"], path,
-                        payload["meta"], reference=False, calibration=Calibration.from_dict(payload["calibration"]))
+                        payload["meta"], reference=False, calibration=Calibration.from_dict(payload["calibration"]),
+                        mask_head=_mask_head(payload.get("mask_head"), device))
     if "lstm.weight_ih_l0" in payload and any(k.startswith("cnn.") for k in payload):
         # The notebook's DeepfakeDetector: last-step read-out, BGR 0..1, raw distances, 0.5.
         hidden = payload["lstm.weight_hh_l0"].shape[1]
@@ -119,6 +121,14 @@ def _check_complete(payload: dict, path: Path) -> None:
     if missing:
         raise DeepfakeError(f"{path}: a deepfake-cli checkpoint without {', '.join(missing)}; train it again with "
                             f"deepfake-cli {__version__}")
+
+
+def _mask_head(state: dict | None, device: str | torch.device) -> torch.nn.Module | None:
+    if state is None:
+        return None
+    head = torch.nn.Conv2d(FEATURE_DIM, 1, 1)
+    head.load_state_dict(state)
+    return head.to(device).eval()
 
 
 def _ready(model: DeepfakeDetector, device: str | torch.device) -> DeepfakeDetector:

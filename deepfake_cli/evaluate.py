@@ -160,3 +160,47 @@ def write_plots(result: dict, out: Path) -> list[Path]:
     labels = np.array([s["label"] for s in result["scores"]])
     probs = np.array([s["p_fake"] for s in result["scores"]])
     return evaluation_plots(labels, probs, result["at_threshold"]["threshold"], out)
+
+
+def confident_mistakes(data: Path, checkpoints: list[Path], result: dict, n: int, device: str = "auto") -> dict[str, list[dict]]:
+    """For `evaluate --report`: the `n` real videos `result` scored most fake and the `n` fakes it scored
+    most real (wrong at its threshold), each with its crops and the models' mean heatmaps (none from an
+    .onnx member: it has no gradients)."""
+    from deepfake_cli.heatmap import explain_window, mean_heatmaps
+
+    threshold = result["at_threshold"]["threshold"]
+    scores = result["scores"]
+    chosen = {
+        "real videos called fake": sorted((s for s in scores if s["label"] == 0 and s["p_fake"] >= threshold),
+                                          key=lambda s: -s["p_fake"])[:n],
+        "fakes called real": sorted((s for s in scores if s["label"] == 1 and s["p_fake"] < threshold),
+                                    key=lambda s: s["p_fake"])[:n],
+    }
+    keys = {s["video"] for picked in chosen.values() for s in picked}
+    device_ = resolve_device(device)
+    models = [_load(path, device_, device) for path in checkpoints]
+    inputs = models[0].inputs
+    samples = {s.key: s for s in D.scan(data, inputs.seq_len, fallback=tuple(models[0].real_folders or REAL_FOLDERS))
+               if s.key in keys}
+    dataset = D.SequenceDataset(data, list(samples.values()), inputs)
+    gallery = {}
+    for kind, picked in chosen.items():
+        gallery[kind] = []
+        for s in picked:
+            sample = samples[s["video"]]
+            crops, vectors = np.asarray(dataset.frames(sample)), D.load_vectors(data, sample, inputs.seq_len)
+            explained = [explain_window(m.model, crops, vectors, device_) for m in models if not callable(m.model)]
+            gallery[kind].append({"video": s["video"], "p_fake": s["p_fake"], "faces": list(crops),
+                                  "heatmaps": mean_heatmaps(explained) if explained else {}})
+    return gallery
+
+
+def evaluation_report(data: Path, checkpoints: list[Path], result: dict, path: Path, device: str = "auto") -> None:
+    """`evaluate --report`: `result`'s metrics and plots, and its most confident mistakes, as one HTML page."""
+    import tempfile
+
+    from deepfake_cli.report import GALLERY, evaluate_report
+
+    with tempfile.TemporaryDirectory() as folder:
+        plots = {p.stem: p.read_bytes() for p in write_plots(result, Path(folder))}
+    evaluate_report(result, data, plots, confident_mistakes(data, checkpoints, result, GALLERY, device), path)

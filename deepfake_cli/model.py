@@ -100,9 +100,9 @@ class MaskHead(nn.Module):
     map (4 x 4 cells at 128 px) and predicts, per cell, the share of it the blend covered (0 in
     real videos). A pooled feature can separate blends from real faces by anything that differs;
     the map must point at the blend, so the backbone learns the local traces every swap leaves.
-    The head itself is training-only: validation, best.pt and predict use the detector alone, whose
-    keys are unchanged. On unseen people and manipulations (docs/experiments.md, "Self-blended training"):
-    0.785 / 0.785 / 0.803 / 0.742 AUC on four seeds, against 0.790 / 0.754 / 0.763 / 0.760 without it.
+    Scores never use it: validation and predict run the detector alone, whose keys are unchanged.
+    best.pt keeps the head beside them (`mask_head`), for reports to show the region it predicts
+    (docs/experiments.md, "Self-blended training", has what it does to detection).
     """
 
     def __init__(self, model: DeepfakeDetector):

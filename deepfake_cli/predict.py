@@ -56,9 +56,11 @@ class Verdict:
     models: list[dict] = field(default_factory=list)  # each model's P(fake) of the scored person: one, or an ensemble's
     timings: dict = field(default_factory=dict)
     evidence: str | None = None
+    video: dict = field(default_factory=dict)  # the file's facts: duration, size as shown, rotation, codec, fps
+    detail: dict | None = field(default=None, repr=False)  # for --report: windows, faces, heatmaps (never in --json)
 
     def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        return {k: v for k, v in self.__dict__.items() if k != "detail"}
 
 
 def find_inputs(items: list[str]) -> list[Path]:
@@ -124,18 +126,19 @@ class Predictor:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def predict(self, path: Path, evidence_dir: Path | None = None) -> Verdict:
-        return next(self.predict_all([path], evidence_dir))
+    def predict(self, path: Path, evidence_dir: Path | None = None, explain: bool = False) -> Verdict:
+        return next(self.predict_all([path], evidence_dir, explain))
 
-    def predict_all(self, paths: list[Path], evidence_dir: Path | None = None) -> Iterator[Verdict]:
+    def predict_all(self, paths: list[Path], evidence_dir: Path | None = None, explain: bool = False) -> Iterator[Verdict]:
         """Verdicts in input order. While the model scores one clip, the next is decoded.
-        With `evidence_dir`, a contact sheet per clip, named by `evidence_names`."""
+        With `evidence_dir`, a contact sheet per clip, named by `evidence_names`; with `explain`, each
+        verdict's `detail` for a report (the top window's faces and heatmaps: one more model pass)."""
         sheets = {p: evidence_dir / name for p, name in evidence_names(paths).items()} if evidence_dir else {}
         scoring = None  # the clip whose windows the model process has
         for path in paths:
             clip = self.prepare(path)
             if scoring is not None:
-                yield self._finish(scoring, sheets.get(scoring.path))
+                yield self._finish(scoring, sheets.get(scoring.path), explain)
                 scoring = None
             if isinstance(clip, Verdict):
                 yield clip
@@ -147,7 +150,7 @@ class Predictor:
                              np.stack([[f.vector for f in frames] for _, _, frames in clip.batches]))
             scoring = clip
         if scoring is not None:
-            yield self._finish(scoring, sheets.get(scoring.path))
+            yield self._finish(scoring, sheets.get(scoring.path), explain)
 
     def prepare(self, path: Path) -> "_Clip | Verdict":
         """Decode and cut the faces the model will score; a Verdict already when the clip cannot be scored.
@@ -174,6 +177,9 @@ class Predictor:
                 else:
                     sampled = sample_faces(video, self.analyzer, needed, self.inputs.crop, max_people=MAX_PEOPLE,
                                            borrow=True, windows=windows)
+                width, height = video.display_size
+                facts = {"duration_s": round(info.duration, 2), "fps": round(info.fps, 3), "frames": info.frame_count,
+                         "width": width, "height": height, "rotation": video.rotation, "codec": info.codec}
         except SkipVideo as e:
             status = "too_short" if str(e).startswith("too short") else "no_face"
             return Verdict(str(path), status, str(e))
@@ -182,10 +188,11 @@ class Predictor:
         batches = [(p, w, window[:t]) for p, person in enumerate(sampled.people) for w, window in enumerate(person)
                    if None not in window]
         if not batches:
-            return Verdict(str(path), "no_face", f"no window found a face on {needed} frames spread over the clip")
-        return _Clip(path, info, sampled, batches, {"decode_and_faces": round(time.perf_counter() - started, 3)})
+            return Verdict(str(path), "no_face", f"no window found a face on {needed} frames spread over the clip",
+                           video=facts)
+        return _Clip(path, info, sampled, batches, {"decode_and_faces": round(time.perf_counter() - started, 3)}, facts)
 
-    def _finish(self, clip: "_Clip", evidence: Path | None) -> Verdict:
+    def _finish(self, clip: "_Clip", evidence: Path | None, explain: bool = False) -> Verdict:
         raw, frame_scores, model_seconds = self.scorer.receive()
         clip.timings["model"] = round(model_seconds, 3)
         info = self.model_info
@@ -230,15 +237,25 @@ class Predictor:
             label="uncertain" if reasons else "fake" if worst["p_fake"] >= threshold else "real",
             reasons=reasons, checks=checks,
             windows=len(worst["windows"]), faces=worst["faces"], people=per_person, models=models,
-            suspicious_time=suspicious, timings=clip.timings,
+            suspicious_time=suspicious, timings=clip.timings, video=clip.facts,
         )
+        rows = [(w, s, frames, None if frame_scores is None else frame_scores[k])
+                for k, ((p, w, frames), s) in enumerate(zip(clip.batches, scores)) if p == worst["person"]]
         if evidence is not None:
             from deepfake_cli.plots import contact_sheet
 
-            rows = [(w, s, frames, None if frame_scores is None else frame_scores[k])
-                    for k, ((p, w, frames), s) in enumerate(zip(clip.batches, scores)) if p == worst["person"]]
             contact_sheet(rows, top_window, fps, verdict, evidence)
             verdict.evidence = str(evidence)
+        if explain:
+            faces = clip.batches[top][2]
+            verdict.detail = {
+                "person": worst["person"], "top_window": top_window, "faces": [f.crop for f in faces],
+                "times": [f.index / fps if fps else None for f in faces],
+                "frame_p_fake": None if frame_scores is None else [float(x) for x in frame_scores[top]],
+                "heatmaps": self.scorer.explain(np.stack([f.crop for f in faces]), np.stack([f.vector for f in faces])),
+                "windows": [{"window": w, "p_fake": float(s), "times": [f.index / fps if fps else f.index for f in frames],
+                             "frame_p_fake": None if fs is None else [float(x) for x in fs]} for w, s, frames, fs in rows],
+            }
         return verdict
 
 
@@ -278,6 +295,7 @@ class _Clip:
     sampled: VideoFaces
     batches: list[tuple[int, int, list[FaceFrame]]]  # (person, window, its T faces)
     timings: dict
+    facts: dict  # Verdict.video
 
 
 def evidence_names(paths: list[Path]) -> dict[Path, str]:

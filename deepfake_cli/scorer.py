@@ -49,7 +49,15 @@ class Scorer:
     def send(self, crops: np.ndarray, vectors: np.ndarray) -> None:
         """Start scoring (N, T, S, S, 3) uint8 BGR crops + (N, T, 5) landmark vectors; returns at once."""
         self.info  # a load error surfaces here, not as a broken pipe
-        self._conn.send((crops, vectors))
+        self._conn.send(("score", crops, vectors))
+
+    def explain(self, crops: np.ndarray, vectors: np.ndarray) -> dict[str, np.ndarray]:
+        """Heatmaps of one window's (T, S, S, 3) crops and (T, 5) vectors (`heatmap.explain_window`; an
+        ensemble's averaged): empty where no member can give them (an .onnx model has no gradients).
+        Call it with no scoring under way: the answers come back in the order asked."""
+        self.info
+        self._conn.send(("explain", crops, vectors))
+        return self._receive()
 
     def receive(self) -> tuple[np.ndarray, np.ndarray | None, float]:
         """The oldest windows sent: each member's raw (M, N) P(fake) (`ModelInfo.combine` makes one of
@@ -84,16 +92,19 @@ def latest_checkpoint(runs: Path = Path("runs")) -> Path:
 def _serve(conn, checkpoints: list[Path], device: str) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     try:
-        score, info = load_models(checkpoints, device)
+        score, info, explain = load_models(checkpoints, device)
     except DeepfakeError as e:
         conn.send(("error", e))
         return
     conn.send(("ok", info))
     while True:
         try:
-            crops, vectors = conn.recv()
+            asked, crops, vectors = conn.recv()
         except EOFError:
             return
+        if asked == "explain":
+            conn.send(("ok", explain(crops, vectors)))
+            continue
         started = time.perf_counter()
         probabilities, frame_probabilities = score(crops, vectors)
         conn.send(("ok", (probabilities, frame_probabilities, time.perf_counter() - started)))
@@ -122,29 +133,36 @@ def onnx_session(path: Path, device: str = "auto"):
 
 def load_models(checkpoints: list[Path], device: str = "auto"):
     """The scoring function of the loaded, warmed-up members, giving each one's (M, N) raw P(fake) and the
-    members' mean (N, T) frame P(fake) (None when none has a frame head), and the ModelInfo."""
+    members' mean (N, T) frame P(fake) (None when none has a frame head); the ModelInfo; and the
+    function of one window that gives the members' mean heatmaps (see `Scorer.explain`)."""
     import numpy as np
 
     from deepfake_cli.ensemble import ModelInfo, check_inputs
 
     loaded = [load(path, device) for path in checkpoints]
-    check_inputs([(path, inputs) for path, (_, _, inputs) in zip(checkpoints, loaded)])
+    check_inputs([(path, inputs) for path, (_, _, inputs, _) in zip(checkpoints, loaded)])
 
     def score(crops: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        scored = [fn(crops, vectors) for fn, _, _ in loaded]
+        scored = [fn(crops, vectors) for fn, _, _, _ in loaded]
         frames = [f for _, f in scored if f is not None]
         return np.stack([p for p, _ in scored]), np.mean(frames, axis=0) if frames else None
 
-    return score, ModelInfo(tuple(member for _, member, _ in loaded), loaded[0][2])
+    def explain(crops: np.ndarray, vectors: np.ndarray) -> dict[str, np.ndarray]:
+        from deepfake_cli.heatmap import mean_heatmaps
+
+        explained = [fn(crops, vectors) for _, _, _, fn in loaded if fn is not None]
+        return mean_heatmaps(explained) if explained else {}
+
+    return score, ModelInfo(tuple(member for _, member, _, _ in loaded), loaded[0][2]), explain
 
 
 def load(checkpoint: Path, device: str = "auto"):
     """One model: the scoring function of the loaded, warmed-up model ((N,) raw P(fake), (N, T) frame
-    P(fake) or None), the Member it is and its InputSpec."""
+    P(fake) or None), the Member it is, its InputSpec, and its heatmaps of one window (None for an .onnx)."""
     from deepfake_cli.ensemble import Member
 
     if is_onnx(checkpoint):
-        return load_onnx(checkpoint, device)
+        return (*load_onnx(checkpoint, device), None)
     import numpy as np
     import torch
 
@@ -168,7 +186,14 @@ def load(checkpoint: Path, device: str = "auto"):
     size = inputs.image_size
     frames = max(1, min(inputs.seq_len, CPU_PIXELS_PER_PASS // (size * size)))
     score(np.zeros((1, frames, size, size, 3), np.uint8), np.ones((1, frames, 5)))
-    return score, Member(str(checkpoint), detector.describe(), detector.threshold, detector.calibration), inputs
+
+    def explain(crops: np.ndarray, vectors: np.ndarray) -> dict[str, np.ndarray]:
+        from deepfake_cli.heatmap import explain_window
+
+        return explain_window(detector, crops, vectors, device_)
+
+    member = Member(str(checkpoint), detector.describe(), detector.threshold, detector.calibration)
+    return score, member, inputs, explain
 
 
 def load_onnx(path: Path, device: str = "auto"):

@@ -31,6 +31,7 @@ class VideoInfo:
     fps: float
     width: int
     height: int
+    codec: str = ""  # FFmpeg's name of the video codec: h264, hevc, vp9, ...
 
     @property
     def duration(self) -> float:
@@ -72,7 +73,8 @@ def _info(path: Path, stream: av.video.stream.VideoStream) -> VideoInfo:
         frame_count = round(stream.container.duration / av.time_base * fps)
     if frame_count <= 0 or not stream.codec_context.width:
         raise DeepfakeError(f"{path}: not a readable video (corrupt, truncated or not a video file)")
-    return VideoInfo(path, frame_count, fps, stream.codec_context.width, stream.codec_context.height)
+    return VideoInfo(path, frame_count, fps, stream.codec_context.width, stream.codec_context.height,
+                     stream.codec_context.name or "")
 
 
 def sample_frame_indices(start: int, stop: int, n: int) -> list[int]:

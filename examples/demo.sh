@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job end to end on generated example videos: generate -> extract -> train ->
-# evaluate -> predict. About 6 minutes on 2 CPU cores; everything lands in OUT (default demo/).
+# evaluate -> predict. About 4 minutes on 2 CPU cores; everything lands in OUT (default demo/).
 set -euo pipefail
 OUT=${1:-demo}
 HERE=$(dirname "$0")
@@ -28,7 +28,8 @@ else
 fi
 
 echo "== 4/5 evaluate on the run's validation split (people never seen in training)"
-deepfake evaluate "$OUT/faces" --model "$OUT/run/best.pt" --plots "$OUT/plots" --out "$OUT/metrics.json"
+deepfake evaluate "$OUT/faces" --model "$OUT/run/best.pt" --plots "$OUT/plots" --out "$OUT/metrics.json" \
+  --report "$OUT/evaluate.html"
 
 echo "== 5/5 predict on two unseen clips"
-deepfake predict "$OUT/unseen" --model "$OUT/run/best.pt" --evidence "$OUT/evidence"
+deepfake predict "$OUT/unseen" --model "$OUT/run/best.pt" --evidence "$OUT/evidence" --report "$OUT/predict.html"

@@ -239,7 +239,7 @@ def train(
         "is averaged into the video's score); 0 = no frame head, the reference's model.")),
     mask_loss: Optional[float] = typer.Option(None, show_default="1 with --self-blend", rich_help_panel=ADVANCED, help=(
         "With --self-blend: weight of a training-only head's loss that learns where each frame was blended "
-        "(the backbone learns to find the blend, not only that there is one); 0 = off. Not in best.pt.")),
+        "(the backbone learns to find the blend, not only that there is one); 0 = off. Reports show its map.")),
     ema: float = typer.Option(0.9, rich_help_panel=ADVANCED, help=(
         "Validate and save a moving average of the weights, this decay per step (steadier on unseen people "
         "than one step's weights); 0 = the weights as trained.")),
@@ -309,11 +309,17 @@ def evaluate(
     out: Optional[Path] = typer.Option(None, help="Write every metric and per-video score to this JSON file."),
     plots: Optional[Path] = typer.Option(None, help="Write roc.png, pr.png, confusion.png, scores.png and "
                                          "reliability.png to this folder."),
+    report: Optional[Path] = typer.Option(None, help="Write one HTML page: the metrics, the plots, per method, and the "
+                                          "most confident mistakes with their faces and where the model looked."),
 ) -> None:
     """Classification report, accuracy, F1, ROC AUC, AP, EER and confusion matrix, overall and per method."""
     from deepfake_cli.evaluate import evaluate as run_evaluate, write_plots
     from deepfake_cli.files import atomic_write_json
 
+    if report:
+        from deepfake_cli.report import check_writable
+
+        check_writable(report)
     with console.status("scoring videos..."):
         result = run_evaluate(data, model, split=split, batch_size=batch_size, workers=workers, device=device,
                               skip_bad=skip_bad)
@@ -326,6 +332,12 @@ def evaluate(
     if plots:
         written = write_plots(result, plots)
         console.print(f"plots written: {', '.join(str(p) for p in written)}", highlight=False)
+    if report:
+        from deepfake_cli.evaluate import evaluation_report
+
+        with console.status("finding the most confident mistakes and where the model looked..."):
+            evaluation_report(data, model, result, report, device)
+        console.print(f"report written to {report}", highlight=False)
 
 
 # ---- export ---------------------------------------------------------------------------------
@@ -372,6 +384,9 @@ def predict(
     device: str = typer.Option("auto", help="cpu, cuda, cuda:1, ..."),
     evidence: Optional[Path] = typer.Option(None, help="Write a contact sheet PNG per clip (crops, window scores) here, "
                                             "named after the clip (with its folders where two clips share a name)."),
+    report: Optional[Path] = typer.Option(None, help="Write one HTML page: a sortable table of the clips, then each "
+                                          "clip's verdict, facts, score over time, and its most suspicious faces "
+                                          "with where the model looked."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per input on stdout (JSON lines)."),
 ) -> None:
     """P(fake) for each clip, with the windows, faces and most suspicious moment behind it.
@@ -380,6 +395,10 @@ def predict(
     """
     from deepfake_cli.scorer import Scorer, latest_checkpoint
 
+    if report:
+        from deepfake_cli.report import check_writable
+
+        check_writable(report)
     if not model:
         model = [latest_checkpoint()]
         console.print(f"using the newest model: {model[0]}", highlight=False)
@@ -397,7 +416,7 @@ def predict(
     verdicts = []
     with render.progress() as progress:
         task = progress.add_task("predict", total=len(paths), rate="")
-        for verdict in predictor.predict_all(paths, evidence):
+        for verdict in predictor.predict_all(paths, evidence, explain=report is not None):
             verdicts.append(verdict)
             progress.update(task, advance=1)
             if as_json:
@@ -406,6 +425,11 @@ def predict(
     model_info = predictor.model_info
     predictor.close()
     render.verdicts(verdicts, model_info, console if as_json else out_console)
+    if report:
+        from deepfake_cli.report import predict_report
+
+        predict_report(verdicts, model_info.description, report)
+        console.print(f"report written to {report}", highlight=False)
     if any(v.status != "ok" for v in verdicts):
         raise typer.Exit(1)
 

@@ -110,12 +110,12 @@ def save(run: Run, epoch: int, row: dict, fitted: Calibration | None, improved: 
     ckpt = dict(model=run.kept, model_args=model_args(run.model), inputs=run.inputs, calibration=fitted,
                 threshold=0.5 if fitted is not None else row["threshold"],
                 meta={**run.meta, "epoch": epoch, "metrics": row, "raw_threshold": row["threshold"]})
+    if run.masked is not None:  # 1,281 weights: reports show where it takes a face for blended
+        ckpt["mask_head"] = run.masked.head.state_dict()
     if improved:
         save_checkpoint(run.folder / "best.pt", **ckpt)
     average, scheduler = run.average, run.scheduler
     trained = {"trained_model": run.model.state_dict(), "average_steps": average.steps} if average is not None else {}
-    if run.masked is not None:  # training-only: in last.pt for --resume, never in best.pt
-        trained["mask_head"] = run.masked.head.state_dict()
     save_checkpoint(run.folder / "last.pt", **ckpt, **trained, epoch=epoch, best=run.best, history=run.history,
                     bad_epochs=run.bad_epochs, optimizer=run.step.optimizer.state_dict(),
                     scheduler=scheduler.state_dict() if scheduler is not None else None)
