@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 import common
-from deepfake_cli.faces import CropSpec
+from deepfake_cli.crop import CropSpec
 from deepfake_cli.predict import MAX_PEOPLE, people_finder
 from deepfake_cli.sampling import sample_faces
 from deepfake_cli.video import Video

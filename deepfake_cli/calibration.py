@@ -34,7 +34,12 @@ class Calibration:
 
     def apply(self, probs: np.ndarray) -> np.ndarray:
         """Raw P(fake) -> calibrated, elementwise."""
-        return sigmoid(self.a * logit(probs) + self.b)
+        return sigmoid(self.logit(probs))
+
+    def logit(self, probs: np.ndarray) -> np.ndarray:
+        """Raw P(fake) -> the calibrated logit. Rank by this, not by `apply`: a steep calibration takes
+        every logit past 37 to exactly 1.0 in float64, and the ties would lower AUC."""
+        return self.a * logit(probs) + self.b
 
     def raw_threshold(self) -> float:
         """The raw score that calibrates to 0.5."""

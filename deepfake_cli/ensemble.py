@@ -38,7 +38,8 @@ class Member:
 
     def margin(self, raw: np.ndarray) -> np.ndarray:
         """The calibrated logit less the threshold's: how far, and on which side, of this model's decision."""
-        return logit(self.calibrated(raw)) - logit(np.float64(self.threshold))
+        z = self.calibration.logit(raw) if self.calibration is not None else logit(raw)
+        return z - logit(np.float64(self.threshold))
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,10 @@ class Scores:
     p_fake: np.ndarray  # (N,) on the scale `ModelInfo.threshold` reads
     raw_p_fake: np.ndarray  # (N,) before any calibration: sigmoid of the members' mean raw logit
     members: np.ndarray  # (M, N) each member's P(fake), calibrated as its checkpoint says
+    # (N,) and (M, N): the same order as p_fake and members without their float64 saturation at 0 and 1,
+    # for AUC, AP and EER (distance from the decision, in logits)
+    ranking: np.ndarray
+    member_ranking: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -80,10 +85,10 @@ class ModelInfo:
         """(M, N) raw P(fake) of each member -> the ensemble's Scores."""
         raw = np.asarray(raw, np.float64).reshape(len(self.members), -1)
         members = np.stack([m.calibrated(r) for m, r in zip(self.members, raw)])
-        if self.single:
-            return Scores(members[0], raw[0], members)
         margins = np.stack([m.margin(r) for m, r in zip(self.members, raw)])
-        return Scores(sigmoid(margins.mean(0)), sigmoid(logit(raw).mean(0)), members)
+        if self.single:
+            return Scores(members[0], raw[0], members, margins[0], margins)
+        return Scores(sigmoid(margins.mean(0)), sigmoid(logit(raw).mean(0)), members, margins.mean(0), margins)
 
 
 def check_inputs(models: list[tuple[object, InputSpec]]) -> None:

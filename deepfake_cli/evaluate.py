@@ -87,14 +87,14 @@ def evaluate(data: Path, checkpoints: Path | list[Path], split: str = "auto", ba
     fitted = [m.calibration.to_dict() if m.calibration is not None else None for m in info.members]
     result = {
         "checkpoint": " + ".join(str(c) for c in checkpoints), "data": str(data), "split": split, "n": len(samples),
-        "at_threshold": classification_metrics(labels, probs, threshold),
-        "at_0.5": classification_metrics(labels, probs, 0.5),
-        "per_method": per_method(samples, labels, probs, threshold),
+        "at_threshold": classification_metrics(labels, probs, threshold, scores.ranking),
+        "at_0.5": classification_metrics(labels, probs, 0.5, scores.ranking),
+        "per_method": per_method(samples, labels, probs, threshold, scores.ranking),
         "calibration": {"fitted": fitted[0] if info.single else fitted, "ece": expected_calibration_error(labels, probs), "brier": brier(labels, probs),
                         "reliability": reliability(labels, probs)},
-        "members": [{"model": m.path, "threshold": m.threshold, "auc": _auc(labels, member),
+        "members": [{"model": m.path, "threshold": m.threshold, "auc": _auc(labels, ranked),
                      "accuracy": float(np.mean((member >= m.threshold) == (labels == 1)))}
-                    for m, member in zip(info.members, scores.members)],
+                    for m, member, ranked in zip(info.members, scores.members, scores.member_ranking)],
         "scores": [{"video": s.key, "label": int(y), "p_fake": float(p), "raw_p_fake": float(r)}
                    for s, y, p, r in zip(samples, labels, probs, scores.raw_p_fake)],
     }
@@ -139,10 +139,12 @@ def _auc(labels: np.ndarray, probs: np.ndarray) -> float | None:
     return float(roc_auc_score(labels, probs)) if len(set(labels)) == 2 else None
 
 
-def per_method(samples: list[D.Sample], labels: np.ndarray, probs: np.ndarray, threshold: float) -> list[dict]:
-    """One row per folder, as FaceForensics++ tables report: accuracy on it, and AUC of it against the real videos."""
+def per_method(samples: list[D.Sample], labels: np.ndarray, probs: np.ndarray, threshold: float,
+               ranking: np.ndarray | None = None) -> list[dict]:
+    """One row per folder, as FaceForensics++ tables report: accuracy on it, and AUC of it against the real
+    videos (of `ranking` where given: see `classification_metrics`)."""
     folders = np.array([s.folder for s in samples])
-    aucs = auc_per_method(folders, labels, probs)
+    aucs = auc_per_method(folders, labels, probs if ranking is None else ranking)
     rows = []
     for folder in sorted(set(folders)):
         mine = folders == folder

@@ -30,9 +30,10 @@ import numpy as np
 
 from deepfake_cli import datasets
 from deepfake_cli.choices import worker_count
+from deepfake_cli.crop import CropSpec
 from deepfake_cli.datasets import VideoJob
 from deepfake_cli.errors import DeepfakeError
-from deepfake_cli.faces import CropSpec, FaceAnalyzer
+from deepfake_cli.faces import FaceAnalyzer
 from deepfake_cli.files import atomic_write_bytes, atomic_write_json
 from deepfake_cli.layout import META_DIR, REAL_FOLDERS, labels_path, landmarks_path
 from deepfake_cli.sampling import SkipVideo, sample_faces

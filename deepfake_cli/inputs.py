@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deepfake_cli.faces import REFERENCE_CROP, CropSpec, resize_square
+from deepfake_cli.crop import REFERENCE_CROP, CropSpec, resize_square
 from deepfake_cli.onnxfile import is_onnx, read_description
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

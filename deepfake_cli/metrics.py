@@ -86,10 +86,12 @@ def equal_error_rate(labels: np.ndarray, probs: np.ndarray) -> float | None:
     return float((fpr[i] + fnr[i]) / 2)
 
 
-def classification_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float) -> dict:
-    """Accuracy, F1, precision, recall, confusion matrix at `threshold`; AUC, AP, EER over all thresholds."""
+def classification_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float, ranking: np.ndarray | None = None) -> dict:
+    """Accuracy, F1, precision, recall, confusion matrix at `threshold`; AUC, AP, EER over all thresholds,
+    of `ranking` where given (scores in the order of `probs`, without its saturation), else of `probs`."""
     from sklearn import metrics as skm
 
+    ranked = probs if ranking is None else ranking
     predicted = (probs >= threshold).astype(int)
     both = labels.min() != labels.max()
     return {
@@ -100,9 +102,9 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray, threshold: flo
         "macro_f1": float(skm.f1_score(labels, predicted, labels=[0, 1], average="macro", zero_division=0)),
         "precision": float(skm.precision_score(labels, predicted, zero_division=0)),
         "recall": float(skm.recall_score(labels, predicted, zero_division=0)),
-        "auc": float(skm.roc_auc_score(labels, probs)) if both else None,
-        "ap": float(skm.average_precision_score(labels, probs)) if both else None,
-        "eer": equal_error_rate(labels, probs),
+        "auc": float(skm.roc_auc_score(labels, ranked)) if both else None,
+        "ap": float(skm.average_precision_score(labels, ranked)) if both else None,
+        "eer": equal_error_rate(labels, ranked),
         "confusion": skm.confusion_matrix(labels, predicted, labels=[0, 1]).tolist(),  # rows: true real, fake
         "report": skm.classification_report(labels, predicted, labels=[0, 1], target_names=["real", "fake"],
                                             zero_division=0, output_dict=True),

@@ -198,34 +198,22 @@ class Predictor:
         info = self.model_info
         threshold = self.threshold if self.threshold is not None else info.threshold
         combined = info.combine(raw)
-        scores = combined.p_fake
         combine = np.mean if self.aggregate == "mean" else np.max
-        per_person = []
-        for p, person in enumerate(clip.sampled.people):
-            mine = [k for k, (q, _, _) in enumerate(clip.batches) if q == p]
-            if not mine:
-                continue
-            per_person.append({
-                "person": p, "p_fake": float(combine(scores[mine])), "raw_p_fake": float(combine(combined.raw_p_fake[mine])),
-                "faces": len({f.index for window in person for f in window if f is not None}),
-                "window_scores": [round(float(scores[k]), 4) for k in mine], "windows": [clip.batches[k][1] for k in mine],
-                "model_scores": [float(combine(m[mine])) for m in combined.members],
-            })
-        worst = max(per_person, key=lambda r: r["p_fake"])
+        per_person = self._people(clip, combined.p_fake, combined.raw_p_fake, combine)
+        worst, mine = max(per_person, key=lambda row: row[0]["p_fake"])
+        per_person = [row for row, _ in per_person]
         person = clip.sampled.people[worst["person"]]
         frames = [f for window in person for f in window if f is not None]
         segments = len(person[0])
         own = segments - clip.sampled.borrowed if worst["person"] == 0 else segments  # borrowing is counted for person 0
+        model_scores = [float(combine(m[mine])) for m in combined.members]
         checks = {"segments_with_face": own, "segments": segments,
                   "eye_span_px": round(float(np.median([f.vector[0] for f in frames])), 1),
                   "face_score": round(float(np.median([f.score for f in frames])), 3),
                   "window_scores": worst["window_scores"], "calibrated": info.calibrated_scale,
-                  "model_p_fake": worst["model_scores"], "model_thresholds": [m.threshold for m in info.members]}
+                  "model_p_fake": model_scores, "model_thresholds": [m.threshold for m in info.members]}
         reasons = uncertain_reasons(worst["p_fake"], threshold, **checks)
-        models = [{"model": m.path, "p_fake": p, "threshold": m.threshold}
-                  for m, p in zip(info.members, worst.pop("model_scores"))]
-        for row in per_person:
-            row.pop("model_scores", None)
+        models = [{"model": m.path, "p_fake": p, "threshold": m.threshold} for m, p in zip(info.members, model_scores)]
         top_window = worst["windows"][int(np.argmax(worst["window_scores"]))]
         top = next(k for k, (p, w, _) in enumerate(clip.batches) if (p, w) == (worst["person"], top_window))
         fps = clip.info.fps
@@ -240,23 +228,44 @@ class Predictor:
             suspicious_time=suspicious, timings=clip.timings, video=clip.facts,
         )
         rows = [(w, s, frames, None if frame_scores is None else frame_scores[k])
-                for k, ((p, w, frames), s) in enumerate(zip(clip.batches, scores)) if p == worst["person"]]
+                for k, ((p, w, frames), s) in enumerate(zip(clip.batches, combined.p_fake)) if p == worst["person"]]
         if evidence is not None:
             from deepfake_cli.plots import contact_sheet
 
             contact_sheet(rows, top_window, fps, verdict, evidence)
             verdict.evidence = str(evidence)
         if explain:
-            faces = clip.batches[top][2]
-            verdict.detail = {
-                "person": worst["person"], "top_window": top_window, "faces": [f.crop for f in faces],
-                "times": [f.index / fps if fps else None for f in faces],
-                "frame_p_fake": None if frame_scores is None else [float(x) for x in frame_scores[top]],
-                "heatmaps": self.scorer.explain(np.stack([f.crop for f in faces]), np.stack([f.vector for f in faces])),
-                "windows": [{"window": w, "p_fake": float(s), "times": [f.index / fps if fps else f.index for f in frames],
-                             "frame_p_fake": None if fs is None else [float(x) for x in fs]} for w, s, frames, fs in rows],
-            }
+            verdict.detail = self._detail(clip.batches[top][2], top_window, rows, fps,
+                                          None if frame_scores is None else frame_scores[top])
         return verdict
+
+    @staticmethod
+    def _people(clip: "_Clip", scores: np.ndarray, raw: np.ndarray, combine) -> list[tuple[dict, list[int]]]:
+        """Each tracked person's scores, from their windows (whose indices in the batch come with them)."""
+        people = []
+        for p, person in enumerate(clip.sampled.people):
+            mine = [k for k, (q, _, _) in enumerate(clip.batches) if q == p]
+            if mine:
+                people.append(({
+                    "person": p, "p_fake": float(combine(scores[mine])), "raw_p_fake": float(combine(raw[mine])),
+                    "faces": len({f.index for window in person for f in window if f is not None}),
+                    "window_scores": [round(float(scores[k]), 4) for k in mine], "windows": [clip.batches[k][1] for k in mine],
+                }, mine))
+        return people
+
+    def _detail(self, faces: list[FaceFrame], top_window: int, rows: list, fps: float, frame_scores) -> dict:
+        """What a report shows of a clip: every window of the scored person on the time axis, and the
+        top window's faces with their heatmaps (one more pass of the model, on that window alone)."""
+        def when(f: FaceFrame) -> float:
+            return f.index / fps if fps else float(f.index)
+
+        return {
+            "top_window": top_window, "faces": [f.crop for f in faces], "times": [when(f) for f in faces],
+            "frame_p_fake": None if frame_scores is None else [float(x) for x in frame_scores],
+            "heatmaps": self.scorer.explain(np.stack([f.crop for f in faces]), np.stack([f.vector for f in faces])),
+            "windows": [{"window": w, "p_fake": float(s), "times": [when(f) for f in window],
+                         "frame_p_fake": None if fs is None else [float(x) for x in fs]} for w, s, window, fs in rows],
+        }
 
 
 def uncertain_reasons(p_fake: float, threshold: float, segments_with_face: int, segments: int, eye_span_px: float,

@@ -143,7 +143,7 @@ table.sortable th{cursor:pointer;user-select:none} table.sortable th::after{cont
 .strip{margin:8px 0} .strip-title{font-size:12px;color:#555;margin-bottom:2px}
 .faces{display:flex;flex-wrap:wrap;gap:4px} figure{margin:0;text-align:center}
 figcaption{font-size:11px;color:#555} img{display:block;border-radius:3px}
-.reasons{color:#b9770e} .plots img{max-width:100%;height:auto;border:1px solid #eee;margin:6px 0}
+.reasons{color:#b9770e} .plots{display:flex;flex-wrap:wrap;gap:8px} .plots img{width:360px;height:auto;border:1px solid #eee}
 """
 
 # Sorts a table.sortable by the clicked column: numbers by value (a cell's data-sort first), text by text.

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from deepfake_cli.crop import CropSpec, crop_face, crop_landmarks
 from deepfake_cli.errors import DeepfakeError
-from deepfake_cli.faces import (MAX_SHIFT, CropSpec, Face, FaceAnalyzer, Track, crop_face, crop_landmarks, face_distance,
-                                landmark_vector, track_faces)
+from deepfake_cli.faces import MAX_SHIFT, Face, FaceAnalyzer, Track, face_distance, landmark_vector, track_faces
 from deepfake_cli.video import Video, VideoInfo
 
 # How many other frames of its segment a slot tries when its own frame shows no face.

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 
-from deepfake_cli.faces import CropSpec
+from deepfake_cli.crop import CropSpec
 
 BLEND_RATIOS = (0.25, 0.5, 0.75, 1.0, 1.0, 1.0)  # the paper's: the mask's peak, full strength half the time
 NO_FOREHEAD = 0.25  # the share of hulls cut at the eyebrows (the paper's 68-point hull)

@@ -7,7 +7,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
-from deepfake_cli.calibration import MIN_SLOPE, Calibration, expected_calibration_error, fit, sigmoid
+from deepfake_cli.calibration import MIN_SLOPE, Calibration, expected_calibration_error, fit, logit, sigmoid
 from deepfake_cli.checkpoint import load_detector, read_checkpoint
 from deepfake_cli.cli import app
 
@@ -66,3 +66,23 @@ def test_a_trained_checkpoint_decides_at_one_half_on_its_calibrated_scores(train
     assert v["label"] == ("uncertain" if v["reasons"] else "fake") and not any("threshold" in r for r in v["reasons"])
     bad = runner.invoke(app, ["predict", str(clips["real"]), "--model", str(trained_run / "best.pt"), "--threshold", "2"])
     assert bad.exit_code == 2 and "--threshold must be between 0 and 1" in bad.output
+
+
+def test_a_steep_calibration_saturates_p_fake_but_never_ties_the_ranking(trained_run, extracted, tmp_path):
+    """sigmoid past a logit of 37 is exactly 1.0 in float64: AUC, AP and EER rank by the calibrated logit,
+    so they are the model's own, however steep its calibration."""
+    import torch
+
+    payload = read_checkpoint(trained_run / "best.pt")
+    a = 5000.0  # the tiny model's raw scores lie within 0.01 of each other: this spreads them over +-50
+    payload["calibration"] = {"a": a, "b": -a * float(logit(np.float64(payload["meta"]["raw_threshold"]))), "videos": 10}
+    torch.save(payload, tmp_path / "steep.pt")
+    from deepfake_cli.evaluate import evaluate
+
+    result = evaluate(extracted, tmp_path / "steep.pt", split="all", workers=0)
+    scores = result["scores"]
+    labels = np.array([s["label"] for s in scores])
+    calibrated, raw = np.array([s["p_fake"] for s in scores]), np.array([s["raw_p_fake"] for s in scores])
+    assert len(set(calibrated)) < len(set(raw))  # the saturation is there: several videos at exactly 0 or 1
+    assert result["at_threshold"]["auc"] == pytest.approx(roc_auc_score(labels, raw), abs=1e-12)
+    assert roc_auc_score(labels, calibrated) != pytest.approx(result["at_threshold"]["auc"], abs=1e-6)

@@ -9,11 +9,12 @@ from typer.testing import CliRunner
 
 from conftest import FRAMES, SEQ_LEN, tiny_config
 from deepfake_cli.cli import app
+from deepfake_cli.crop import REFERENCE_CROP, CropSpec, crop_face
 from deepfake_cli.data import data_crop
 from deepfake_cli.errors import DeepfakeError
 from deepfake_cli.evaluate import evaluate
 from deepfake_cli.extract import ExtractConfig, extract
-from deepfake_cli.faces import REFERENCE_CROP, CropSpec, FaceAnalyzer, crop_face
+from deepfake_cli.faces import FaceAnalyzer
 from deepfake_cli.files import atomic_write_json
 from deepfake_cli.inputs import SamplingSpec, peek_inputs
 from deepfake_cli.layout import META_DIR

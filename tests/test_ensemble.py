@@ -9,10 +9,10 @@ from typer.testing import CliRunner
 from conftest import tiny_config
 from deepfake_cli.calibration import Calibration, logit, sigmoid
 from deepfake_cli.cli import app
+from deepfake_cli.crop import CropSpec
 from deepfake_cli.ensemble import Member, ModelInfo, check_inputs
 from deepfake_cli.errors import DeepfakeError
 from deepfake_cli.evaluate import evaluate
-from deepfake_cli.faces import CropSpec
 from deepfake_cli.inputs import InputSpec, peek_inputs
 from deepfake_cli.predict import DISAGREE, uncertain_reasons
 

@@ -16,10 +16,10 @@ from typer.testing import CliRunner
 from conftest import FRAMES, SEQ_LEN
 from deepfake_cli.checkpoint import load_detector
 from deepfake_cli.cli import app
+from deepfake_cli.crop import REFERENCE_CROP
 from deepfake_cli.data import SequenceDataset, scan
 from deepfake_cli.errors import DeepfakeError
 from deepfake_cli.evaluate import evaluate
-from deepfake_cli.faces import REFERENCE_CROP
 from deepfake_cli.inputs import peek_inputs
 from deepfake_cli.metrics import classification_metrics
 from deepfake_cli.predict import Predictor, auto_windows, evidence_names

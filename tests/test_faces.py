@@ -5,7 +5,9 @@ import cv2
 import mediapipe as mp
 import numpy as np
 
-from deepfake_cli.faces import CropSpec, Face, FaceAnalyzer, crop_box, crop_face, landmark_vector, track_faces
+from deepfake_cli.crop import CropSpec, crop_box, crop_face
+
+from deepfake_cli.faces import Face, FaceAnalyzer, landmark_vector, track_faces
 from deepfake_cli.video import Video
 
 

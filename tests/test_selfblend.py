@@ -15,9 +15,10 @@ from deepfake_cli.checkpoint import read_checkpoint
 from deepfake_cli.cli import app
 from deepfake_cli.data import (BLEND_FOLDER, MixedDataset, Sample, SelfBlendDataset, SequenceDataset, augment, load_vectors,
                                pair_groups, scan)
+from deepfake_cli.crop import CropSpec, resize_square
 from deepfake_cli.errors import DeepfakeError
 from deepfake_cli.evaluate import evaluate
-from deepfake_cli.faces import LANDMARK_PAIRS, CropSpec, resize_square
+from deepfake_cli.faces import LANDMARK_PAIRS
 from deepfake_cli.inputs import InputSpec
 from deepfake_cli.layout import landmarks_path
 from deepfake_cli.model import DeepfakeDetector
@@ -240,7 +241,7 @@ def real_only(extracted, tmp_path_factory):
     return data
 
 
-def test_self_blend_trains_on_real_videos_alone_and_shows_what_it_learns_from(real_only, extracted, tmp_path):
+def test_self_blend_trains_on_real_videos_alone_and_shows_what_it_learns_from(real_only, extracted, clips, tmp_path):
     run = tmp_path / "run"
     result = runner.invoke(app, ["train", str(real_only), "--run-dir", str(run), "--self-blend", "--save-examples", "2",
                                  "--epochs", "1", "--batch-size", "4", "--frames", str(SEQ_LEN), "--image-size",
@@ -258,6 +259,12 @@ def test_self_blend_trains_on_real_videos_alone_and_shows_what_it_learns_from(re
     best = read_checkpoint(run / "best.pt")
     assert set(best["model"]) == set(DeepfakeDetector(frame_head=True).state_dict())
     assert best["mask_head"]["weight"].shape == read_checkpoint(run / "last.pt")["mask_head"]["weight"].shape == (1, 1280, 1, 1)
+    # A report shows the blend region it predicts, beside Grad-CAM.
+    result = runner.invoke(app, ["predict", str(clips["fake"]), "--model", str(run / "best.pt"), "--report",
+                                 str(tmp_path / "r.html")])
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "r.html").read_text()
+    assert page.count('alt="blend region (mask head)') == page.count('alt="Grad-CAM') == SEQ_LEN
     examples = cv2.imread(str(run / "self-blend-examples.png"))
     scale = 192 // IMAGE_SIZE
     assert examples.shape == (28 + 2 * IMAGE_SIZE * scale, 3 * IMAGE_SIZE * scale, 3)

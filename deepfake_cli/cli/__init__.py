@@ -131,7 +131,7 @@ def extract(
     Re-running resumes: finished videos are skipped, half-done ones redone. Exit code: 0 every video was extracted or skipped with a reason (no face, too short); 1 a video failed to decode, or nothing could be extracted; 2 bad arguments; 130 Ctrl-C.
     """
     from deepfake_cli.extract import ExtractConfig, extract as run_extract, parse_shard, summary_dict
-    from deepfake_cli.faces import CropSpec
+    from deepfake_cli.crop import CropSpec
     from deepfake_cli.video import reuse_frame_memory
 
     reuse_frame_memory()  # for --workers 0 or 1, where this process decodes

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from deepfake_cli.crop import REFERENCE_CROP, CropSpec
 from deepfake_cli.errors import DeepfakeError
-from deepfake_cli.faces import REFERENCE_CROP, CropSpec
 from deepfake_cli.inputs import SamplingSpec
 from deepfake_cli.layout import META_DIR, REAL_FOLDERS, labels_path
 from deepfake_cli.video import VIDEO_SUFFIXES

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from deepfake_cli import backbones
 from deepfake_cli.choices import AMP_MODES, SCHEDULES
+from deepfake_cli.crop import CropSpec
 from deepfake_cli.efficientnet import PARTS as BACKBONE_PARTS
 from deepfake_cli.errors import DeepfakeError
-from deepfake_cli.faces import CropSpec
 from deepfake_cli.train.history import SELECTS
 
 # The stem and the first two stages of the backbone stay at their ImageNet weights: a third of a CPU training
