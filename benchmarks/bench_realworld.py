@@ -127,8 +127,9 @@ def summarise(scores: list[dict]) -> dict:
     from deepfake_cli.calibration import brier, expected_calibration_error
 
     labels = np.array([s["label"] for s in scores])
-    probs = np.array([s["p_fake"] for s in scores])
-    called = probs >= np.array([s["threshold"] for s in scores])
+    p_fake = np.array([s["p_fake"] for s in scores])
+    called = p_fake >= np.array([s["threshold"] for s in scores])
+    probs = np.array([s["rank"] for s in scores])  # the order of P(fake), without its ties at 0 and 1
     methods = sorted({s["video"].split("/")[0] for s in scores if s["label"] == 1})
     real = labels == 0
     per_method = {}
@@ -143,8 +144,8 @@ def summarise(scores: list[dict]) -> dict:
             "auc_fold_mean": float(np.mean(folds_auc)) if folds_auc else None,
             "accuracy": float(np.mean(called == (labels == 1))),
             "real_called_fake": int(called[real].sum()), "fakes_caught": int(called[~real].sum()),
-            "real_called_fake_at_0.5": int((probs[real] >= 0.5).sum()), "per_method": per_method,
-            "ece": expected_calibration_error(labels, probs), "brier": brier(labels, probs)}
+            "real_called_fake_at_0.5": int((p_fake[real] >= 0.5).sum()), "per_method": per_method,
+            "ece": expected_calibration_error(labels, p_fake), "brier": brier(labels, p_fake)}
 
 
 def protocol_runs(name: str, samples: list, k: int) -> list[tuple[str, list, list, bool]]:

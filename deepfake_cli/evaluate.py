@@ -95,8 +95,10 @@ def evaluate(data: Path, checkpoints: Path | list[Path], split: str = "auto", ba
         "members": [{"model": m.path, "threshold": m.threshold, "auc": _auc(labels, ranked),
                      "accuracy": float(np.mean((member >= m.threshold) == (labels == 1)))}
                     for m, member, ranked in zip(info.members, scores.members, scores.member_ranking)],
-        "scores": [{"video": s.key, "label": int(y), "p_fake": float(p), "raw_p_fake": float(r)}
-                   for s, y, p, r in zip(samples, labels, probs, scores.raw_p_fake)],
+        # `rank`: the distance from the decision in logits, in the order of p_fake without its saturation
+        # at 0 and 1 (rank by it to pool or compare scores; see classification_metrics)
+        "scores": [{"video": s.key, "label": int(y), "p_fake": float(p), "raw_p_fake": float(r), "rank": float(k)}
+                   for s, y, p, r, k in zip(samples, labels, probs, scores.raw_p_fake, scores.ranking)],
     }
     if not info.single:
         for row, member in zip(result["scores"], scores.members.T):

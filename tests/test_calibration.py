@@ -85,4 +85,5 @@ def test_a_steep_calibration_saturates_p_fake_but_never_ties_the_ranking(trained
     calibrated, raw = np.array([s["p_fake"] for s in scores]), np.array([s["raw_p_fake"] for s in scores])
     assert len(set(calibrated)) < len(set(raw))  # the saturation is there: several videos at exactly 0 or 1
     assert result["at_threshold"]["auc"] == pytest.approx(roc_auc_score(labels, raw), abs=1e-12)
+    assert roc_auc_score(labels, [s["rank"] for s in scores]) == pytest.approx(result["at_threshold"]["auc"], abs=1e-12)
     assert roc_auc_score(labels, calibrated) != pytest.approx(result["at_threshold"]["auc"], abs=1e-6)

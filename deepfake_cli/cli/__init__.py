@@ -178,21 +178,20 @@ def train(
         "Train on the real videos and their self-blends, made on the fly (no fakes needed; fake folders "
         "are scored as unseen in validation).")),
     backbone: Optional[Backbone] = typer.Option(None, show_default="auto", rich_help_panel=MODEL, help=(
-        "efficientnet_b0 (the reference's) or efficientnet_lite0 (weights installed); auto: B0 when its weights "
-        "can be had.")),
+        "auto: B0 (the reference's) when its weights can be had, else Lite0 (installed).")),
     pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained", show_default="auto", rich_help_panel=MODEL,
-                                              help="Start from ImageNet weights (--no-pretrained: from scratch)."),
+                                              help="ImageNet weights, or from scratch."),
     epochs: Optional[int] = typer.Option(None, show_default="10", help="Passes over the training videos (--resume: the run's own).", rich_help_panel=OPTIMISATION),
     batch_size: Optional[int] = typer.Option(None, show_default="4 on CPU, 16 on a GPU", help="Videos per step.",
                                              rich_help_panel=OPTIMISATION),
     lr: float = typer.Option(1e-4, help="AdamW learning rate.", rich_help_panel=OPTIMISATION),
-    seed: int = typer.Option(42, help="Seed of the split, initialisation, augmentation, order.",
+    seed: int = typer.Option(42, help="Seed of split, init, augmentation, order.",
                              rich_help_panel=OPTIMISATION),
     patience: int = typer.Option(0, help="Stop after N epochs without a better model; 0 = never.",
                                  rich_help_panel=OPTIMISATION),
     device: str = typer.Option("auto", help="cpu, cuda, cuda:1, ...; auto: the GPU if any.",
                                rich_help_panel=HARDWARE),
-    workers: int = typer.Option(-1, help="Data-loading processes; -1 = one per core (at most 8), 0 = none (in this process).", rich_help_panel=HARDWARE),
+    workers: int = typer.Option(-1, help="Data-loading processes; -1 = one per core (max 8), 0 = none.", rich_help_panel=HARDWARE),
     # Not --run: torchrun's argument parser would take it for an abbreviation of its --run-path.
     run: Optional[Path] = typer.Option(None, "--run-dir", help="Run folder for checkpoints, metrics and plots.",
                                        show_default="runs/<time>", rich_help_panel=RUN),
