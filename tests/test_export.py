@@ -79,7 +79,8 @@ def test_predict_with_an_export_runs_where_torch_cannot_be_imported(lite0_run, e
     (blocker / "torch" / "__init__.py").write_text("raise ImportError('torch is not installed here')\n")
     script = ("import sys\n"
               "from deepfake_cli.cli import main\n"
-              f"sys.argv = ['deepfake', 'predict', {str(clips['fake'])!r}, '--model', {str(exported)!r}, '--json']\n"
+              f"sys.argv = ['deepfake', 'predict', {str(clips['fake'])!r}, '--model', {str(exported)!r}, '--json', "
+              f"'--report', {str(tmp_path / 'r.html')!r}]\n"
               "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
               "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] == 'torch')))\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(blocker), os.environ.get("PYTHONPATH", "")])}
@@ -90,6 +91,8 @@ def test_predict_with_an_export_runs_where_torch_cannot_be_imported(lite0_run, e
     assert json.loads(modules) == []
     verdict = json.loads(verdict_lines[-1])
     assert verdict["status"] == "ok" and 0 <= verdict["p_fake"] <= 1
+    report = (tmp_path / "r.html").read_text()  # a report without torch: faces, timeline, no heatmap
+    assert "no heatmap: an exported .onnx model has no gradients" in report and "Grad-CAM" not in report
 
     with_torch = runner.invoke(app, ["predict", str(clips["fake"]), "--model", str(lite0_run / "best.pt"), "--json"])
     assert with_torch.exit_code == 0, with_torch.output
