@@ -4,32 +4,18 @@
     python benchmarks/bench_predict_baseline.py /tmp/before [--rounds 5] [--windows 0]
 
 Cold `deepfake predict` of one 10 s 720p H.264 clip (as in bench_predict.py), alternating
-between this checkout's package and the one in SRC (put first on PYTHONPATH). The checkpoint
-is bench_predict's 256 px B0 one, saved without the settings SRC may not know (its inputs'
-`sampling`, which reads as extract's default), so both releases load the same weights.
+between this checkout's package and the one in SRC (run from SRC, first on PYTHONPATH). The
+checkpoint is bench_predict's 256 px B0 one, which both releases must read.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 from pathlib import Path
 
 import common
 from bench_predict import checkpoint
-
-
-def without_new_settings(ckpt: Path, out: Path) -> Path:
-    """`ckpt` as a release before the recorded sampling wrote it."""
-    import torch
-
-    payload = torch.load(ckpt, map_location="cpu", weights_only=True)
-    payload["inputs"].pop("sampling", None)
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    out.write_bytes(buffer.getvalue())
-    return out
 
 
 def main() -> None:
@@ -42,14 +28,14 @@ def main() -> None:
         parser.error(f"{args.baseline}: no deepfake_cli/ package in it")
 
     clip = sorted(common.face_clips(1, seconds=10, size=(1280, 720)).glob("clip_*.mp4"))[0]
-    ckpt = without_new_settings(checkpoint(common.example_dataset(8), 256), common.scratch_dir("baseline") / "best.pt")
+    ckpt = checkpoint(common.example_dataset(8), 256)
     idle = common.wait_until_idle(False)
     extra = ["--windows", str(args.windows)] if args.windows else []
     runs: dict[str, list[dict]] = {"this": [], "baseline": []}
     for r in range(args.rounds):
-        for name, env in (("this", None), ("baseline", {"PYTHONPATH": str(args.baseline.resolve())})):
+        for name, where in (("this", {}), ("baseline", common.other_release(args.baseline))):
             child = common.run_child([common.PYTHON, "-m", "deepfake_cli", "predict", str(clip), "--model", str(ckpt),
-                                      "--json", *extra], env=env)
+                                      "--json", *extra], **where)
             common.check_child(child, f"predict ({name})")
             verdict = json.loads(next(line for line in child.stdout.splitlines() if line.startswith("{")))
             runs[name].append({"wall_s": round(child.seconds, 3), **{f"{k}_s": v for k, v in verdict["timings"].items()},

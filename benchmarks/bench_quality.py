@@ -97,17 +97,13 @@ def train_and_test(name: str, train_data: Path, test_data: Path, p: dict, *optio
 
 
 def predict_scores(videos: Path, ckpt: Path, package: Path | None = None) -> dict:
-    """`deepfake predict` over B's clips with run 1's model (`package`: another release's, first on
-    PYTHONPATH): video-level AUC and accuracy at the threshold, as evaluate reports them on B's extract."""
+    """`deepfake predict` over B's clips with run 1's model (`package`: another release's source tree):
+    video-level AUC and accuracy at the threshold, as evaluate reports them on B's extract."""
     from sklearn.metrics import roc_auc_score
 
-    if package is not None:  # a release before `inputs.sampling` cannot read it; without it, it reads as extract's
-        from bench_predict_baseline import without_new_settings
-
-        ckpt = without_new_settings(ckpt, common.scratch_dir("quality-predict-baseline") / "best.pt")
-    env = {"PYTHONPATH": str(package.resolve())} if package is not None else None
+    where = common.other_release(package) if package is not None else {}
     child = common.run_child([common.PYTHON, "-m", "deepfake_cli", "predict", str(videos), "--model", str(ckpt), "--json"],
-                             env=env)
+                             **where)
     verdicts = [json.loads(line) for line in child.stdout.splitlines() if line.startswith("{")]
     scored = [v for v in verdicts if v["status"] == "ok"]
     labels = np.array([int(Path(v["path"]).parent.name != "original") for v in scored])

@@ -85,9 +85,8 @@ def main() -> None:
         reported.append(child.seconds)
         assert [v["p_fake"] for v in verdicts] == [v["p_fake"] for v in with_report], "a report changed the scores"
         if p["baseline"]:
-            env = {"PYTHONPATH": str(Path(p["baseline"]).resolve())}
             child = common.run_child([common.PYTHON, "-m", "deepfake_cli", "predict", str(folder), "--model", str(ckpt),
-                                      "--json"], env=env)
+                                      "--json"], **common.other_release(p["baseline"]))
             before.append(child.seconds)
         print(f"round {r + 1}: predict {plain[-1]:.1f} s, with --report {reported[-1]:.1f} s"
               + (f", the baseline release {before[-1]:.1f} s" if before else ""), flush=True)

@@ -186,7 +186,7 @@ class Child:
     stderr: str
 
 
-def run_child(args: list[str], env: dict | None = None) -> Child:
+def run_child(args: list[str], env: dict | None = None, cwd: Path = REPO) -> Child:
     """Run a command to completion under /usr/bin/time: its wall time and peak RSS.
 
     Not wait4/RUSAGE_CHILDREN from here: Linux folds the memory a child had before exec (a
@@ -197,10 +197,20 @@ def run_child(args: list[str], env: dict | None = None) -> Child:
         peak_file = Path(tmp) / "peak"
         started = time.perf_counter()
         process = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", str(peak_file), *args], capture_output=True,
-                                 text=True, cwd=REPO, env={**os.environ, **(env or {})})
+                                 text=True, cwd=cwd, env={**os.environ, **(env or {})})
         seconds = time.perf_counter() - started
         peak_kb = int(peak_file.read_text().split()[-1])
     return Child(seconds, peak_kb / 1024, process.returncode, process.stdout, process.stderr)
+
+
+def other_release(source: Path) -> dict:
+    """`run_child`'s env and cwd for `python -m deepfake_cli` from another release's source tree. The
+    cwd matters: `-m` puts it first on sys.path, so from this checkout its own package would win over
+    PYTHONPATH and the "baseline" would be this code again."""
+    source = Path(source).resolve()
+    if not (source / "deepfake_cli" / "__init__.py").is_file():
+        raise SystemExit(f"{source}: no deepfake_cli/ package in it")
+    return {"env": {"PYTHONPATH": str(source)}, "cwd": source}
 
 
 def check_child(child: Child, what: str) -> Child:
