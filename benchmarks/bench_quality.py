@@ -88,7 +88,14 @@ def train_and_test(name: str, train_data: Path, test_data: Path, p: dict, *optio
     best = json.loads(trained["stdout"].splitlines()[-1])["best"]
     report = run.parent / "test.json"
     deepfake("evaluate", str(test_data), "--model", str(run / "best.pt"), "--split", "all", "--out", str(report))
-    result = summarise(json.loads(report.read_text()))
+    tested = json.loads(report.read_text())
+    result = summarise(tested)
+    # The raw scores the calibration was fitted on and those it is judged on: a calibration method can be
+    # compared on them afterwards without training again.
+    validated = run.parent / "val.json"
+    deepfake("evaluate", str(train_data), "--model", str(run / "best.pt"), "--split", "val", "--out", str(validated))
+    result["raw_scores"] = {part: [[s["label"], s["raw_p_fake"]] for s in json.loads(path.read_text())["scores"]]
+                            for part, path in (("val", validated), ("test", report))}
     result.update(train_seconds=round(trained["seconds"], 1), val_auc=best["auc"], best_epoch=best["epoch"],
                   run=str(run))
     print(f"{name}: AUC {result['auc']:.3f}, accuracy {result['accuracy']:.3f} on unseen people "
