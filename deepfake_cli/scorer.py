@@ -148,10 +148,12 @@ def load_models(checkpoints: list[Path], device: str = "auto"):
         return np.stack([p for p, _ in scored]), np.mean(frames, axis=0) if frames else None
 
     def explain(crops: np.ndarray, vectors: np.ndarray) -> dict[str, np.ndarray]:
+        explained = [fn(crops, vectors) for _, _, _, fn in loaded if fn is not None]
+        if not explained:  # only .onnx members: nothing to import torch for
+            return {}
         from deepfake_cli.heatmap import mean_heatmaps
 
-        explained = [fn(crops, vectors) for _, _, _, fn in loaded if fn is not None]
-        return mean_heatmaps(explained) if explained else {}
+        return mean_heatmaps(explained)
 
     return score, ModelInfo(tuple(member for _, member, _, _ in loaded), loaded[0][2]), explain
 
