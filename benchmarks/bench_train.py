@@ -122,13 +122,13 @@ def resident_steps(device: torch.device, image_size: int, steps: int, amp: torch
         torch.backends.cudnn.benchmark = True  # as train() sets it
     model = DeepfakeDetector(readout="final", backbone=backbone, frame_head=True).to(device)
     model.cnn.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     frames = torch.randint(0, 256, (batch, SEQ_LEN, 3, image_size, image_size), dtype=torch.uint8, device=device)
     vectors, labels = torch.rand(batch, SEQ_LEN, 5, device=device) * 100, torch.ones(batch, device=device)
     stamps: list[float] = []  # the end of each step: loss.item() in the step has synchronised the device
     step = Step(model, inputs, cfg, device, amp, optimizer, torch.amp.GradScaler(device.type, enabled=amp == torch.float16),
-                torch.nn.BCEWithLogitsLoss(), Path("."), from_features=False, frame_loss=cfg.frame_loss,
-                average=WeightAverage(model, cfg.ema))
+                torch.nn.BCEWithLogitsLoss(), Path("."), from_features=False, frame_loss=cfg.model.frame_loss,
+                average=WeightAverage(model, cfg.optim.ema))
     train_epoch(step, [(frames, vectors, labels)] * (steps + 1), 1, lambda *_: stamps.append(time.perf_counter()))
     seconds = stamps[-1] - stamps[0]  # after the first (warm-up) step
     return {"steps": steps, "seconds": seconds, "clips_per_s": steps * batch / seconds}

@@ -293,7 +293,7 @@ def test_fakes_in_the_data_are_never_trained_on_and_are_scored_as_unseen(extract
 
 
 def test_the_mask_head_is_on_with_self_blend(tmp_path):
-    assert TrainConfig(data=tmp_path, self_blend=True).mask_loss == 1 and TrainConfig(data=tmp_path).mask_loss == 0
+    assert TrainConfig(data=tmp_path, self_blend=True).model.mask_loss == 1 and TrainConfig(data=tmp_path).model.mask_loss == 0
 
 
 def test_self_blend_refuses_what_it_cannot_do(extracted, tmp_path):

@@ -89,8 +89,8 @@ def _train_start(info: dict, cfg) -> None:
         masks = info["self_blend"]
         fallback = (f", from the crop's face ellipse for {masks['crop_ellipse']} (extracted without landmark "
                     "sidecars; extract again into a new folder to add them)") if masks["crop_ellipse"] else ""
-        head = f"; a mask head learns where they were blended (weight {cfg.mask_loss:g})" if cfg.mask_loss else ""
-        how = "its blend is one more fake" if cfg.blend_fakes else "is paired with its blend"
+        head = f"; a mask head learns where they were blended (weight {cfg.model.mask_loss:g})" if cfg.model.mask_loss else ""
+        how = "its blend is one more fake" if cfg.data.blend_fakes else "is paired with its blend"
         console.print(f"self-blend: each real video {how}; masks from Face Mesh landmarks "
                       f"for {masks['landmarks']} videos{fallback}{head}", highlight=False)
 
@@ -107,7 +107,7 @@ def train_progress(cfg) -> Iterator:
         task = bar.add_task("train", total=None, rate="")
 
         def on_batch(epoch: int, done: int, total: int, loss: float) -> None:
-            bar.update(task, description=f"epoch {epoch}/{cfg.epochs}", total=total, completed=done, rate=f"loss {loss:.4f}")
+            bar.update(task, description=f"epoch {epoch}/{cfg.optim.epochs}", total=total, completed=done, rate=f"loss {loss:.4f}")
 
         def on_epoch(row: dict) -> None:
             bar.reset(task)
@@ -128,7 +128,7 @@ def train_progress(cfg) -> Iterator:
 
 def train_result(result, cfg) -> None:
     best = result.best
-    console.print(f"best epoch {best['epoch']} by {cfg.select}: macro F1 {best['macro_f1']:.3f}, AUC {fmt(best['auc'])} "
+    console.print(f"best epoch {best['epoch']} by {cfg.run.select}: macro F1 {best['macro_f1']:.3f}, AUC {fmt(best['auc'])} "
                   f"-> {result.run / 'best.pt'}" + (" (stopped early)" if result.stopped_early else ""), highlight=False)
 
 

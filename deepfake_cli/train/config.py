@@ -1,4 +1,5 @@
-"""What a training run is: `TrainConfig`, checked when it is made, and what `--resume` may change."""
+"""What a training run is: `TrainConfig`, a typed part per concern, checked when made; `configure`
+(the defaults, a --config file, what was typed) and what `--resume` may change."""
 
 from __future__ import annotations
 
@@ -20,18 +21,18 @@ from deepfake_cli.train.history import SELECTS
 FROZEN_STAGES = 3
 
 
+def _checked(checks: list[tuple[bool, str]]) -> None:
+    for ok, message in checks:
+        if not ok:
+            raise DeepfakeError(message)
+
+
 @dataclass
-class TrainConfig:
-    data: Path
-    run: Path | None = None  # default: runs/<timestamp>
-    epochs: int = 10
-    batch_size: int = 4
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    schedule: str = "none"
-    clip_grad: float = 1.0  # max gradient norm; 0 turns clipping off
-    seed: int = 42
-    seq_len: int = 16
+class DataConfig:
+    """What the model learns from, and how it is read."""
+
+    root: Path  # the `extract` OUT folder (flag and config key: `data`)
+    seq_len: int = 16  # frames per video (--frames)
     image_size: int = 256
     val_fraction: float = 0.2
     split_file: Path | None = None
@@ -39,69 +40,20 @@ class TrainConfig:
     crop: str | None = None  # how data without OUT/.deepfake/extract.json was cut; None: the reference's
     balance: bool = True
     augment: bool = True
-    backbone: str | None = None  # None: efficientnet_b0 with ImageNet weights, offline efficientnet_lite0
-    pretrained: bool | None = None  # None: ImageNet weights (never a silent from-scratch backbone)
-    backbone_weights: Path | None = None
-    freeze_backbone: bool = False
-    freeze_stages: int | None = None  # leading backbone stages kept (the stem is one); None: FROZEN_STAGES on pretrained weights
-    workers: int = -1  # DataLoader processes; -1: one per core, at most 8
-    cache: bool = False
-    select: str | None = None  # which validation metric picks best.pt (SELECTS); None: auc, or loss with self_blend
-    frame_loss: float = 2.0  # weight of the frame head's per-frame loss; 0: no frame head
-    mask_loss: float | None = None  # weight of the training-only mask head's loss (self-blends); None: 1 with self_blend
-    patience: int = 0  # epochs without a better selection metric before stopping; 0: never
-    device: str = "auto"
-    amp: str = "auto"
-    channels_last: bool = True
+    pairs: bool = True  # batch fakes beside the real videos they were made on, augmented alike
     skip_bad: bool = False
+    cache: bool = False
     self_blend: bool = False  # train on real videos and their self-blends (selfblend.py)
     blend_fakes: bool = False  # supervised: each real video's self-blend is one more training fake (MixedDataset)
-    save_examples: int = 0  # with self_blend: a PNG of this many real / mask / blend rows
-    ema: float = 0.9  # per-step decay of the weight average that is validated and saved; 0: the weights as trained
-    warmup: bool = True  # the learning rate rises linearly to `lr` over epoch 1
-    pairs: bool = True  # batch fakes beside the real videos they were made on, augmented alike
 
     def __post_init__(self) -> None:
-        self.data, self.run = Path(self.data), Path(self.run) if self.run else None
-        # Self-blended validation fakes are the training recipe's own: their AUC keeps rising while the
-        # model narrows to them, so --self-blend picks by the loss, which weighs every video's score
-        # (docs/experiments.md, "Model selection").
-        self.select = self.select or ("loss" if self.self_blend else "auc")
-        self.blend_fakes = self.blend_fakes and not self.self_blend  # --self-blend trains on blends alone already
-        self.mask_loss = (1.0 if self.blends else 0.0) if self.mask_loss is None else self.mask_loss
+        self.root = Path(self.root)
         self.split_file = Path(self.split_file) if self.split_file else None
-        self.backbone_weights = Path(self.backbone_weights) if self.backbone_weights else None
         self.real_folders = tuple(self.real_folders) if self.real_folders is not None else None
-        checks = [
-            (self.epochs >= 1, "--epochs must be at least 1"),
-            (self.batch_size >= 1, "--batch-size must be at least 1"),
-            (self.lr > 0, "--lr must be positive"),
-            (self.seq_len >= 1, "--frames must be at least 1"),
-            (self.image_size >= 32, "--image-size must be at least 32"),
-            (0 < self.val_fraction < 1, "--val-fraction must be between 0 and 1"),
-            (self.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}"),
-            (self.amp in AMP_MODES, f"--amp must be one of {', '.join(AMP_MODES)}"),
-            (self.patience >= 0, "--patience must be 0 (off) or more"),
-            (self.freeze_stages is None or 0 <= self.freeze_stages <= BACKBONE_PARTS,
-             f"--freeze-stages must be between 0 (train every stage) and {BACKBONE_PARTS}"),
-            (self.select in SELECTS, f"--select must be one of {', '.join(SELECTS)}"),
-            (self.frame_loss >= 0, "--frame-loss must be 0 (off) or more"),
-            (self.mask_loss >= 0, "--mask-loss must be 0 (off) or more"),
-            (self.blends or not self.mask_loss, "--mask-loss learns where self-blends were blended; add --self-blend "
-             "or --blend-fakes"),
-            (self.save_examples >= 0, "--save-examples must be 0 (none) or more"),
-            (0 <= self.ema < 1, "--ema must be 0 (off) or a decay below 1, such as 0.9"),
-            (self.self_blend or not self.save_examples, "--save-examples shows self-blended fakes; add --self-blend"),
-            (not (self.blends and self.freeze_backbone), "self-blends are new fakes every epoch, which a frozen "
-             "backbone's feature cache cannot hold; leave out --freeze-backbone"),
-            (not self.self_blend or self.batch_size % 2 == 0, "--self-blend puts each real video and its blend in "
-             "one batch: --batch-size must be even"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise DeepfakeError(message)
-        if self.backbone is not None:
-            backbones.get(self.backbone)  # an unknown name is refused there, by the table
+        self.blend_fakes = self.blend_fakes and not self.self_blend  # --self-blend trains on blends alone already
+        _checked([(self.seq_len >= 1, "--frames must be at least 1"),
+                  (self.image_size >= 32, "--image-size must be at least 32"),
+                  (0 < self.val_fraction < 1, "--val-fraction must be between 0 and 1")])
         self.given_crop  # a bad --crop is refused now
 
     @property
@@ -116,16 +68,146 @@ class TrainConfig:
         except ValueError as e:
             raise DeepfakeError(str(e)) from None
 
+
+@dataclass
+class ModelConfig:
+    """The detector and where its weights start."""
+
+    backbone: str | None = None  # None: efficientnet_b0 with ImageNet weights, offline efficientnet_lite0
+    pretrained: bool | None = None  # None: ImageNet weights (never a silent from-scratch backbone)
+    backbone_weights: Path | None = None
+    freeze_backbone: bool = False
+    freeze_stages: int | None = None  # leading backbone stages kept (the stem is one); None: FROZEN_STAGES on pretrained weights
+    frame_loss: float = 2.0  # weight of the frame head's per-frame loss; 0: no frame head
+    mask_loss: float | None = None  # weight of the mask head's loss (self-blends); None: 1 with self-blends
+
+    def __post_init__(self) -> None:
+        self.backbone_weights = Path(self.backbone_weights) if self.backbone_weights else None
+        _checked([(self.freeze_stages is None or 0 <= self.freeze_stages <= BACKBONE_PARTS,
+                   f"--freeze-stages must be between 0 (train every stage) and {BACKBONE_PARTS}"),
+                  (self.frame_loss >= 0, "--frame-loss must be 0 (off) or more")])
+        if self.backbone is not None:
+            backbones.get(self.backbone)  # an unknown name is refused there, by the table
+
+
+@dataclass
+class OptimConfig:
+    """How the weights move: steps, learning rate, the weight average."""
+
+    epochs: int = 10
+    batch_size: int = 4
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    schedule: str = "none"
+    clip_grad: float = 1.0  # max gradient norm; 0 turns clipping off
+    ema: float = 0.9  # per-step decay of the weight average that is validated and saved; 0: the weights as trained
+    warmup: bool = True  # the learning rate rises linearly to `lr` over epoch 1
+
+    def __post_init__(self) -> None:
+        _checked([(self.epochs >= 1, "--epochs must be at least 1"),
+                  (self.batch_size >= 1, "--batch-size must be at least 1"),
+                  (self.lr > 0, "--lr must be positive"),
+                  (self.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}"),
+                  (0 <= self.ema < 1, "--ema must be 0 (off) or a decay below 1, such as 0.9")])
+
+
+@dataclass
+class HardwareConfig:
+    """Where and how fast it runs; nothing here changes what is learnt beyond float rounding."""
+
+    device: str = "auto"
+    amp: str = "auto"
+    channels_last: bool = True
+    workers: int = -1  # DataLoader processes; -1: one per core, at most 8
+
+    def __post_init__(self) -> None:
+        _checked([(self.amp in AMP_MODES, f"--amp must be one of {', '.join(AMP_MODES)}")])
+
+
+@dataclass
+class RunConfig:
+    """The run itself: its folder, seed, and which epoch it keeps."""
+
+    folder: Path | None = None  # default: runs/<timestamp> (flag --run-dir, config key `run`)
+    seed: int = 42
+    select: str | None = None  # which validation metric picks best.pt (SELECTS); None: auc, or loss with self_blend
+    patience: int = 0  # epochs without a better selection metric before stopping; 0: never
+    save_examples: int = 0  # with self_blend: a PNG of this many real / mask / blend rows
+
+    def __post_init__(self) -> None:
+        self.folder = Path(self.folder) if self.folder else None
+        _checked([(self.patience >= 0, "--patience must be 0 (off) or more"),
+                  (self.save_examples >= 0, "--save-examples must be 0 (none) or more")])
+
+
+PARTS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "hardware": HardwareConfig, "run": RunConfig}
+# Settings whose flat name (train's flag, config.json's key) is not their field's.
+RENAMED = {"data": ("data", "root"), "run": ("run", "folder")}
+
+
+def _flat_names() -> dict[str, tuple[str, str]]:
+    """Each flat setting name -> (part, field)."""
+    names = {f.name: (part, f.name) for part, cls in PARTS.items() for f in dataclasses.fields(cls)}
+    for (part, field) in RENAMED.values():
+        del names[field]
+    return names | RENAMED
+
+
+class TrainConfig:
+    """A training run's settings: one typed part per concern (`data`, `model`, `optim`, `hardware`,
+    `run`), each checked when made, and the checks that span parts here. Made from, and written as,
+    one flat mapping of train's option names (config.json, `--config` files, `TrainConfig(data=...,
+    lr=...)`); an unknown name is an error."""
+
+    NAMES = _flat_names()
+
+    def __init__(self, data: Path | str, **settings) -> None:
+        unknown = sorted(set(settings) - set(self.NAMES))
+        if unknown:
+            raise DeepfakeError(f"unknown training settings: {', '.join(unknown)}")
+        given: dict[str, dict] = {part: {} for part in PARTS}
+        for name, value in {"data": data, **settings}.items():
+            part, field = self.NAMES[name]
+            given[part][field] = value
+        self.data = DataConfig(**given["data"])
+        self.model = ModelConfig(**given["model"])
+        self.optim = OptimConfig(**given["optim"])
+        self.hardware = HardwareConfig(**given["hardware"])
+        self.run = RunConfig(**given["run"])
+        blends = self.data.blends
+        # Self-blended validation fakes are the training recipe's own: their AUC keeps rising while the
+        # model narrows to them, so --self-blend picks by the loss, which weighs every video's score
+        # (docs/experiments.md, "Model selection").
+        self.run.select = self.run.select or ("loss" if self.data.self_blend else "auc")
+        self.model.mask_loss = (1.0 if blends else 0.0) if self.model.mask_loss is None else self.model.mask_loss
+        _checked([
+            (self.run.select in SELECTS, f"--select must be one of {', '.join(SELECTS)}"),
+            (self.model.mask_loss >= 0, "--mask-loss must be 0 (off) or more"),
+            (blends or not self.model.mask_loss, "--mask-loss learns where self-blends were blended; add --self-blend "
+             "or --blend-fakes"),
+            (self.data.self_blend or not self.run.save_examples, "--save-examples shows self-blended fakes; add --self-blend"),
+            (not (blends and self.model.freeze_backbone), "self-blends are new fakes every epoch, which a frozen "
+             "backbone's feature cache cannot hold; leave out --freeze-backbone"),
+            (not self.data.self_blend or self.optim.batch_size % 2 == 0, "--self-blend puts each real video and its blend "
+             "in one batch: --batch-size must be even"),
+        ])
+
     def to_dict(self) -> dict:
-        return {k: str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v
-                for k, v in dataclasses.asdict(self).items()}
+        """The flat mapping it was made from (defaults filled in): config.json."""
+        def plain(v):
+            return str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v
+
+        return {name: plain(getattr(getattr(self, part), field)) for name, (part, field) in self.NAMES.items()}
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise DeepfakeError(f"unknown training settings {sorted(unknown)} in config.json")
         return cls(**d)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TrainConfig) and self.to_dict() == other.to_dict()
+
+    def __repr__(self) -> str:
+        return f"TrainConfig({', '.join(f'{k}={v!r}' for k, v in self.to_dict().items())})"
 
 
 # What --resume may change: how long the run goes on, and where and how fast it runs. Anything else
@@ -168,8 +250,7 @@ def read_config_file(path: Path) -> dict:
     if not isinstance(settings, dict):
         raise DeepfakeError(f"--config {path}: expected settings by name, as in a run's config.json")
     settings = {FLAG_NAMES.get(name, name): value for name, value in settings.items()}
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    if unknown := sorted(set(settings) - names):
+    if unknown := sorted(set(settings) - set(TrainConfig.NAMES)):
         raise DeepfakeError(f"--config {path}: unknown settings {', '.join(unknown)}; the names are train's options "
                             "with _ for - (a run's config.json lists them all)")
     return settings

@@ -40,10 +40,10 @@ class TrainResult:
 
 
 def train(cfg: TrainConfig, callbacks: Callbacks | None = None, resume: bool = False) -> TrainResult:
-    """Train, validating after every epoch; keep best.pt (best by `cfg.select`) and last.pt in the run folder."""
+    """Train, validating after every epoch; keep best.pt (best by `cfg.run.select`) and last.pt in the run folder."""
     callbacks = callbacks or Callbacks()
     ranks = distributed.Ranks.from_env()
-    device = distributed.start(ranks, cfg.device)
+    device = distributed.start(ranks, cfg.hardware.device)
     try:
         run = setup(cfg, resume, ranks.rank, ranks.world, device)
         if run.main:
@@ -58,20 +58,20 @@ def fit(run: Run, callbacks: Callbacks) -> TrainResult:
     """Epochs from `run.start_epoch` on, each validated and saved by rank 0, until --epochs or --patience."""
     cfg = run.cfg
     stopped_early, batches = False, None
-    for epoch in range(run.start_epoch, cfg.epochs + 1):
+    for epoch in range(run.start_epoch, cfg.optim.epochs + 1):
         # Every random draw of an epoch derives from (seed, epoch): --resume replays it exactly.
-        seed_everything(cfg.seed * 1000 + epoch)
+        seed_everything(cfg.run.seed * 1000 + epoch)
         if batches is None:  # the first epoch of this process
-            batches = epoch_batches(run.loader, run.sampler, run.shuffle, cfg.seed, epoch)
+            batches = epoch_batches(run.loader, run.sampler, run.shuffle, cfg.run.seed, epoch)
         started = time.perf_counter()
-        train_loss = train_epoch(run.step, batches, epoch, callbacks.on_batch, warmup=cfg.warmup and epoch == 1)
+        train_loss = train_epoch(run.step, batches, epoch, callbacks.on_batch, warmup=cfg.optim.warmup and epoch == 1)
         seconds = time.perf_counter() - started
         # The workers build the next epoch's first batches while this one is validated and saved.
-        batches = epoch_batches(run.loader, run.sampler, run.shuffle, cfg.seed, epoch + 1) if epoch < cfg.epochs else None
+        batches = epoch_batches(run.loader, run.sampler, run.shuffle, cfg.run.seed, epoch + 1) if epoch < cfg.optim.epochs else None
         verdict = [0.0, 0.0]  # (stop?, validation loss): rank 0 decides, every rank follows
         if run.main:
             row, fitted = validate(run, epoch, train_loss, seconds)
-            improved = is_better(row, run.best, cfg.select)
+            improved = is_better(row, run.best, cfg.run.select)
             run.history.append(row)
             if improved:
                 run.best, run.bad_epochs = row, 0
@@ -79,10 +79,10 @@ def fit(run: Run, callbacks: Callbacks) -> TrainResult:
                 run.bad_epochs += 1
             save(run, epoch, row, fitted, improved)
             callbacks.on_epoch({**row, "best": improved})
-            verdict = [float(bool(cfg.patience and run.bad_epochs >= cfg.patience)), row["val_loss"]]
+            verdict = [float(bool(cfg.run.patience and run.bad_epochs >= cfg.run.patience)), row["val_loss"]]
         stop, val_loss = distributed.broadcast(verdict, run.device)
         if run.scheduler is not None:
-            run.scheduler.step(val_loss) if cfg.schedule == "plateau" else run.scheduler.step()
+            run.scheduler.step(val_loss) if cfg.optim.schedule == "plateau" else run.scheduler.step()
         if stop:
             stopped_early = True
             break
@@ -94,14 +94,14 @@ def validate(run: Run, epoch: int, train_loss: float, seconds: float) -> tuple[d
     then the decision: calibration.py)."""
     cfg = run.cfg
     probs, labels = predict_batches(run.kept, run.val_loader, run.inputs, run.device, run.amp,
-                                    from_features=cfg.freeze_backbone)
+                                    from_features=cfg.model.freeze_backbone)
     threshold = best_threshold(labels, probs)
     m = classification_metrics(labels, probs, 0.5)
     scored = unseen_scores(run.kept, run.unseen_loader, run.unseen_ds, probs[labels == 0], run.inputs, run.device, run.amp)
     row = {"epoch": epoch, "train_loss": train_loss, "val_loss": bce(labels, probs), "accuracy": m["accuracy"],
            "f1": m["f1"], "macro_f1": m["macro_f1"], "auc": m["auc"], "ap": m["ap"], "eer": m["eer"],
            "threshold": threshold, **scored, "lr": run.step.optimizer.param_groups[0]["lr"],
-           "clips_per_s": len(run.train_ds) / seconds, "seconds": seconds, "select": cfg.select}
+           "clips_per_s": len(run.train_ds) / seconds, "seconds": seconds, "select": cfg.run.select}
     return row, calibration.fit(labels, probs)
 
 
@@ -127,7 +127,7 @@ def start_info(run: Run, world: int) -> dict:
     inputs, split = run.inputs, run.split
     return {**run.meta, "crop": inputs.crop.describe(), "sampling": inputs.sampling.describe(inputs.seq_len),
             "device": str(run.device), "amp": str(run.amp).removeprefix("torch.") if run.amp else "off",
-            "world_size": world, "start_epoch": run.start_epoch, "epochs": run.cfg.epochs,
+            "world_size": world, "start_epoch": run.start_epoch, "epochs": run.cfg.optim.epochs,
             "methods": dict(D.method_counts(split["train"] + split["val"]))}
 
 

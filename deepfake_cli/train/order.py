@@ -29,15 +29,15 @@ def training_order(train_ds: D.SequenceDataset | FeatureDataset, cfg: TrainConfi
     draw, so that in a batch a fake and the real videos differ by the manipulation alone. On
     unseen generated people that raised epochs 4 to 6 on three seeds of four (docs/experiments.md, "Pairs").
     """
-    if cfg.pairs and not cfg.self_blend:  # self-blends are paired with their real video already
+    if cfg.data.pairs and not cfg.data.self_blend:  # self-blends are paired with their real video already
         groups = D.pair_groups(train_ds.samples)
         train_ds.shared_draws = {i: n for n, group in enumerate(groups) for i in group}
-        return SeededSampler(D.GroupedSampler(groups, shuffle, rank, world), cfg.seed)
+        return SeededSampler(D.GroupedSampler(groups, shuffle, rank, world), cfg.run.seed)
     train_ds.shared_draws = None
-    videos = range(len(train_ds.samples)) if cfg.self_blend else train_ds  # what is shuffled: videos, or pairs
-    order = (DistributedSampler(videos, world, rank, shuffle=True, seed=cfg.seed) if world > 1
+    videos = range(len(train_ds.samples)) if cfg.data.self_blend else train_ds  # what is shuffled: videos, or pairs
+    order = (DistributedSampler(videos, world, rank, shuffle=True, seed=cfg.run.seed) if world > 1
              else RandomSampler(videos, generator=shuffle))
-    return SeededSampler(D.PairedSampler(order) if cfg.self_blend else order, cfg.seed)
+    return SeededSampler(D.PairedSampler(order) if cfg.data.self_blend else order, cfg.run.seed)
 
 
 class SeededSampler(Sampler):

@@ -62,8 +62,8 @@ class Run:
 
 def setup(cfg: TrainConfig, resume: bool, rank: int, world: int, device: torch.device) -> Run:
     main = rank == 0
-    run = cfg.run or default_run_dir()
-    amp = resolve_amp(cfg.amp, device, cfg.image_size)
+    run = cfg.run.folder or default_run_dir()
+    amp = resolve_amp(cfg.hardware.amp, device, cfg.data.image_size)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels
     state = read_checkpoint(run / "last.pt") if resume else None
@@ -72,52 +72,52 @@ def setup(cfg: TrainConfig, resume: bool, rank: int, world: int, device: torch.d
 
     split = prepare_split(cfg)
     folders = {s.folder for part in split.values() for s in part}
-    crop, crop_source = D.data_crop(cfg.data, folders, cfg.given_crop)
-    sampling = D.data_sampling(cfg.data, folders)
-    seed_everything(cfg.seed)
+    crop, crop_source = D.data_crop(cfg.data.root, folders, cfg.data.given_crop)
+    sampling = D.data_sampling(cfg.data.root, folders)
+    seed_everything(cfg.run.seed)
     model, choice, inputs = build_model(cfg, state, split, crop, sampling)
     counts = D.describe_split(split)
     n_real, n_fake = counts["train"]["real"], counts["train"]["fake"]
     # Weighting positives by real/fake makes both classes count equally in the loss (FF++ has ~4 fakes per real).
     # Self-blending makes one fake per real.
     # --blend-fakes adds one fake per real video.
-    pos_weight = n_real / (n_fake + n_real * cfg.blend_fakes) if cfg.balance and not cfg.self_blend else 1.0
+    pos_weight = n_real / (n_fake + n_real * cfg.data.blend_fakes) if cfg.data.balance and not cfg.data.self_blend else 1.0
     if main:
         run.mkdir(parents=True, exist_ok=True)
         atomic_write_json(run / "config.json", cfg.to_dict())
         atomic_write_json(run / "split.json", {name: [s.key for s in part] for name, part in split.items()})
     model.to(device)
-    if cfg.channels_last:
+    if cfg.hardware.channels_last:
         model.cnn.to(memory_format=torch.channels_last)
-    frozen = cfg.freeze_stages if cfg.freeze_stages is not None else FROZEN_STAGES * (choice.weights != "scratch")
-    if frozen and not cfg.freeze_backbone:
+    frozen = cfg.model.freeze_stages if cfg.model.freeze_stages is not None else FROZEN_STAGES * (choice.weights != "scratch")
+    if frozen and not cfg.model.freeze_backbone:
         model.cnn.freeze(frozen)
 
     train_ds, val_ds, unseen_ds = datasets(cfg, run, split, inputs)
-    workers = worker_count(cfg.workers, LOADER_MOST)
-    if cfg.freeze_backbone:
+    workers = worker_count(cfg.hardware.workers, LOADER_MOST)
+    if cfg.model.freeze_backbone:
         train_ds, val_ds = frozen_features(cfg, run, model, choice, inputs, train_ds, val_ds, state is None, device,
                                            amp, workers, main)
         workers = 0  # everything is in memory or memory-mapped: worker processes would only add start-up
 
-    frame_loss = cfg.frame_loss if model.frame_head is not None else 0.0
+    frame_loss = cfg.model.frame_loss if model.frame_head is not None else 0.0
     net: nn.Module = model
     masked = None
-    if cfg.mask_loss:
+    if cfg.model.mask_loss:
         net = masked = MaskHead(model).to(device)
-        train_ds.mask_grid = MaskHead.grid(cfg.image_size)
+        train_ds.mask_grid = MaskHead.grid(cfg.data.image_size)
         if state is not None:
             masked.head.load_state_dict(state["mask_head"])
     if world > 1:
         net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     params = [p for p in net.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     scheduler = _scheduler(cfg, optimizer)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     criterion = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight, device=device))
-    average = WeightAverage.resumed(model, cfg.ema, state)
-    step = Step(net, inputs, cfg, device, amp, optimizer, scaler, criterion, run, from_features=cfg.freeze_backbone,
-                frame_loss=frame_loss, mask_loss=cfg.mask_loss, average=average)
+    average = WeightAverage.resumed(model, cfg.optim.ema, state)
+    step = Step(net, inputs, cfg, device, amp, optimizer, scaler, criterion, run, from_features=cfg.model.freeze_backbone,
+                frame_loss=frame_loss, mask_loss=cfg.model.mask_loss, average=average)
 
     start_epoch, best, history, bad_epochs = 1, None, [], 0
     if state is not None:
@@ -132,11 +132,11 @@ def setup(cfg: TrainConfig, resume: bool, rank: int, world: int, device: torch.d
     # drawn from its own stream whatever worker loads it, and --resume replays it exactly.
     shuffle = torch.Generator()
     sampler = training_order(train_ds, cfg, shuffle, rank, world)
-    loader = D.loader(train_ds, cfg.batch_size, workers, device, sampler=sampler, persistent=True)
-    val_loader = D.loader(val_ds, cfg.batch_size, workers, device, persistent=True)
-    unseen_loader = D.loader(unseen_ds, cfg.batch_size, workers, device) if unseen_ds else None
-    if main and cfg.save_examples:
-        save_examples(train_ds, cfg.save_examples, cfg.seed, run / "self-blend-examples.png")
+    loader = D.loader(train_ds, cfg.optim.batch_size, workers, device, sampler=sampler, persistent=True)
+    val_loader = D.loader(val_ds, cfg.optim.batch_size, workers, device, persistent=True)
+    unseen_loader = D.loader(unseen_ds, cfg.optim.batch_size, workers, device) if unseen_ds else None
+    if main and cfg.run.save_examples:
+        save_examples(train_ds, cfg.run.save_examples, cfg.run.seed, run / "self-blend-examples.png")
     return Run(cfg, run, main, device, amp, model, average.module if average is not None else model, masked, average,
                step, scheduler, inputs, meta, split, train_ds, val_ds, unseen_ds, sampler, shuffle, loader, val_loader,
                unseen_loader, start_epoch, best, history, bad_epochs)
@@ -145,25 +145,25 @@ def setup(cfg: TrainConfig, resume: bool, rank: int, world: int, device: torch.d
 def run_meta(cfg: TrainConfig, run: Path, choice: backbones.BackboneChoice, split: dict, counts: dict, pos_weight: float,
              frozen: int, crop_source: str, train_ds) -> dict:
     """What every checkpoint of the run records of it, beside the weights and inputs."""
-    return {"backbone": choice.name, "weights": choice.weights, "backbone_note": choice.note, "select": cfg.select,
-            "data": str(cfg.data), "run": str(run), "pos_weight": pos_weight,
+    return {"backbone": choice.name, "weights": choice.weights, "backbone_note": choice.note, "select": cfg.run.select,
+            "data": str(cfg.data.root), "run": str(run), "pos_weight": pos_weight,
             "real_folders": sorted({s.folder for part in split.values() for s in part if s.label == 0}),
-            "split": counts, "freeze_backbone": cfg.freeze_backbone,
-            "frozen_stages": BACKBONE_PARTS if cfg.freeze_backbone else frozen, "crop_source": crop_source,
-            "self_blend": mask_sources(train_ds) if cfg.blends else None}
+            "split": counts, "freeze_backbone": cfg.model.freeze_backbone,
+            "frozen_stages": BACKBONE_PARTS if cfg.model.freeze_backbone else frozen, "crop_source": crop_source,
+            "self_blend": mask_sources(train_ds) if cfg.data.blends else None}
 
 
 def build_model(cfg: TrainConfig, state: dict | None, split: dict, crop, sampling) -> tuple[DeepfakeDetector, backbones.BackboneChoice, InputSpec]:
     """A new model and its InputSpec, or on --resume the run's own (before anything uses the weights:
     the frozen-backbone feature cache is keyed by them)."""
     if state is None:
-        cnn, choice = backbones.choose(cfg.backbone, cfg.pretrained, cfg.backbone_weights)
+        cnn, choice = backbones.choose(cfg.model.backbone, cfg.model.pretrained, cfg.model.backbone_weights)
         # The frame head learns from the per-frame loss, through the backbone: a frozen one has no use for it.
         model = DeepfakeDetector(readout="final", backbone=choice.name, cnn=cnn,
-                                 frame_head=cfg.frame_loss > 0 and not cfg.freeze_backbone)
+                                 frame_head=cfg.model.frame_loss > 0 and not cfg.model.freeze_backbone)
         mean, std = landmark_stats(cfg, split["train"])  # with --self-blend, the real videos: what it trains on
         spec = backbones.get(choice.name)
-        inputs = InputSpec(image_size=cfg.image_size, seq_len=cfg.seq_len, mean=spec.mean, std=spec.std,
+        inputs = InputSpec(image_size=cfg.data.image_size, seq_len=cfg.data.seq_len, mean=spec.mean, std=spec.std,
                            landmark_mean=mean, landmark_std=std, crop=crop, sampling=sampling)
         return model, choice, inputs
     model = DeepfakeDetector(**state["model_args"])
@@ -171,23 +171,23 @@ def build_model(cfg: TrainConfig, state: dict | None, split: dict, crop, samplin
     choice = backbones.BackboneChoice(model.backbone, state["meta"]["weights"], state["meta"]["backbone_note"])
     inputs = InputSpec.from_dict(state["inputs"])
     if inputs.crop != crop:
-        raise DeepfakeError(f"--resume: the run was trained on crops cut {inputs.crop.describe()}, but {cfg.data} "
+        raise DeepfakeError(f"--resume: the run was trained on crops cut {inputs.crop.describe()}, but {cfg.data.root} "
                             f"now holds {crop.describe()}; resume on the data it started with")
     return model, choice, inputs
 
 
 def datasets(cfg: TrainConfig, run: Path, split: dict, inputs: InputSpec):
     """The training, validation and (with --self-blend) unseen-manipulation datasets."""
-    Dataset = D.SelfBlendDataset if cfg.self_blend else D.SequenceDataset
-    Training = D.MixedDataset if cfg.blend_fakes else Dataset
-    train_ds = Training(cfg.data, split["train"], inputs, augment=cfg.augment and not cfg.freeze_backbone,
-                        cache_dir=run / "cache" / "frames" if cfg.cache else None)
+    Dataset = D.SelfBlendDataset if cfg.data.self_blend else D.SequenceDataset
+    Training = D.MixedDataset if cfg.data.blend_fakes else Dataset
+    train_ds = Training(cfg.data.root, split["train"], inputs, augment=cfg.data.augment and not cfg.model.freeze_backbone,
+                        cache_dir=run / "cache" / "frames" if cfg.data.cache else None)
     # With --self-blend: the validation people's real videos and their (fixed) blends pick best.pt; their
     # fakes, if any, are unseen manipulations, scored against the same real videos.
-    val_ds = Dataset(cfg.data, [s for s in split["val"] if not cfg.self_blend or s.label == 0], inputs,
+    val_ds = Dataset(cfg.data.root, [s for s in split["val"] if not cfg.data.self_blend or s.label == 0], inputs,
                      cache_dir=train_ds.cache_dir)
-    unseen = [s for s in split["val"] if s.label == 1] if cfg.self_blend else []
-    unseen_ds = D.SequenceDataset(cfg.data, unseen, inputs, cache_dir=train_ds.cache_dir) if unseen else None
+    unseen = [s for s in split["val"] if s.label == 1] if cfg.data.self_blend else []
+    unseen_ds = D.SequenceDataset(cfg.data.root, unseen, inputs, cache_dir=train_ds.cache_dir) if unseen else None
     return train_ds, val_ds, unseen_ds
 
 
@@ -197,12 +197,12 @@ def frozen_features(cfg: TrainConfig, run: Path, model: DeepfakeDetector, choice
     """--freeze-backbone: the two datasets as their backbone features, computed once (rank 0) and cached."""
     model.cnn.requires_grad_(False)
     if choice.weights == "scratch" and new:
-        calibrate_batchnorm(model, train_ds, device, workers, cfg.batch_size)
+        calibrate_batchnorm(model, train_ds, device, workers, cfg.optim.batch_size)
     features = {}
     for name, ds in (("train", train_ds), ("val", val_ds)):
         path = run / "cache" / f"features-{name}-{feature_cache_key(choice, model, inputs, ds.samples)}.npy"
         if main:
-            features[name] = cached_features(model, ds, path, device, amp, workers, cfg.batch_size)
+            features[name] = cached_features(model, ds, path, device, amp, workers, cfg.optim.batch_size)
         distributed.barrier(device)
         features[name] = np.load(path, mmap_mode="r")
     return FeatureDataset(features["train"], train_ds), FeatureDataset(features["val"], val_ds)
@@ -219,20 +219,20 @@ def default_run_dir() -> Path:
 
 
 def _scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer):
-    if cfg.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
-    if cfg.schedule == "plateau":
+    if cfg.optim.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.optim.epochs)
+    if cfg.optim.schedule == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=1)
     return None
 
 
 def prepare_split(cfg: TrainConfig) -> dict[str, list[D.Sample]]:
-    samples = D.check_samples(cfg.data, D.scan(cfg.data, cfg.seq_len, cfg.real_folders), cfg.seq_len, cfg.skip_bad)
-    split = D.read_split_file(cfg.split_file, samples) if cfg.split_file else {}
+    samples = D.check_samples(cfg.data.root, D.scan(cfg.data.root, cfg.data.seq_len, cfg.data.real_folders), cfg.data.seq_len, cfg.data.skip_bad)
+    split = D.read_split_file(cfg.data.split_file, samples) if cfg.data.split_file else {}
     if "train" not in split:  # no split file, or a test list alone (Celeb-DF's): the rest split by identity
         held_out = set(split.get("test", []))
-        split |= D.identity_split([s for s in samples if s not in held_out], cfg.val_fraction, cfg.seed)
-    if cfg.self_blend:  # fakes are never trained on; the validation people's are scored as unseen manipulations
+        split |= D.identity_split([s for s in samples if s not in held_out], cfg.data.val_fraction, cfg.run.seed)
+    if cfg.data.self_blend:  # fakes are never trained on; the validation people's are scored as unseen manipulations
         split["train"] = [s for s in split["train"] if s.label == 0]
         for part in ("train", "val"):
             if not any(s.label == 0 for s in split.get(part, [])):
@@ -241,7 +241,7 @@ def prepare_split(cfg: TrainConfig) -> dict[str, list[D.Sample]]:
     for part in ("train", "val"):
         if not split.get(part):
             raise DeepfakeError(f"the {part} split is empty; add videos or change --val-fraction/--split-file")
-    if not cfg.self_blend and len({s.label for s in split["train"]}) < 2:
+    if not cfg.data.self_blend and len({s.label for s in split["train"]}) < 2:
         raise DeepfakeError("the training split has only one class; it needs real (original/ or --real-folders) "
                             "and fake videos")
     return split
@@ -249,8 +249,8 @@ def prepare_split(cfg: TrainConfig) -> dict[str, list[D.Sample]]:
 
 def landmark_stats(cfg: TrainConfig, samples: list[D.Sample]) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Mean and std of face-scaled landmark vectors over (up to 1000) training videos."""
-    chosen = random.Random(cfg.seed).sample(samples, min(len(samples), 1000))
-    vectors = face_scale(np.concatenate([D.load_vectors(cfg.data, s, cfg.seq_len) for s in chosen]))
+    chosen = random.Random(cfg.run.seed).sample(samples, min(len(samples), 1000))
+    vectors = face_scale(np.concatenate([D.load_vectors(cfg.data.root, s, cfg.data.seq_len) for s in chosen]))
     return tuple(vectors.mean(0).round(6).tolist()), tuple(np.maximum(vectors.std(0), 1e-3).round(6).tolist())
 
 

@@ -73,11 +73,11 @@ def train_epoch(step_: Step, batches: Iterable, epoch: int, on_batch: Callable[[
         optimizer.zero_grad(set_to_none=True)
         if warmup:  # epoch 1: the rate rises linearly to --lr, sparing the ImageNet features the first steps' large errors
             for group in optimizer.param_groups:
-                group["lr"] = cfg.lr * step / steps
+                group["lr"] = cfg.optim.lr * step / steps
         scaler.scale(loss).backward()
-        if cfg.clip_grad:
+        if cfg.optim.clip_grad:
             scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(net.parameters(), cfg.clip_grad)
+            nn.utils.clip_grad_norm_(net.parameters(), cfg.optim.clip_grad)
         scaler.step(optimizer)
         scaler.update()
         if average is not None:
