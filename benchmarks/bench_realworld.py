@@ -84,8 +84,11 @@ def run_fold(out: Path, run: Path, train: list, test: list, seed: int, image_siz
     seconds = time.perf_counter() - started
     result = evaluate(out, run / "run" / "best.pt", split=str(split))
     threshold = result["at_threshold"]["threshold"]
+    # The raw scores the calibration was fitted on: a calibration method can be compared on them afterwards.
+    validated = evaluate(out, run / "run" / "best.pt", split="val")["scores"]
     return {"seconds": round(seconds, 1), "threshold": threshold,
-            "scores": [{**s, "threshold": threshold} for s in result["scores"]]}
+            "scores": [{**s, "threshold": threshold} for s in result["scores"]],
+            "val_raw": [[s["label"], s["raw_p_fake"]] for s in validated]}
 
 
 def verdicts(out: Path, models: list[Path], test: list, fold: str) -> list[dict]:
@@ -233,18 +236,20 @@ def main() -> None:
     tests = {}
     for protocol in protocols:
         for seed in seeds:
-            scores, seconds, clips = [], [], []
+            scores, seconds, clips, validated = [], [], [], {}
             for label, train, test, self_blend in protocol_runs(protocol, samples, args.folds):
                 where = common.scratch_dir(f"realworld-{protocol}-{seed}-{label}")
                 shutil.rmtree(where, ignore_errors=True)
                 fold = run_fold(out, where, train, test, seed, args.image_size, self_blend)
                 trained[protocol, seed, label], tests[label] = where, test
                 scores += [{**s, "fold": label} for s in fold["scores"]]
+                validated[label] = fold["val_raw"]
                 if verdicts_on and protocol != "lomo":
                     clips += verdicts(out, [where / "run" / "best.pt"], test, label)
                 seconds.append(fold["seconds"])
                 print(f"{protocol} seed {seed} {label}: trained in {fold['seconds']} s", flush=True)
             report(f"{protocol}-seed{seed}", protocol, scores, seconds, clips)
+            measured[f"{protocol}-seed{seed}"]["val_raw"] = validated
     # Ensembles, through evaluate's --model given more than once: each fold's models of every seed, and
     # each seed's supervised and self-blend models of the same fold (they fail on different fakes).
     labels = {p: [label for label, *_ in protocol_runs(p, samples, args.folds)] for p in protocols}
