@@ -86,17 +86,32 @@ def fit(labels: np.ndarray, probs: np.ndarray, iterations: int = 50) -> Calibrat
 def _newton(x: np.ndarray, targets: np.ndarray, weights: np.ndarray, prior: np.ndarray, iterations: int,
             offset: bool = False) -> np.ndarray:
     """Parameters w minimising the weighted log-loss of sigmoid(x @ w) (+ w[-1] with `offset`, whose
-    column x then lacks) plus PRIOR_WEIGHT / 2 * |w - prior|^2."""
+    column x then lacks) plus PRIOR_WEIGHT / 2 * |w - prior|^2.
+
+    Damped Newton: each step is halved until the objective falls. The full step can overshoot where
+    the scores spread wide (raw logits of +-7 on a few dozen videos) and then swings between two
+    wrong answers forever; the objective is convex, so a step that lowers it always exists."""
     base = x[:, 0] if offset else 0.0
     design = np.ones((len(x), 1)) if offset else x
+
+    def objective(w: np.ndarray) -> float:
+        z = base + design @ w
+        # log(1 + e^z) - t z, written to stay finite for large |z|
+        return float(weights @ (np.logaddexp(0, z) - targets * z) + PRIOR_WEIGHT / 2 * np.sum((w - prior) ** 2))
+
     params = prior.astype(np.float64).copy()
+    current = objective(params)
     for _ in range(iterations):
         p = sigmoid(base + design @ params)
         gradient = design.T @ (weights * (p - targets)) + PRIOR_WEIGHT * (params - prior)
         hessian = (design * (weights * p * (1 - p))[:, None]).T @ design + PRIOR_WEIGHT * np.eye(len(params))
         step = np.linalg.solve(hessian, gradient)
-        params -= step
-        if np.abs(step).max() < 1e-10:
+        scale = 1.0
+        while objective(params - scale * step) > current and scale > 1e-6:
+            scale /= 2
+        params = params - scale * step
+        current = objective(params)
+        if np.abs(scale * step).max() < 1e-10:
             break
     return params
 

@@ -87,3 +87,23 @@ def test_a_steep_calibration_saturates_p_fake_but_never_ties_the_ranking(trained
     assert result["at_threshold"]["auc"] == pytest.approx(roc_auc_score(labels, raw), abs=1e-12)
     assert roc_auc_score(labels, [s["rank"] for s in scores]) == pytest.approx(result["at_threshold"]["auc"], abs=1e-12)
     assert roc_auc_score(labels, calibrated) != pytest.approx(result["at_threshold"]["auc"], abs=1e-6)
+
+
+def test_the_fit_reaches_the_optimum_where_full_newton_steps_swing_between_two_wrong_answers():
+    """A validation set that happened in training (24 videos, raw logits spread over +-7, the classes
+    overlapping): undamped Newton swung between a = 59 and a = -30 and stopped at 59, a calibration
+    that called every clip 0 or 1. The fit must land where a grid search finds the optimum."""
+    real = [-6.8, -6.0, -5.6, -5.6, -4.4, -4.1, -3.5, -2.0, -1.1, -0.8, 2.9, 4.4]
+    fake = [-4.5, -4.5, -4.3, -3.5, -3.3, -0.7, -0.7, 1.2, 3.1, 3.1, 6.2, 7.2]
+    z = np.array(real + fake)
+    labels = np.r_[np.zeros(len(real)), np.ones(len(fake))]
+    fitted = fit(labels, sigmoid(z))
+    targets = np.where(labels == 1, 13 / 14, 1 / 14)
+
+    def objective(a: float, b: float) -> float:
+        q = sigmoid(a * z + b)
+        return float(-np.sum(targets * np.log(q) + (1 - targets) * np.log(1 - q)) + ((a - 1) ** 2 + b ** 2) / 2)
+
+    grid = min((objective(a, b), a, b) for a in np.linspace(0.01, 3, 300) for b in np.linspace(-3, 3, 121))
+    assert objective(fitted.a, fitted.b) <= grid[0] + 1e-9
+    assert fitted.a == pytest.approx(grid[1], abs=0.02) and fitted.b == pytest.approx(grid[2], abs=0.06)
