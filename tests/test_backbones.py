@@ -116,9 +116,23 @@ def test_a_bug_while_looking_for_b0s_weights_is_raised_not_trained_around(monkey
     def broken(self, *args, **kwargs):
         raise TypeError("get_state_dict() got an unexpected keyword argument")
 
+    backbones.b0_cache_file().parent.mkdir(parents=True)
+    backbones.b0_cache_file().write_bytes(b"a file torchvision would read")
     monkeypatch.setattr(EfficientNet_B0_Weights, "get_state_dict", broken)
     with pytest.raises(TypeError, match="unexpected keyword"):
         backbones.choose(None, None, None)
+
+
+def test_nothing_is_ever_downloaded(monkeypatch):
+    """Without the file in the cache, the default neither downloads nor tries to: no network at run time."""
+    tried = []
+    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda url, *args, **kwargs: tried.append(url))
+    monkeypatch.setattr(__import__("socket").socket, "connect", lambda self, address: tried.append(address))
+    _, choice = backbones.choose(None, None, None)
+    assert choice.name == "efficientnet_lite0" and "downloads nothing" in choice.note and tried == []
+    with pytest.raises(DeepfakeError, match="downloads nothing"):
+        backbones.choose("efficientnet_b0", None, None)
+    assert tried == []
 
 
 def test_a_torn_b0_file_in_the_hub_cache_counts_as_missing(tmp_path):
