@@ -109,6 +109,7 @@ DEFAULT = "efficientnet_b0"  # the reference's
 assert tuple(BACKBONES) == choices.BACKBONES
 FALLBACK = "efficientnet_lite0"  # its ImageNet weights install with the package
 
+
 def get(name: str) -> Backbone:
     try:
         return BACKBONES[name]
