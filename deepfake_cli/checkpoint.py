@@ -21,7 +21,7 @@ from deepfake_cli.calibration import Calibration, describe_threshold
 from deepfake_cli.errors import DeepfakeError
 from deepfake_cli.files import atomic_write_bytes
 from deepfake_cli.inputs import REFERENCE_INPUTS, InputSpec
-from deepfake_cli.model import FEATURE_DIM, DeepfakeDetector
+from deepfake_cli.model import FEATURE_DIM, DeepfakeDetector, MaskHead
 
 FORMAT = "deepfake-cli/1"
 CLASSES = ("real", "fake")
@@ -126,7 +126,7 @@ def _check_complete(payload: dict, path: Path) -> None:
 def _mask_head(state: dict | None, device: str | torch.device) -> torch.nn.Module | None:
     if state is None:
         return None
-    head = torch.nn.Conv2d(FEATURE_DIM, 1, 1)
+    head = MaskHead.layer()
     head.load_state_dict(state)
     return head.to(device).eval()
 

@@ -91,6 +91,13 @@ class ModelInfo:
         return Scores(sigmoid(margins.mean(0)), sigmoid(logit(raw).mean(0)), members, margins.mean(0), margins)
 
 
+def mean_heatmaps(explained: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """An ensemble's heatmaps (`heatmap.explain_window`'s, one dict per member that gives them): each kind
+    averaged over the members that have it; none without such members (.onnx ones have no gradients)."""
+    kinds = {kind for e in explained for kind in e}
+    return {kind: np.mean([e[kind] for e in explained if kind in e], axis=0) for kind in sorted(kinds)}
+
+
 def check_inputs(models: list[tuple[object, InputSpec]]) -> None:
     """One clear line when the members of an ensemble would need different faces, frames or sampling."""
     (first, ours), rest = models[0], models[1:]

@@ -13,7 +13,7 @@ from sklearn.metrics import roc_auc_score
 from deepfake_cli import data as D
 from deepfake_cli.calibration import brier, expected_calibration_error, reliability
 from deepfake_cli.checkpoint import load_detector
-from deepfake_cli.ensemble import Member, ModelInfo, check_inputs
+from deepfake_cli.ensemble import Member, ModelInfo, check_inputs, mean_heatmaps
 from deepfake_cli.choices import LOADER_MOST, worker_count
 from deepfake_cli.errors import DeepfakeError
 from deepfake_cli.inputs import InputSpec
@@ -59,9 +59,10 @@ def select_samples(data: Path, checkpoints: list[Path], split: str, samples: lis
 
 
 def evaluate(data: Path, checkpoints: Path | list[Path], split: str = "auto", batch_size: int = 8, workers: int = -1,
-             device: str = "auto", skip_bad: bool = False) -> dict:
+             device: str = "auto", skip_bad: bool = False, report: Path | None = None) -> dict:
     """Score every selected video with one model or an ensemble's members (`ensemble.py`); metrics at the
-    threshold and at 0.5, per method, and each member's own figures beside the ensemble's."""
+    threshold and at 0.5, per method, and each member's own figures beside the ensemble's. With `report`,
+    also that HTML page (`report.py`), from the models and videos already loaded."""
     checkpoints = [checkpoints] if isinstance(checkpoints, Path) else list(checkpoints)
     device_ = resolve_device(device)
     models = [_load(path, device_, device) for path in checkpoints]
@@ -103,6 +104,8 @@ def evaluate(data: Path, checkpoints: Path | list[Path], split: str = "auto", ba
     if not info.single:
         for row, member in zip(result["scores"], scores.members.T):
             row["model_p_fake"] = [float(p) for p in member]
+    if report is not None:
+        _write_report(data, models, samples, result, report)
     return result
 
 
@@ -166,11 +169,12 @@ def write_plots(result: dict, out: Path) -> list[Path]:
     return evaluation_plots(labels, probs, result["at_threshold"]["threshold"], out)
 
 
-def confident_mistakes(data: Path, checkpoints: list[Path], result: dict, n: int, device: str = "auto") -> dict[str, list[dict]]:
-    """For `evaluate --report`: the `n` real videos `result` scored most fake and the `n` fakes it scored
-    most real (wrong at its threshold), each with its crops and the models' mean heatmaps (none from an
-    .onnx member: it has no gradients)."""
-    from deepfake_cli.heatmap import explain_window, mean_heatmaps
+def confident_mistakes(data: Path, models: list[_Loaded], samples: list[D.Sample], result: dict,
+                       n: int) -> dict[str, list[dict]]:
+    """The `n` real videos `result` scored most fake and the `n` fakes it scored most real (wrong at its
+    threshold), each with its crops and the models' mean heatmaps (none from an .onnx member: it has
+    no gradients)."""
+    from deepfake_cli.heatmap import explain_window
 
     threshold = result["at_threshold"]["threshold"]
     scores = result["scores"]
@@ -180,26 +184,22 @@ def confident_mistakes(data: Path, checkpoints: list[Path], result: dict, n: int
         "fakes called real": sorted((s for s in scores if s["label"] == 1 and s["p_fake"] < threshold),
                                     key=lambda s: s["p_fake"])[:n],
     }
-    keys = {s["video"] for picked in chosen.values() for s in picked}
-    device_ = resolve_device(device)
-    models = [_load(path, device_, device) for path in checkpoints]
     inputs = models[0].inputs
-    samples = {s.key: s for s in D.scan(data, inputs.seq_len, fallback=tuple(models[0].real_folders or REAL_FOLDERS))
-               if s.key in keys}
-    dataset = D.SequenceDataset(data, list(samples.values()), inputs)
+    by_key = {s.key: s for s in samples}
+    dataset = D.SequenceDataset(data, [by_key[s["video"]] for picked in chosen.values() for s in picked], inputs)
     gallery = {}
     for kind, picked in chosen.items():
         gallery[kind] = []
         for s in picked:
-            sample = samples[s["video"]]
+            sample = by_key[s["video"]]
             crops, vectors = np.asarray(dataset.frames(sample)), D.load_vectors(data, sample, inputs.seq_len)
-            explained = [explain_window(m.model, crops, vectors, device_) for m in models if not callable(m.model)]
+            explained = [explain_window(m.model, crops, vectors, m.device) for m in models if not callable(m.model)]
             gallery[kind].append({"video": s["video"], "p_fake": s["p_fake"], "faces": list(crops),
-                                  "heatmaps": mean_heatmaps(explained) if explained else {}})
+                                  "heatmaps": mean_heatmaps(explained)})
     return gallery
 
 
-def evaluation_report(data: Path, checkpoints: list[Path], result: dict, path: Path, device: str = "auto") -> None:
+def _write_report(data: Path, models: list[_Loaded], samples: list[D.Sample], result: dict, path: Path) -> None:
     """`evaluate --report`: `result`'s metrics and plots, and its most confident mistakes, as one HTML page."""
     import tempfile
 
@@ -207,4 +207,4 @@ def evaluation_report(data: Path, checkpoints: list[Path], result: dict, path: P
 
     with tempfile.TemporaryDirectory() as folder:
         plots = {p.stem: p.read_bytes() for p in write_plots(result, Path(folder))}
-    evaluate_report(result, data, plots, confident_mistakes(data, checkpoints, result, GALLERY, device), path)
+    evaluate_report(result, data, plots, confident_mistakes(data, models, samples, result, GALLERY), path)

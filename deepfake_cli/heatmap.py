@@ -37,8 +37,3 @@ def explain_window(detector: Detector, crops: np.ndarray, vectors: np.ndarray,
             out["mask"] = torch.sigmoid(detector.mask_head(maps.detach())[:, 0]).float().cpu().numpy()  # (T, g, g)
     return out
 
-
-def mean_heatmaps(explained: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """An ensemble's heatmaps: each kind averaged over the members that have it."""
-    kinds = {kind for e in explained for kind in e}
-    return {kind: np.mean([e[kind] for e in explained if kind in e], axis=0) for kind in sorted(kinds)}

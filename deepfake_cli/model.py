@@ -108,7 +108,12 @@ class MaskHead(nn.Module):
     def __init__(self, model: DeepfakeDetector):
         super().__init__()
         self.model = model
-        self.head = nn.Conv2d(FEATURE_DIM, 1, 1)
+        self.head = self.layer()
+
+    @staticmethod
+    def layer() -> nn.Conv2d:
+        """The head itself: a 1x1 convolution from the last map's 1280 channels to one (best.pt's `mask_head`)."""
+        return nn.Conv2d(FEATURE_DIM, 1, 1)
 
     @staticmethod
     def grid(image_size: int) -> int:

@@ -51,6 +51,8 @@ def _esc(value) -> str:
 def jpeg_uri(image: np.ndarray, side: int = THUMB) -> str:
     small = cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA)
     ok, data = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    if not ok:
+        raise RuntimeError(f"OpenCV could not JPEG-encode a {small.shape} image")
     return "data:image/jpeg;base64," + base64.b64encode(data.tobytes()).decode()
 
 

@@ -137,7 +137,7 @@ def load_models(checkpoints: list[Path], device: str = "auto"):
     function of one window that gives the members' mean heatmaps (see `Scorer.explain`)."""
     import numpy as np
 
-    from deepfake_cli.ensemble import ModelInfo, check_inputs
+    from deepfake_cli.ensemble import ModelInfo, check_inputs, mean_heatmaps
 
     loaded = [load(path, device) for path in checkpoints]
     check_inputs([(path, inputs) for path, (_, _, inputs, _) in zip(checkpoints, loaded)])
@@ -148,12 +148,7 @@ def load_models(checkpoints: list[Path], device: str = "auto"):
         return np.stack([p for p, _ in scored]), np.mean(frames, axis=0) if frames else None
 
     def explain(crops: np.ndarray, vectors: np.ndarray) -> dict[str, np.ndarray]:
-        explained = [fn(crops, vectors) for _, _, _, fn in loaded if fn is not None]
-        if not explained:  # only .onnx members: nothing to import torch for
-            return {}
-        from deepfake_cli.heatmap import mean_heatmaps
-
-        return mean_heatmaps(explained)
+        return mean_heatmaps([fn(crops, vectors) for _, _, _, fn in loaded if fn is not None])
 
     return score, ModelInfo(tuple(member for _, member, _, _ in loaded), loaded[0][2]), explain
 

@@ -55,9 +55,10 @@ def evaluate(
         from deepfake_cli.report import check_writable
 
         check_writable(report)
-    with console.status("scoring videos..."):
+    with console.status("scoring videos" + (" and finding where the model looked on its worst mistakes..." if report
+                                            else "...")):
         result = run_evaluate(data, model, split=split, batch_size=batch_size, workers=workers, device=device,
-                              skip_bad=skip_bad)
+                              skip_bad=skip_bad, report=report)
     render.evaluation(result, data, console if as_json else out_console)
     if as_json:
         print(json.dumps(result))
@@ -68,10 +69,6 @@ def evaluate(
         written = write_plots(result, plots)
         console.print(f"plots written: {', '.join(str(p) for p in written)}", highlight=False)
     if report:
-        from deepfake_cli.evaluate import evaluation_report
-
-        with console.status("finding the most confident mistakes and where the model looked..."):
-            evaluation_report(data, model, result, report, device)
         console.print(f"report written to {report}", highlight=False)
 
 
