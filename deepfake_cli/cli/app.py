@@ -18,6 +18,7 @@ from deepfake_cli import __version__, choices
 from deepfake_cli.cli.render import console
 from deepfake_cli.errors import DeepfakeError
 
+
 def _choice(name: str, values: tuple[str, ...]) -> type[Enum]:
     """A choice option's values as an Enum: --help lists them, and a value not among them is refused by name."""
     return Enum(name, {v: v for v in values}, type=str)

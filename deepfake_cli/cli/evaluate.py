@@ -13,6 +13,7 @@ from deepfake_cli.cli import render
 from deepfake_cli.cli.app import app, user_errors
 from deepfake_cli.cli.render import console, out_console
 
+
 class _Evaluate(TyperCommand):
     """`evaluate --json FILE` wrote FILE before --json became the flag it is in every command: a --json
     followed by something that is neither an option nor a folder (DATA is one) is read as --out FILE."""

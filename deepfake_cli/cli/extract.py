@@ -12,6 +12,7 @@ from deepfake_cli.cli import render
 from deepfake_cli.cli.app import app, renamed, user_errors
 from deepfake_cli.errors import DeepfakeError
 
+
 @app.command(cls=renamed(**{"--size": "--image-size"}))
 @user_errors
 def extract(

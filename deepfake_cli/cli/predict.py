@@ -12,6 +12,7 @@ from deepfake_cli.cli import render
 from deepfake_cli.cli.app import Aggregate, app, user_errors
 from deepfake_cli.cli.render import console, out_console
 
+
 @app.command()
 @user_errors
 def predict(
