@@ -1,4 +1,7 @@
-"""`evaluate`: the metrics the field reports, from the same loader and inference routine as training."""
+"""`evaluate`: the metrics the field reports, from the same loader and inference routine as training.
+
+torch is imported only for a torch model (`_load`): with exported .onnx models alone, evaluate runs
+on ONNX Runtime where torch is not installed."""
 
 from __future__ import annotations
 
@@ -12,16 +15,14 @@ from sklearn.metrics import roc_auc_score
 
 from deepfake_cli import data as D
 from deepfake_cli.calibration import brier, expected_calibration_error, reliability
-from deepfake_cli.checkpoint import load_detector
-from deepfake_cli.ensemble import Member, ModelInfo, check_inputs, mean_heatmaps
 from deepfake_cli.choices import LOADER_MOST, worker_count
+from deepfake_cli.ensemble import Member, ModelInfo, check_inputs, mean_heatmaps
 from deepfake_cli.errors import DeepfakeError
 from deepfake_cli.inputs import InputSpec
 from deepfake_cli.layout import REAL_FOLDERS
-from deepfake_cli.metrics import auc_per_method, classification_metrics, predict_batches
+from deepfake_cli.metrics import auc_per_method, classification_metrics
 from deepfake_cli.onnxfile import is_onnx, read_description
 from deepfake_cli.scorer import load_onnx
-from deepfake_cli.device import resolve_amp, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +65,7 @@ def evaluate(data: Path, checkpoints: Path | list[Path], split: str = "auto", ba
     threshold and at 0.5, per method, and each member's own figures beside the ensemble's. With `report`,
     also that HTML page (`report.py`), from the models and videos already loaded."""
     checkpoints = [checkpoints] if isinstance(checkpoints, Path) else list(checkpoints)
-    device_ = resolve_device(device)
-    models = [_load(path, device_, device) for path in checkpoints]
+    models = [_load(path, device) for path in checkpoints]
     check_inputs([(path, m.inputs) for path, m in zip(checkpoints, models)])
     inputs, trained_real = models[0].inputs, models[0].real_folders
     # Labels as extract read the data's layout; for data without them, the folders the model was trained to call real.
@@ -117,24 +117,31 @@ class _Loaded:
     inputs: InputSpec
     real_folders: list[str] | None
     model: object  # a Detector, or the ONNX scoring function
-    device: object
+    device: object  # torch's device for a Detector; None for an .onnx model
 
     def score(self, data: Path, samples: list[D.Sample], batch_size: int, workers: int) -> np.ndarray:
         """Raw P(fake) of each sample."""
-        dataset = D.SequenceDataset(data, samples, self.inputs)
         if callable(self.model):
             chunks = (samples[i:i + batch_size] for i in range(0, len(samples), batch_size))
-            return np.concatenate([self.model(np.stack([dataset.frames(s) for s in chunk]),
+            return np.concatenate([self.model(np.stack([D.load_frames(data, s, self.inputs) for s in chunk]),
                                               np.stack([D.load_vectors(data, s, self.inputs.seq_len) for s in chunk]))[0]
                                    for chunk in chunks])
-        loader = D.loader(dataset, batch_size, worker_count(workers, LOADER_MOST), self.device)
+        from deepfake_cli.device import resolve_amp
+        from deepfake_cli.inference import predict_batches
+
+        loader = D.loader(D.SequenceDataset(data, samples, self.inputs), batch_size, worker_count(workers, LOADER_MOST),
+                          self.device)
         return predict_batches(self.model.model, loader, self.inputs, self.device, resolve_amp("auto", self.device))[0]
 
 
-def _load(checkpoint: Path, device_, device: str) -> _Loaded:
+def _load(checkpoint: Path, device: str) -> _Loaded:
     if is_onnx(checkpoint):
         score, member, inputs = load_onnx(checkpoint, device)
-        return _Loaded(member, inputs, read_description(checkpoint).get("real_folders"), score, device_)
+        return _Loaded(member, inputs, read_description(checkpoint).get("real_folders"), score, None)
+    from deepfake_cli.checkpoint import load_detector
+    from deepfake_cli.device import resolve_device
+
+    device_ = resolve_device(device)
     detector = load_detector(checkpoint, device_)
     member = Member(str(checkpoint), detector.describe(), detector.threshold, detector.calibration)
     return _Loaded(member, detector.inputs, detector.meta.get("real_folders"), detector, device_)
@@ -174,8 +181,6 @@ def confident_mistakes(data: Path, models: list[_Loaded], samples: list[D.Sample
     """The `n` real videos `result` scored most fake and the `n` fakes it scored most real (wrong at its
     threshold), each with its crops and the models' mean heatmaps (none from an .onnx member: it has
     no gradients)."""
-    from deepfake_cli.heatmap import explain_window
-
     threshold = result["at_threshold"]["threshold"]
     scores = result["scores"]
     chosen = {
@@ -186,17 +191,22 @@ def confident_mistakes(data: Path, models: list[_Loaded], samples: list[D.Sample
     }
     inputs = models[0].inputs
     by_key = {s.key: s for s in samples}
-    dataset = D.SequenceDataset(data, [by_key[s["video"]] for picked in chosen.values() for s in picked], inputs)
     gallery = {}
     for kind, picked in chosen.items():
         gallery[kind] = []
         for s in picked:
             sample = by_key[s["video"]]
-            crops, vectors = np.asarray(dataset.frames(sample)), D.load_vectors(data, sample, inputs.seq_len)
-            explained = [explain_window(m.model, crops, vectors, m.device) for m in models if not callable(m.model)]
+            crops, vectors = np.asarray(D.load_frames(data, sample, inputs)), D.load_vectors(data, sample, inputs.seq_len)
+            explained = [_explain(m, crops, vectors) for m in models if not callable(m.model)]
             gallery[kind].append({"video": s["video"], "p_fake": s["p_fake"], "faces": list(crops),
                                   "heatmaps": mean_heatmaps(explained)})
     return gallery
+
+
+def _explain(model: _Loaded, crops: np.ndarray, vectors: np.ndarray) -> dict:
+    from deepfake_cli.heatmap import explain_window
+
+    return explain_window(model.model, crops, vectors, model.device)
 
 
 def _write_report(data: Path, models: list[_Loaded], samples: list[D.Sample], result: dict, path: Path) -> None:

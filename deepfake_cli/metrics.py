@@ -1,49 +1,11 @@
-"""The one evaluation routine: used for model selection inside `train`, by `evaluate` and `predict`.
-
-scikit-learn (about 1 s to import) is imported where a metric needs it: `predict`'s model
-process runs `predict_batches` on its cold-start path and computes no metrics.
+"""The metrics: one set for model selection inside `train` and for `evaluate`. numpy only, so that
+`evaluate` with an exported .onnx model needs no torch (the models' forward passes are in
+inference.py). scikit-learn (about 1 s to import) is imported where a metric needs it.
 """
 
 from __future__ import annotations
 
-from typing import Iterable
-
 import numpy as np
-import torch
-
-from deepfake_cli.device import autocast
-from deepfake_cli.inputs import InputSpec
-from deepfake_cli.model import DeepfakeDetector
-
-
-@torch.no_grad()
-def predict_batches(model: DeepfakeDetector, batches: Iterable, inputs: InputSpec, device: torch.device,
-                    amp: torch.dtype | None = None, from_features: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """P(fake) and labels over batches of (uint8 frames or cached features, raw vectors, labels)."""
-    model.eval()
-    probs, labels = [], []
-    for x, vectors, y in batches:
-        x = x.to(device, non_blocking=True)
-        vectors = vectors.to(device, non_blocking=True)
-        with autocast(device, amp):
-            logits = model(x if from_features else inputs.images(x), inputs.landmark_features(vectors), from_features)
-        probs.append(torch.sigmoid(logits.float()).cpu())
-        labels.append(y)
-    return torch.cat(probs).numpy().astype(np.float64), torch.cat(labels).numpy().astype(int)
-
-
-@torch.no_grad()
-def score_windows(model: DeepfakeDetector, frames: torch.Tensor, vectors: torch.Tensor, inputs: InputSpec,
-                  device: torch.device, amp: torch.dtype | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-    """P(fake) of (N, T, 3, S, S) uint8 windows, (N,), and, where the model has a frame head, of each of
-    their frames, (N, T): the video's score is the one `predict_batches` gives."""
-    model.eval()
-    with autocast(device, amp):
-        features = model.forward_features(inputs.images(frames.to(device)))  # (N, T, 1280)
-        sequence, per_frame = model.forward_parts(features, inputs.landmark_features(vectors.to(device)))
-        logits = model.combine(sequence, per_frame)
-    frame_probs = torch.sigmoid(per_frame.float()).cpu().numpy().astype(np.float64) if per_frame is not None else None
-    return torch.sigmoid(logits.float()).cpu().numpy().astype(np.float64), frame_probs
 
 
 def best_threshold(labels: np.ndarray, probs: np.ndarray) -> float:

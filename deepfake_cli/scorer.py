@@ -165,7 +165,7 @@ def load(checkpoint: Path, device: str = "auto"):
 
     from deepfake_cli.checkpoint import load_detector
     from deepfake_cli.device import resolve_amp, resolve_device
-    from deepfake_cli.metrics import score_windows
+    from deepfake_cli.inference import score_windows
     from deepfake_cli.model import CPU_PIXELS_PER_PASS
 
     device_ = resolve_device(device)

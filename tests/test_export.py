@@ -17,7 +17,7 @@ from deepfake_cli.checkpoint import load_detector
 from deepfake_cli.cli import app
 from deepfake_cli.data import SequenceDataset, load_vectors, scan
 from deepfake_cli.evaluate import evaluate
-from deepfake_cli.metrics import score_windows
+from deepfake_cli.inference import score_windows
 from deepfake_cli.onnxfile import FORMAT, METADATA_KEY, read_description
 from deepfake_cli.scorer import load_onnx, onnx_session
 
@@ -72,24 +72,29 @@ def test_evaluate_gives_the_same_scores_from_the_export(lite0_run, exported, ext
     assert from_onnx["at_threshold"]["auc"] == pytest.approx(from_pt["at_threshold"]["auc"])
 
 
-def test_predict_with_an_export_runs_where_torch_cannot_be_imported(lite0_run, exported, clips, tmp_path):
-    """A scoring-only machine: a `torch` that fails to import, in this process and in the model's."""
+def _without_torch(args: list[str], tmp_path: Path) -> list[str]:
+    """`deepfake ARGS` in a fresh interpreter where `torch` fails to import, as on a scoring-only machine
+    (in this process and in the model's); its stdout lines, after checking no torch module was loaded."""
     blocker = tmp_path / "no-torch"
-    (blocker / "torch").mkdir(parents=True)
+    (blocker / "torch").mkdir(parents=True, exist_ok=True)
     (blocker / "torch" / "__init__.py").write_text("raise ImportError('torch is not installed here')\n")
-    script = ("import sys\n"
+    script = ("import json, sys\n"
               "from deepfake_cli.cli import main\n"
-              f"sys.argv = ['deepfake', 'predict', {str(clips['fake'])!r}, '--model', {str(exported)!r}, '--json', "
-              f"'--report', {str(tmp_path / 'r.html')!r}]\n"
+              f"sys.argv = ['deepfake', *{args!r}]\n"
               "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
               "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] == 'torch')))\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(blocker), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, "-c", "import json\n" + script], capture_output=True, text=True, env=env,
-                          timeout=300)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    *verdict_lines, modules = done.stdout.strip().splitlines()
+    *lines, modules = done.stdout.strip().splitlines()
     assert json.loads(modules) == []
-    verdict = json.loads(verdict_lines[-1])
+    return lines
+
+
+def test_predict_with_an_export_runs_where_torch_cannot_be_imported(lite0_run, exported, clips, tmp_path):
+    lines = _without_torch(["predict", str(clips["fake"]), "--model", str(exported), "--json",
+                            "--report", str(tmp_path / "r.html")], tmp_path)
+    verdict = json.loads(lines[-1])
     assert verdict["status"] == "ok" and 0 <= verdict["p_fake"] <= 1
     report = (tmp_path / "r.html").read_text()  # a report without torch: faces, timeline, no heatmap
     assert "no heatmap: an exported .onnx model has no gradients" in report and "Grad-CAM" not in report
@@ -97,6 +102,16 @@ def test_predict_with_an_export_runs_where_torch_cannot_be_imported(lite0_run, e
     with_torch = runner.invoke(app, ["predict", str(clips["fake"]), "--model", str(lite0_run / "best.pt"), "--json"])
     assert with_torch.exit_code == 0, with_torch.output
     assert json.loads(with_torch.stdout.strip().splitlines()[-1])["p_fake"] == pytest.approx(verdict["p_fake"], abs=1e-4)
+
+
+def test_evaluate_with_an_export_runs_where_torch_cannot_be_imported(lite0_run, exported, extracted, tmp_path):
+    lines = _without_torch(["evaluate", str(extracted), "--model", str(exported), "--split", "all", "--json",
+                            "--plots", str(tmp_path / "plots"), "--report", str(tmp_path / "e.html")], tmp_path)
+    result = json.loads(next(line for line in lines if line.startswith("{")))
+    with_torch = evaluate(extracted, lite0_run / "best.pt", split="all", workers=0)
+    np.testing.assert_allclose([s["p_fake"] for s in result["scores"]], [s["p_fake"] for s in with_torch["scores"]],
+                               atol=1e-4)
+    assert (tmp_path / "plots" / "roc.png").is_file() and "fakes called real" in (tmp_path / "e.html").read_text()
 
 
 def _rewritten(exported: Path, out: Path, description: dict | None) -> Path:

@@ -8,11 +8,13 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from deepfake_cli.crop import REFERENCE_CROP, CropSpec
 from deepfake_cli.errors import DeepfakeError
-from deepfake_cli.inputs import SamplingSpec
+from deepfake_cli.files import atomic_write
+from deepfake_cli.inputs import InputSpec, SamplingSpec
 from deepfake_cli.layout import META_DIR, REAL_FOLDERS, labels_path
 from deepfake_cli.video import VIDEO_SUFFIXES
 
@@ -174,3 +176,22 @@ def data_sampling(root: Path, folders: set[str]) -> SamplingSpec:
 
 def load_vectors(root: Path, sample: Sample, seq_len: int) -> np.ndarray:
     return np.stack([np.load(sample.stem(root, i).with_suffix(".npy")) for i in range(seq_len)]).astype(np.float32)
+
+
+def load_frames(root: Path, sample: Sample, inputs: InputSpec, cache_dir: Path | None = None) -> np.ndarray:
+    """(T, S, S, 3) uint8 BGR: the video's crops as the model takes them. With `cache_dir`, each video's
+    decoded, resized frames are stored once as .npy and memory-mapped on later reads."""
+    cached = cache_dir / f"{sample.folder}__{sample.video}.npy" if cache_dir else None
+    if cached is not None and cached.is_file():
+        return np.load(cached, mmap_mode="r")
+    crops = []
+    for i in range(inputs.seq_len):
+        path = sample.stem(root, i).with_suffix(".jpg")
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise DeepfakeError(f"{path}: unreadable image")
+        crops.append(image)
+    frames = inputs.frames(crops)
+    if cached is not None:
+        atomic_write(cached, lambda f: np.save(f, frames))
+    return frames

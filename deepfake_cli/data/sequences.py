@@ -10,9 +10,7 @@ import torch
 from torch.utils.data import Dataset
 
 from deepfake_cli.data.augment import augment
-from deepfake_cli.data.samples import Sample, load_vectors
-from deepfake_cli.errors import DeepfakeError
-from deepfake_cli.files import atomic_write
+from deepfake_cli.data.samples import Sample, load_frames, load_vectors
 from deepfake_cli.inputs import InputSpec
 from deepfake_cli.layout import landmarks_path
 from deepfake_cli.selfblend import SelfBlend
@@ -37,20 +35,7 @@ class SequenceDataset(Dataset):
 
     def frames(self, sample: Sample) -> np.ndarray:
         """(T, S, S, 3) uint8 BGR."""
-        cached = self.cache_dir / f"{sample.folder}__{sample.video}.npy" if self.cache_dir else None
-        if cached is not None and cached.is_file():
-            return np.load(cached, mmap_mode="r")
-        crops = []
-        for i in range(self.inputs.seq_len):
-            path = sample.stem(self.root, i).with_suffix(".jpg")
-            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if image is None:
-                raise DeepfakeError(f"{path}: unreadable image")
-            crops.append(image)
-        frames = self.inputs.frames(crops)
-        if cached is not None:
-            atomic_write(cached, lambda f: np.save(f, frames))
-        return frames
+        return load_frames(self.root, sample, self.inputs, self.cache_dir)
 
     def __getitem__(self, key: int | tuple[int, int, int]):
         """`key`: an index, or (index, seed, epoch) to draw this video's augmentation from its own stream

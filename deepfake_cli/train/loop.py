@@ -14,8 +14,9 @@ from torch.utils.data import DataLoader
 from deepfake_cli import calibration, data as D, distributed
 from deepfake_cli.calibration import Calibration
 from deepfake_cli.checkpoint import save_checkpoint
+from deepfake_cli.inference import predict_batches
 from deepfake_cli.inputs import InputSpec
-from deepfake_cli.metrics import auc_per_method, bce, best_threshold, classification_metrics, predict_batches
+from deepfake_cli.metrics import auc_per_method, bce, best_threshold, classification_metrics
 from deepfake_cli.model import DeepfakeDetector, model_args
 from deepfake_cli.train.config import TrainConfig
 from deepfake_cli.train.history import is_better, write_metrics
