@@ -166,7 +166,7 @@ class Predictor:
         if not path.exists():
             return Verdict(str(path), "missing", "no such file; check the path")
         try:
-            with Video(path, threads=1) as video:  # the model process needs the other core
+            with Video(path, threads=1, read_ahead=True) as video:  # the model process needs the other core
                 info = video.info
                 if info.frame_count < needed:
                     raise SkipVideo(f"too short: {info.frame_count} frames, {needed} needed")

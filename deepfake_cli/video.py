@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
+import queue
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, TypeVar
 
 import av
 import numpy as np
@@ -22,6 +25,7 @@ VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".m
 # x264's default keyframe interval. A seek decodes from the keyframe before its target, so
 # when the next wanted frame is further away than a GOP, seeking decodes less than reading on.
 SEEK_GAP = 250
+READ_AHEAD = 2  # frames decoded ahead of the caller with Video(read_ahead=True)
 
 
 @dataclass(frozen=True)
@@ -109,10 +113,12 @@ class Video:
     A video is opened once and read as often as needed: some files (Matroska, MPEG-4 Part 2
     video) still need a full probe on opening, which decodes frames. `threads=0` lets FFmpeg
     choose its decode threads; a process pool passes 1, as its workers already fill the cores.
+    `read_ahead`: decode in a thread of its own, up to READ_AHEAD frames ahead of the caller, so
+    that decoding (which releases the GIL) overlaps what the caller does with each frame.
     """
 
-    def __init__(self, path: Path, threads: int = 0):
-        self.path = path
+    def __init__(self, path: Path, threads: int = 0, read_ahead: bool = False):
+        self.path, self.read_ahead = path, read_ahead
         self._container = _open(path)
         self._stream = self._container.streams.video[0]
         try:
@@ -138,9 +144,13 @@ class Video:
         output), while the wanted frames and all reference frames are decoded in full, so
         every wanted frame is bit-identical to a plain decode. Past a gap of SEEK_GAP frames,
         or back to frames already passed, it seeks instead. One frame is held at a time: memory
-        stays flat for an hour-long video. Indices past the real end of the stream (container
-        frame counts can lie) are silently not yielded.
+        stays flat for an hour-long video (READ_AHEAD frames with `read_ahead`). Indices past
+        the real end of the stream (container frame counts can lie) are silently not yielded.
         """
+        frames = self._read(indices)
+        return _ahead(frames, READ_AHEAD) if self.read_ahead else frames
+
+    def _read(self, indices: list[int]) -> Iterator[tuple[int, np.ndarray]]:
         pending = sorted(set(indices))
         wanted = set(pending)
         sought = None  # the target of the last seek: one seek per target, even if it lands short
@@ -194,6 +204,46 @@ class Video:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+T = TypeVar("T")
+
+
+class _Raised:
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+def _ahead(items: Iterator[T], depth: int) -> Iterator[T]:
+    """`items`, produced by a thread of their own up to `depth` ahead of the consumer. What the producer
+    raises is raised here; a consumer that stops early stops the producer before this returns, so the
+    source is never read by two threads at once."""
+    ready: queue.Queue = queue.Queue(depth)
+    stop, done = threading.Event(), object()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                ready.put(item)
+                if stop.is_set():
+                    return
+            ready.put(done)
+        except BaseException as e:  # handed to the consumer, which raises it as its own
+            ready.put(_Raised(e))
+
+    thread = threading.Thread(target=produce, name="read-ahead", daemon=True)
+    thread.start()
+    try:
+        while (item := ready.get()) is not done:
+            if isinstance(item, _Raised):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting for room
+            with contextlib.suppress(queue.Empty):
+                ready.get(timeout=0.05)
+        thread.join()
 
 
 def _decode(packet: av.Packet, path: Path) -> list[av.VideoFrame]:

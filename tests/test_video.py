@@ -1,5 +1,6 @@
 import subprocess
 import sys
+import threading
 from fractions import Fraction
 from pathlib import Path
 
@@ -120,6 +121,29 @@ def test_an_open_video_reads_again_backwards_and_forwards(tmp_path):
             got = list(video.read(wanted))
             assert [i for i, _ in got] == wanted
             assert [frame_number(frame) for _, frame in got] == wanted
+
+
+def test_reading_ahead_gives_the_same_frames_and_stops_with_the_caller(tmp_path):
+    path = numbered_video(tmp_path / "n.mp4", SEEK_GAP + 60)
+    wanted = [3, 10, 11, 40, SEEK_GAP + 50]
+    with Video(path) as plain, Video(path, read_ahead=True) as ahead:
+        expected = list(plain.read(wanted))
+        got = list(ahead.read(wanted))
+        assert [i for i, _ in got] == wanted and all(np.array_equal(a, b) for (_, a), (_, b) in zip(got, expected))
+        threads = threading.active_count()
+        for index, _ in ahead.read(wanted):  # a caller that stops early: the decoding thread stops before it goes on
+            if index == 10:
+                break
+        assert threading.active_count() == threads
+        assert [frame_number(f) for _, f in ahead.read([0, SEEK_GAP + 55])] == [0, SEEK_GAP + 55]  # and reads again
+
+
+def test_reading_ahead_raises_the_decoders_error_in_the_caller(tmp_path):
+    path = numbered_video(tmp_path / "n.mp4", 40)
+    with Video(path, read_ahead=True) as video:
+        video._upright = lambda frame: (_ for _ in ()).throw(DeepfakeError(f"{path}: damaged"))  # a frame that cannot be had
+        with pytest.raises(DeepfakeError, match="damaged"):
+            list(video.read([5, 20]))
 
 
 def test_read_frames_stops_quietly_past_the_end(tmp_path):
