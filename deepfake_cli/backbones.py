@@ -118,7 +118,7 @@ def _lite(name: str, build: Callable[[], nn.Module]) -> Backbone:
 BACKBONES = {
     "efficientnet_b0": Backbone("efficientnet_b0", EfficientNetB0, IMAGENET_MEAN, IMAGENET_STD, _b0_imagenet, _strip),
     "efficientnet_lite0": _lite("efficientnet_lite0", EfficientNetLite0),
-    # Lite0 scaled up (channels x1.1, blocks x1.2; 260 px native): 1.6x its compute at the same crop size.
+    # Lite0 scaled up (channels x1.1, blocks x1.2; 260 px native): 1.5x its multiply-adds at the same crop size.
     "efficientnet_lite2": _lite("efficientnet_lite2", EfficientNetLite2),
 }
 DEFAULT = "efficientnet_b0"  # the reference's

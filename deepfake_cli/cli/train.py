@@ -35,7 +35,7 @@ def train(
         "are scored as unseen in validation).")),
     backbone: Optional[Backbone] = typer.Option(None, show_default="auto", rich_help_panel=MODEL, help=(
         "auto: B0 (the reference's) when its weights are in torch's cache, else Lite0 (installed). "
-        "efficientnet_lite2: a larger Lite (installed), 1.6x Lite0's compute at the same --image-size.")),
+        "efficientnet_lite2: a larger Lite (installed), 1.5x Lite0's multiply-adds at the same --image-size.")),
     pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained", show_default="auto", rich_help_panel=MODEL,
                                               help="ImageNet weights, or from scratch."),
     epochs: Optional[int] = typer.Option(None, show_default="10", help="Passes over the training videos (--resume: the run's own).", rich_help_panel=OPTIMISATION),
