@@ -34,8 +34,7 @@ def train(
         "Train on the real videos and their self-blends, made on the fly (no fakes needed; fake folders "
         "are scored as unseen in validation).")),
     backbone: Optional[Backbone] = typer.Option(None, show_default="auto", rich_help_panel=MODEL, help=(
-        "auto: B0 (the reference's) when its weights are in torch's cache, else Lite0 (installed). "
-        "efficientnet_lite2: a larger Lite (installed), 1.5x Lite0's multiply-adds at the same --image-size.")),
+        "auto: B0 when in torch's cache, else Lite0. Lite2: 1.5x Lite0's work.")),
     pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained", show_default="auto", rich_help_panel=MODEL,
                                               help="ImageNet weights, or from scratch."),
     epochs: Optional[int] = typer.Option(None, show_default="10", help="Passes over the training videos (--resume: the run's own).", rich_help_panel=OPTIMISATION),
