@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 from deepfake_cli import data as D
 from deepfake_cli.calibration import brier, expected_calibration_error, reliability
@@ -148,6 +147,8 @@ def _load(checkpoint: Path, device: str) -> _Loaded:
 
 
 def _auc(labels: np.ndarray, probs: np.ndarray) -> float | None:
+    from sklearn.metrics import roc_auc_score  # about 1 s to import: not before the arguments are checked
+
     return float(roc_auc_score(labels, probs)) if len(set(labels)) == 2 else None
 
 
