@@ -86,9 +86,33 @@ def run_fold(out: Path, run: Path, train: list, test: list, seed: int, image_siz
     threshold = result["at_threshold"]["threshold"]
     # The raw scores the calibration was fitted on: a calibration method can be compared on them afterwards.
     validated = evaluate(out, run / "run" / "best.pt", split="val")["scores"]
+    heads = head_logits(out, run / "run" / "best.pt", test)
     return {"seconds": round(seconds, 1), "threshold": threshold,
-            "scores": [{**s, "threshold": threshold} for s in result["scores"]],
+            "scores": [{**s, "threshold": threshold, **heads.get(s["video"], {})} for s in result["scores"]],
             "val_raw": [[s["label"], s["raw_p_fake"]] for s in validated]}
+
+
+def head_logits(out: Path, checkpoint: Path, samples: list) -> dict[str, dict]:
+    """Each video's raw logit from the sequence (BiLSTM) head alone and from the frame head alone (the mean
+    of its frames' logits): the two halves of the score, to see which of them carries to unseen people."""
+    import torch
+
+    from deepfake_cli.checkpoint import load_detector
+    from deepfake_cli.data import load_frames, load_vectors
+
+    detector = load_detector(checkpoint)
+    model, inputs = detector.model, detector.inputs
+    if model.frame_head is None:
+        return {}
+    logits = {}
+    with torch.no_grad():
+        for s in samples:
+            frames = torch.from_numpy(np.ascontiguousarray(load_frames(out, s, inputs)))[None]
+            vectors = torch.from_numpy(load_vectors(out, s, inputs.seq_len))[None]
+            sequence, per_frame = model.forward_parts(model.forward_features(inputs.images(frames)),
+                                                      inputs.landmark_features(vectors))
+            logits[s.key] = {"sequence_logit": float(sequence[0]), "frames_logit": float(per_frame[0].mean())}
+    return logits
 
 
 def verdicts(out: Path, models: list[Path], test: list, fold: str) -> list[dict]:
@@ -142,7 +166,9 @@ def summarise(scores: list[dict]) -> dict:
     # Pooling mixes the folds' models, whose scores need not share a scale; each fold's own AUC does not.
     folds_auc = [float(roc_auc_score(labels[mine], probs[mine])) for f in sorted({s.get("fold") for s in scores})
                  if len(set(labels[mine := np.array([s.get("fold") == f for s in scores])])) == 2]
-    return {"videos": len(scores), "real": int(real.sum()), "fake": int((~real).sum()),
+    heads = {f"auc_{head}_head": float(roc_auc_score(labels, [s[f"{head}_logit"] for s in scores]))
+             for head in ("sequence", "frames") if all(f"{head}_logit" in s for s in scores)}
+    return {"videos": len(scores), "real": int(real.sum()), "fake": int((~real).sum()), **heads,
             "auc": float(roc_auc_score(labels, probs)), "ap": float(average_precision_score(labels, probs)),
             "auc_fold_mean": float(np.mean(folds_auc)) if folds_auc else None,
             "accuracy": float(np.mean(called == (labels == 1))),
@@ -214,15 +240,21 @@ def main() -> None:
                clips: list[dict] | None = None) -> None:
         if protocol == "lomo":  # each real video is scored once per method: one AUC per held-out method
             summary = lomo_summary(scores)
-            summary = {"per_held_out_method": summary, "auc_mean": float(np.mean([v["auc"] for v in summary.values()]))}
+            heads = {f"auc_mean_{k[4:]}": float(np.mean([v[k] for v in summary.values()]))
+                     for k in next(iter(summary.values())) if k.endswith("_head")}
+            summary = {"per_held_out_method": summary, "auc_mean": float(np.mean([v["auc"] for v in summary.values()])),
+                       **heads}
             figure = f"{summary['auc_mean']:.3f} (" + ", ".join(
-                f"{m} {v['auc']:.3f}" for m, v in summary["per_held_out_method"].items()) + ")"
+                f"{m} {v['auc']:.3f}" for m, v in summary["per_held_out_method"].items()) + "".join(
+                f"; {k[9:-5]} head alone {v:.3f}" for k, v in heads.items()) + ")"
         else:
             summary = summarise(scores)
             figure = (f"{summary['auc']:.3f} (per fold {summary['auc_fold_mean']:.3f}; AP {summary['ap']:.3f}; "
                       + ", ".join(f"{m} {a:.3f}" for m, a in summary["per_method"].items())
                       + f"; real called fake {summary['real_called_fake']}/{summary['real']}, fakes caught "
-                        f"{summary['fakes_caught']}/{summary['fake']}; ECE {summary['ece']:.3f})")
+                        f"{summary['fakes_caught']}/{summary['fake']}; ECE {summary['ece']:.3f}"
+                      + "".join(f"; {k[4:-5]} head alone {v:.3f}" for k, v in summary.items() if k.endswith("_head"))
+                      + ")")
         measured[name] = {**summary, "train_seconds": seconds, "scores": scores}
         rows.append(common.row(f"{name}: video AUC", figure,
                                f"median training {common.median(seconds):.0f} s" if seconds else "ensemble, no training"))
