@@ -107,7 +107,7 @@ def head_logits(out: Path, checkpoint: Path, samples: list) -> dict[str, dict]:
     logits = {}
     with torch.no_grad():
         for s in samples:
-            frames = torch.from_numpy(np.ascontiguousarray(load_frames(out, s, inputs)))[None]
+            frames = torch.from_numpy(np.ascontiguousarray(load_frames(out, s, inputs))).permute(0, 3, 1, 2)[None]
             vectors = torch.from_numpy(load_vectors(out, s, inputs.seq_len))[None]
             sequence, per_frame = model.forward_parts(model.forward_features(inputs.images(frames)),
                                                       inputs.landmark_features(vectors))
