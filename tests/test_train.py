@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 from conftest import SEQ_LEN, tiny_config
 from deepfake_cli.checkpoint import load_detector, read_checkpoint
 from deepfake_cli.cli import app
-from deepfake_cli.data import (GroupedSampler, Sample, SequenceDataset, identity_split, identity_tokens, made_on, pair_groups,
-                               read_split_file, scan)
+from deepfake_cli.data import (GroupedSampler, Sample, SelfBlendDataset, SequenceDataset, identity_split, identity_tokens,
+                               made_on, pair_groups, read_split_file, scan)
 from deepfake_cli.errors import DeepfakeError
 from deepfake_cli.evaluate import evaluate
 from deepfake_cli.model import DeepfakeDetector
@@ -129,6 +129,30 @@ def test_pairs_put_a_fake_beside_its_real_video_augmented_alike(extracted, tmp_p
         assert same == pairs and (abs(at[real] - at[fake]) <= 2 or not pairs)
 
 
+@pytest.mark.parametrize("self_blend", [False, True])
+def test_an_epoch_size_goes_over_a_small_training_set_again_with_fresh_draws(extracted, self_blend):
+    """--epoch-size: every video comes back in each pass, reshuffled, and with a draw of its own
+    (a fresh augmentation and self-blend); 0 keeps the single pass and its keys."""
+    samples = scan(extracted, SEQ_LEN)
+    Dataset = SelfBlendDataset if self_blend else SequenceDataset
+    dataset = Dataset(extracted, [s for s in samples if s.label == 0] if self_blend else samples,
+                      InputSpec(seq_len=SEQ_LEN, image_size=32), augment=True)
+    once = training_order(dataset, tiny_config(extracted, None, self_blend=self_blend), torch.Generator().manual_seed(5))
+    again = training_order(dataset, tiny_config(extracted, None, self_blend=self_blend, epoch_size=2 * len(dataset) + 1),
+                           torch.Generator().manual_seed(5))
+    for sampler in (once, again):
+        sampler.set_epoch(2)
+    first, keys = list(once), list(again)
+    assert len(keys) == 3 * len(first) == len(again)
+    assert keys[:len(first)] == first and {k[:3] for k in first} == {(i, 0, 2) for i in range(len(dataset))}
+    passes = [keys[p * len(first):(p + 1) * len(first)] for p in range(3)]
+    assert all(sorted(k[0] for k in part) == list(range(len(dataset))) for part in passes)
+    assert {k[3] for k in passes[1]} == {1} and {k[3] for k in passes[2]} == {2}
+    video = first[0][0]
+    later = next(k for k in passes[2] if k[0] == video)
+    assert not torch.equal(dataset[first[0]][0], dataset[later][0])  # the same video, drawn anew
+
+
 def test_identity_split_never_leaks_a_person_across_ff_pairs():
     samples = [Sample("original", f"{i:03d}", 0) for i in range(20)]
     samples += [Sample(m, f"{a:03d}_{b:03d}", 1) for m in ("Deepfakes", "Face2Face") for a, b in
@@ -196,9 +220,10 @@ def test_freeze_backbone_caches_features_and_trains_the_head(extracted, tmp_path
         assert not torch.equal(after_one[key], after_two[key]), key  # the LSTM and head learn
 
 
-@pytest.mark.parametrize("recipe", [[], ["--self-blend"]], ids=["plain", "self-blend"])
+@pytest.mark.parametrize("recipe", [[], ["--self-blend"]], ids=["default", "self-blend"])
 def test_ddp_with_two_gloo_processes(extracted, tmp_path, recipe):
-    """With --self-blend, DDP wraps the detector and its training-only mask head together."""
+    """With self-blends (mixed into supervised training by default, or --self-blend alone), DDP wraps the
+    detector and its training-only mask head together."""
     run = tmp_path / "ddp"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                "-m", "deepfake_cli", "train", str(extracted), "--run-dir", str(run), "--epochs", "1", "--frames", str(SEQ_LEN),
@@ -207,7 +232,7 @@ def test_ddp_with_two_gloo_processes(extracted, tmp_path, recipe):
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     assert (run / "best.pt").is_file() and len(list(csv.DictReader(open(run / "metrics.csv")))) == 1
-    assert ("mask_head" in read_checkpoint(run / "last.pt")) == bool(recipe)
+    assert "mask_head" in read_checkpoint(run / "last.pt")
 
 
 def test_bad_data_is_named_before_training(extracted, tmp_path, copy_of):
@@ -392,7 +417,8 @@ def frozen_config(extracted, run, **overrides):
 def test_the_loss_weighs_fakes_by_real_over_fake_unless_told_not_to(trained_run, extracted, tmp_path):
     meta = read_checkpoint(trained_run / "best.pt")["meta"]
     counts = meta["split"]["train"]
-    assert counts["real"] != counts["fake"] and meta["pos_weight"] == pytest.approx(counts["real"] / counts["fake"])
+    blends = counts["real"]  # each training real video's self-blend is one more fake (--blend-fakes, the default)
+    assert counts["real"] != counts["fake"] and meta["pos_weight"] == pytest.approx(counts["real"] / (counts["fake"] + blends))
     train(frozen_config(extracted, tmp_path / "plain", balance=False))
     assert read_checkpoint(tmp_path / "plain" / "best.pt")["meta"]["pos_weight"] == 1.0
 

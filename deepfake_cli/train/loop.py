@@ -102,7 +102,7 @@ def validate(run: Run, epoch: int, train_loss: float, seconds: float) -> tuple[d
     row = {"epoch": epoch, "train_loss": train_loss, "val_loss": bce(labels, probs), "accuracy": m["accuracy"],
            "f1": m["f1"], "macro_f1": m["macro_f1"], "auc": m["auc"], "ap": m["ap"], "eer": m["eer"],
            "threshold": threshold, **scored, "lr": run.step.optimizer.param_groups[0]["lr"],
-           "clips_per_s": len(run.train_ds) / seconds, "seconds": seconds, "select": cfg.run.select}
+           "clips_per_s": len(run.sampler) / seconds, "seconds": seconds, "select": cfg.run.select}
     return row, calibration.fit(labels, probs)
 
 

@@ -29,22 +29,27 @@ def training_order(train_ds: D.SequenceDataset | FeatureDataset, cfg: TrainConfi
     draw, so that in a batch a fake and the real videos differ by the manipulation alone. On
     unseen generated people that raised epochs 4 to 6 on three seeds of four (docs/experiments.md, "Pairs").
     """
+    passes = cfg.data.passes(len(train_ds))
     if cfg.data.pairs and not cfg.data.self_blend:  # self-blends are paired with their real video already
         groups = D.pair_groups(train_ds.samples)
         train_ds.shared_draws = {i: n for n, group in enumerate(groups) for i in group}
-        return SeededSampler(D.GroupedSampler(groups, shuffle, rank, world), cfg.run.seed)
+        return SeededSampler(D.GroupedSampler(groups, shuffle, rank, world), cfg.run.seed, passes)
     train_ds.shared_draws = None
     videos = range(len(train_ds.samples)) if cfg.data.self_blend else train_ds  # what is shuffled: videos, or pairs
     order = (DistributedSampler(videos, world, rank, shuffle=True, seed=cfg.run.seed) if world > 1
              else RandomSampler(videos, generator=shuffle))
-    return SeededSampler(D.PairedSampler(order) if cfg.data.self_blend else order, cfg.run.seed)
+    return SeededSampler(D.PairedSampler(order) if cfg.data.self_blend else order, cfg.run.seed, passes)
 
 
 class SeededSampler(Sampler):
-    """Wraps a sampler: yields (index, seed, epoch) keys for `SequenceDataset`'s per-sample draws."""
+    """Wraps a sampler: yields (index, seed, epoch) keys for `SequenceDataset`'s per-sample draws.
 
-    def __init__(self, sampler: Sampler, seed: int):
-        self.sampler, self.seed, self.epoch = sampler, seed, 0
+    With `passes` > 1 an epoch goes over the wrapped sampler that many times, reshuffled, pass p > 0
+    keyed (index, seed, epoch, p): every video comes back with a fresh augmentation and self-blend.
+    """
+
+    def __init__(self, sampler: Sampler, seed: int, passes: int = 1):
+        self.sampler, self.seed, self.epoch, self.passes = sampler, seed, 0, passes
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -52,7 +57,13 @@ class SeededSampler(Sampler):
             self.sampler.set_epoch(epoch)
 
     def __iter__(self):
-        return ((index, self.seed, self.epoch) for index in self.sampler)
+        for p in range(self.passes):
+            if p and isinstance(self.sampler, DistributedSampler):  # its order is fixed by (seed, epoch)
+                self.sampler.set_epoch(self.epoch + PASS_EPOCHS * p)
+            yield from ((index, self.seed, self.epoch, *([p] if p else [])) for index in self.sampler)
 
     def __len__(self) -> int:
-        return len(self.sampler)
+        return self.passes * len(self.sampler)
+
+
+PASS_EPOCHS = 1_000_000  # a later pass of epoch e orders a DistributedSampler as its epoch e + p * PASS_EPOCHS
