@@ -67,18 +67,3 @@ def test_every_typed_option_is_a_setting():
     command = typer.main.get_command(app).commands["train"]
     names = {p.name for p in command.params} - {"resume", "as_json", "config"}
     assert names <= set(TrainConfig.NAMES)
-
-
-def test_a_config_json_written_before_a_setting_existed_keeps_the_run_it_described(trained_run, tmp_path):
-    """A run's config.json from before --epoch-size (every other setting present) trained each video once an
-    epoch: read by --config or --resume it still does; a hand-written file gets today's default."""
-    from deepfake_cli.train.config import EPOCH_SIZE, read_config_file, resume_config
-
-    old = json.loads((trained_run / "config.json").read_text())
-    del old["epoch_size"]
-    (tmp_path / "config.json").write_text(json.dumps(old))
-    assert read_config_file(tmp_path / "config.json")["epoch_size"] == 0
-    assert resume_config(tmp_path).data.epoch_size == 0
-    (tmp_path / "recipe.toml").write_text(TINY)
-    assert "epoch_size" not in read_config_file(tmp_path / "recipe.toml")  # the default applies
-    assert TrainConfig(data=trained_run).data.epoch_size == EPOCH_SIZE > 0

@@ -292,14 +292,8 @@ def test_fakes_in_the_data_are_never_trained_on_and_are_scored_as_unseen(extract
     assert "mask_head" not in read_checkpoint(tmp_path / "run" / "last.pt")  # --mask-loss 0: no mask head
 
 
-def test_the_mask_head_is_on_wherever_self_blends_are_made(tmp_path):
-    """Supervised training mixes self-blends in by default; without them (or with a frozen backbone's
-    feature cache, which cannot hold them) there is no blend for a mask head to find."""
-    assert TrainConfig(data=tmp_path, self_blend=True).model.mask_loss == 1
-    assert TrainConfig(data=tmp_path).data.blend_fakes and TrainConfig(data=tmp_path).model.mask_loss == 1
-    assert TrainConfig(data=tmp_path, blend_fakes=False).model.mask_loss == 0
-    frozen = TrainConfig(data=tmp_path, freeze_backbone=True)
-    assert not frozen.data.blend_fakes and frozen.model.mask_loss == 0
+def test_the_mask_head_is_on_with_self_blend(tmp_path):
+    assert TrainConfig(data=tmp_path, self_blend=True).model.mask_loss == 1 and TrainConfig(data=tmp_path).model.mask_loss == 0
 
 
 def test_self_blend_refuses_what_it_cannot_do(extracted, tmp_path):
@@ -311,7 +305,7 @@ def test_self_blend_refuses_what_it_cannot_do(extracted, tmp_path):
     for overrides, message in ((dict(freeze_backbone=True), "leave out --freeze-backbone"),
                                (dict(batch_size=3), "--batch-size must be even"),
                                (dict(self_blend=False, save_examples=2), "add --self-blend"),
-                               (dict(self_blend=False, blend_fakes=False, mask_loss=1.0), "add --self-blend")):
+                               (dict(self_blend=False, mask_loss=1.0), "add --self-blend")):
         with pytest.raises(DeepfakeError, match=message):
             tiny_config(extracted, tmp_path / "r", **{"self_blend": True, **overrides})
     result = runner.invoke(app, ["train", str(extracted), "--run-dir", str(tmp_path / "r"), "--self-blend",

@@ -72,10 +72,9 @@ def train(
         "and 003), all augmented alike, so that they differ by the manipulation alone.")),
     skip_bad: bool = typer.Option(False, help="Leave out videos with a missing or broken file instead of stopping.",
                                   rich_help_panel=ADVANCED),
-    blend_fakes: Optional[bool] = typer.Option(None, "--blend-fakes/--no-blend-fakes", show_default="on; off with "
-                                               "--freeze-backbone", rich_help_panel=ADVANCED, help=(
+    blend_fakes: bool = typer.Option(False, rich_help_panel=ADVANCED, help=(
         "Also train on each real video's self-blend, as one more fake beside the data's own (see --self-blend).")),
-    epoch_size: int = typer.Option(64, metavar="N", rich_help_panel=ADVANCED, help=(
+    epoch_size: int = typer.Option(0, metavar="N", rich_help_panel=ADVANCED, help=(
         "Show at least N sequences an epoch: a smaller training set is gone over several times, each with fresh "
         "augmentation and self-blends; 0 = each video once.")),
     backbone_weights: Optional[Path] = typer.Option(None, rich_help_panel=ADVANCED, help=(

@@ -19,11 +19,6 @@ from deepfake_cli.train.history import SELECTS
 # The stem and the first two stages of the backbone stay at their ImageNet weights: a third of a CPU training
 # step's time at 256 px is their backward pass (docs/performance.md, "Frozen early stages").
 FROZEN_STAGES = 3
-# An epoch shows at least this many sequences. Six epochs of batch 8 over a few dozen videos gave a model
-# 24-36 steps, too few to learn a self-blend's seams; twice the steps at most keeps such a run at 256 px
-# under 20 minutes on 2 cores without native bf16 (docs/experiments.md, "Epochs long enough to learn from").
-# A dataset of this size or more is unaffected.
-EPOCH_SIZE = 64
 
 
 def _checked(checks: list[tuple[bool, str]]) -> None:
@@ -49,17 +44,17 @@ class DataConfig:
     skip_bad: bool = False
     cache: bool = False
     self_blend: bool = False  # train on real videos and their self-blends (selfblend.py)
-    # supervised: each real video's self-blend is one more training fake (MixedDataset); None: on, unless the
-    # backbone is frozen (its feature cache cannot hold fakes made anew each epoch)
-    blend_fakes: bool | None = None
-    epoch_size: int = EPOCH_SIZE  # the fewest sequences an epoch shows: a smaller training set is gone over again; 0: once
+    blend_fakes: bool = False  # supervised: each real video's self-blend is one more training fake (MixedDataset)
+    # The fewest sequences an epoch shows: a smaller training set is gone over again, with fresh draws; 0: once.
+    # --self-blend on 16 real videos learnt little in six epochs of one pass (docs/experiments.md, "Epochs long
+    # enough to learn from").
+    epoch_size: int = 0
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
         self.split_file = Path(self.split_file) if self.split_file else None
         self.real_folders = tuple(self.real_folders) if self.real_folders is not None else None
-        if self.blend_fakes is not None:
-            self.blend_fakes = self.blend_fakes and not self.self_blend  # --self-blend trains on blends alone already
+        self.blend_fakes = self.blend_fakes and not self.self_blend  # --self-blend trains on blends alone already
         _checked([(self.seq_len >= 1, "--frames must be at least 1"),
                   (self.image_size >= 32, "--image-size must be at least 32"),
                   (0 < self.val_fraction < 1, "--val-fraction must be between 0 and 1"),
@@ -69,7 +64,7 @@ class DataConfig:
     @property
     def blends(self) -> bool:
         """Whether training makes self-blended fakes (alone, or beside the data's own)."""
-        return self.self_blend or bool(self.blend_fakes)
+        return self.self_blend or self.blend_fakes
 
     def passes(self, items: int) -> int:
         """How many times an epoch goes over a training set of `items` sequences: enough to show `epoch_size`."""
@@ -159,18 +154,6 @@ PARTS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "hardwa
 RENAMED = {"data": ("data", "root"), "run": ("run", "folder")}
 
 
-# Settings added since runs were first written, with what a run's config.json written before them meant.
-ADDED = {"epoch_size": 0}
-
-
-def as_written(settings: dict) -> dict:
-    """A run's config.json as the settings it trained with: one written before a setting in ADDED
-    (every other name present) gets that setting's old meaning, not today's default."""
-    if set(_flat_names()) - set(ADDED) <= set(settings):
-        return {**ADDED, **settings}
-    return settings
-
-
 def _flat_names() -> dict[str, tuple[str, str]]:
     """Each flat setting name -> (part, field)."""
     names = {f.name: (part, f.name) for part, cls in PARTS.items() for f in dataclasses.fields(cls)}
@@ -200,8 +183,6 @@ class TrainConfig:
         self.optim = OptimConfig(**given["optim"])
         self.hardware = HardwareConfig(**given["hardware"])
         self.run = RunConfig(**given["run"])
-        if self.data.blend_fakes is None:
-            self.data.blend_fakes = not (self.data.self_blend or self.model.freeze_backbone)
         blends = self.data.blends
         # Self-blended validation fakes are the training recipe's own: their AUC keeps rising while the
         # model narrows to them, so --self-blend picks by the loss, which weighs every video's score
@@ -255,7 +236,7 @@ def resume_config(run: Path, changes: dict | None = None, flags: dict[str, str] 
     if refused:
         raise DeepfakeError(f"--resume continues {run} as it began, so {', '.join(refused)} cannot change; leave "
                             f"{'it' if len(refused) == 1 else 'them'} out, or start a new run with another --run-dir")
-    saved = as_written(json.loads(config.read_text()))
+    saved = json.loads(config.read_text())
     # The folder resumed is the one given, wherever the run was first written (a moved or copied run).
     return TrainConfig.from_dict(saved | {"run": str(run)} | {k: str(v) if isinstance(v, Path) else v for k, v in changes.items()})
 
@@ -277,7 +258,7 @@ def read_config_file(path: Path) -> dict:
                             "TOML, anything else as JSON") from None
     if not isinstance(settings, dict):
         raise DeepfakeError(f"--config {path}: expected settings by name, as in a run's config.json")
-    settings = as_written({FLAG_NAMES.get(name, name): value for name, value in settings.items()})
+    settings = {FLAG_NAMES.get(name, name): value for name, value in settings.items()}
     if unknown := sorted(set(settings) - set(TrainConfig.NAMES)):
         raise DeepfakeError(f"--config {path}: unknown settings {', '.join(unknown)}; the names are train's options "
                             "with _ for - (a run's config.json lists them all)")
