@@ -41,6 +41,9 @@ def training_order(train_ds: D.SequenceDataset | FeatureDataset, cfg: TrainConfi
     return SeededSampler(D.PairedSampler(order) if cfg.data.self_blend else order, cfg.run.seed, passes)
 
 
+PASS_EPOCHS = 1_000_000  # a later pass p of epoch e orders a DistributedSampler as its epoch e + p * PASS_EPOCHS
+
+
 class SeededSampler(Sampler):
     """Wraps a sampler: yields (index, seed, epoch) keys for `SequenceDataset`'s per-sample draws.
 
@@ -61,9 +64,8 @@ class SeededSampler(Sampler):
             if p and isinstance(self.sampler, DistributedSampler):  # its order is fixed by (seed, epoch)
                 self.sampler.set_epoch(self.epoch + PASS_EPOCHS * p)
             yield from ((index, self.seed, self.epoch, *([p] if p else [])) for index in self.sampler)
+        if self.passes > 1 and isinstance(self.sampler, DistributedSampler):
+            self.sampler.set_epoch(self.epoch)  # an epoch read again starts from its own order
 
     def __len__(self) -> int:
         return self.passes * len(self.sampler)
-
-
-PASS_EPOCHS = 1_000_000  # a later pass of epoch e orders a DistributedSampler as its epoch e + p * PASS_EPOCHS
