@@ -61,11 +61,9 @@ class SeededSampler(Sampler):
 
     def __iter__(self):
         for p in range(self.passes):
-            if p and isinstance(self.sampler, DistributedSampler):  # its order is fixed by (seed, epoch)
+            if isinstance(self.sampler, DistributedSampler):  # its order is fixed by (seed, epoch): one per pass
                 self.sampler.set_epoch(self.epoch + PASS_EPOCHS * p)
             yield from ((index, self.seed, self.epoch, *([p] if p else [])) for index in self.sampler)
-        if self.passes > 1 and isinstance(self.sampler, DistributedSampler):
-            self.sampler.set_epoch(self.epoch)  # an epoch read again starts from its own order
 
     def __len__(self) -> int:
         return self.passes * len(self.sampler)
