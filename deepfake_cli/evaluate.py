@@ -135,8 +135,8 @@ class _Loaded:
 
 def _load(checkpoint: Path, device: str) -> _Loaded:
     if is_onnx(checkpoint):
-        score, member, inputs = load_onnx(checkpoint, device)
-        return _Loaded(member, inputs, read_description(checkpoint).get("real_folders"), score, None)
+        model = load_onnx(checkpoint, device)
+        return _Loaded(model.member, model.inputs, read_description(checkpoint).get("real_folders"), model.score, None)
     from deepfake_cli.checkpoint import load_detector
     from deepfake_cli.device import resolve_device
 

@@ -13,7 +13,9 @@ from typing import BinaryIO
 
 from deepfake_cli.errors import DeepfakeError
 
-FORMAT = "deepfake-cli-onnx/1"
+FORMAT = "deepfake-cli-onnx/2"  # what `deepfake export` writes: crops and windows apart (see export.py)
+# Every format this release reads; /1 took whole windows of crops, (N, T, S, S, 3), and scores them so.
+READS = ("deepfake-cli-onnx/1", FORMAT)
 METADATA_KEY = "deepfake_cli"
 METADATA_FIELD = 14  # ModelProto.metadata_props: repeated StringStringEntryProto {key = 1, value = 2}
 EXPORT_HINT = "export one from a checkpoint with `deepfake export best.pt`"
@@ -51,10 +53,10 @@ def read_description(path: Path) -> dict:
     except ValueError:
         raise DeepfakeError(f"{path}: its {METADATA_KEY!r} metadata is not JSON; {EXPORT_HINT}") from None
     made = str(description.get("format", ""))
-    if made != FORMAT:
+    if made not in READS:
         newer = made.startswith(FORMAT.rsplit("/", 1)[0] + "/")
         raise DeepfakeError(f"{path}: exported as {made or 'an unknown format'}, which this deepfake-cli does not read "
-                            f"(it reads {FORMAT}); " + ("upgrade deepfake-cli" if newer else EXPORT_HINT))
+                            f"(it reads {', '.join(READS)}); " + ("upgrade deepfake-cli" if newer else EXPORT_HINT))
     return description
 
 

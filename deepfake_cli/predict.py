@@ -130,7 +130,8 @@ class Predictor:
         return next(self.predict_all([path], evidence_dir, explain))
 
     def predict_all(self, paths: list[Path], evidence_dir: Path | None = None, explain: bool = False) -> Iterator[Verdict]:
-        """Verdicts in input order. While the model scores one clip, the next is decoded.
+        """Verdicts in input order. Each face goes to the model process as it is cut, and while the model
+        scores one clip's windows, the next clip is decoded.
         With `evidence_dir`, a contact sheet per clip, named by `evidence_names`; with `explain`, each
         verdict's `detail` for a report (the top window's faces and heatmaps: one more model pass)."""
         sheets = {p: evidence_dir / name for p, name in evidence_names(paths).items()} if evidence_dir else {}
@@ -141,13 +142,14 @@ class Predictor:
                 yield self._finish(scoring, sheets.get(scoring.path), explain)
                 scoring = None
             if isinstance(clip, Verdict):
+                self.scorer.drop()  # the faces it sent before it turned out unscorable
                 yield clip
                 continue
             waiting = time.perf_counter()
             self.scorer.info  # the first clip waits here for the model to load
             clip.timings["waiting_for_model"] = round(time.perf_counter() - waiting, 3)
-            self.scorer.send(np.stack([[f.crop for f in frames] for _, _, frames in clip.batches]),
-                             np.stack([[f.vector for f in frames] for _, _, frames in clip.batches]))
+            self.scorer.score(np.array([[clip.row(f) for f in frames] for _, _, frames in clip.batches]),
+                              np.stack([[f.vector for f in frames] for _, _, frames in clip.batches]))
             scoring = clip
         if scoring is not None:
             yield self._finish(scoring, sheets.get(scoring.path), explain)
@@ -165,6 +167,11 @@ class Predictor:
         needed = t if sampling.rule == "reference" else sampling.segments(t)
         if not path.exists():
             return Verdict(str(path), "missing", "no such file; check the path")
+        sent: dict[int, tuple[int, FaceFrame]] = {}  # id(face) -> its row in the model process, and the face
+
+        def send(face: FaceFrame) -> None:
+            sent[id(face)] = self.scorer.add(face.crop), face
+
         try:
             with Video(path, threads=1, read_ahead=True) as video:  # the model process needs the other core
                 info = video.info
@@ -173,10 +180,10 @@ class Predictor:
                 # No more windows than a segment has frames: each window reads frames of its own.
                 windows = max(1, min(self.windows or auto_windows(info.duration), info.frame_count // needed))
                 if sampling.rule == "reference":
-                    sampled = sample_reference(video, self.analyzer, t, self.inputs.crop, windows)
+                    sampled = sample_reference(video, self.analyzer, t, self.inputs.crop, windows, on_face=send)
                 else:
                     sampled = sample_faces(video, self.analyzer, needed, self.inputs.crop, max_people=MAX_PEOPLE,
-                                           borrow=True, windows=windows)
+                                           borrow=True, windows=windows, on_face=send)
                 width, height = video.display_size
                 facts = {"duration_s": round(info.duration, 2), "fps": round(info.fps, 3), "frames": info.frame_count,
                          "width": width, "height": height, "rotation": video.rotation, "codec": info.codec}
@@ -190,7 +197,8 @@ class Predictor:
         if not batches:
             return Verdict(str(path), "no_face", f"no window found a face on {needed} frames spread over the clip",
                            video=facts)
-        return _Clip(path, info, sampled, batches, {"decode_and_faces": round(time.perf_counter() - started, 3)}, facts)
+        return _Clip(path, info, sampled, batches, {"decode_and_faces": round(time.perf_counter() - started, 3)}, facts,
+                     {key: row for key, (row, _) in sent.items()})
 
     def _finish(self, clip: "_Clip", evidence: Path | None, explain: bool = False) -> Verdict:
         raw, frame_scores, model_seconds = self.scorer.receive()
@@ -305,6 +313,10 @@ class _Clip:
     batches: list[tuple[int, int, list[FaceFrame]]]  # (person, window, its T faces)
     timings: dict
     facts: dict  # Verdict.video
+    rows: dict[int, int]  # id(face) -> its row among the crops sent to the model process (`Scorer.add`)
+
+    def row(self, face: FaceFrame) -> int:
+        return self.rows[id(face)]
 
 
 def evidence_names(paths: list[Path]) -> dict[Path, str]:

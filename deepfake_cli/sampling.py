@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -33,6 +34,9 @@ class FaceFrame:
     landmarks: np.ndarray  # (468, 2) float32 Face Mesh landmarks in crop pixels (self-blend masks)
 
 
+OnFace = Callable[[FaceFrame], None]
+
+
 @dataclass
 class VideoFaces:
     info: VideoInfo
@@ -50,7 +54,7 @@ def window_phases(windows: int) -> list[float]:
 
 
 def sample_faces(video: Video, analyzer: FaceAnalyzer, n_slots: int, spec: CropSpec, *, max_people: int = 1,
-                 borrow: bool = False, windows: int = 1) -> VideoFaces:
+                 borrow: bool = False, windows: int = 1, on_face: OnFace | None = None) -> VideoFaces:
     """Cut the video into `n_slots` equal segments and find each tracked person's face in each.
 
     Each slot reads the frame at its segment's centre. A slot whose frame shows no face (of
@@ -62,6 +66,7 @@ def sample_faces(video: Video, analyzer: FaceAnalyzer, n_slots: int, spec: CropS
     in time order rather than one frame per slot.
     With several `windows`, each is another draw of the same sampling: its slots read another
     point of every segment (`window_phases`); the first window is the one-window sampling.
+    `on_face` is called with every face as it is cut, before it is known whose it is or whether it is used.
     """
     info = video.info
     if info.frame_count < n_slots:
@@ -69,9 +74,9 @@ def sample_faces(video: Video, analyzer: FaceAnalyzer, n_slots: int, spec: CropS
     slots = [(round(i * info.frame_count / n_slots), round((i + 1) * info.frame_count / n_slots)) for i in range(n_slots)]
     framings = [[a + int(phase * (b - a)) for a, b in slots] for phase in window_phases(windows)]  # per window
 
-    found = _detect(video, analyzer, sorted({i for frames in framings for i in frames}), spec)
+    found = _detect(video, analyzer, sorted({i for frames in framings for i in frames}), spec, on_face)
     if borrow and not any(found.values()):  # a face in one short stretch only: look where the reference would
-        found |= _detect(video, analyzer, sorted(set(_reference_candidates(info)) - set(found)), spec)
+        found |= _detect(video, analyzer, sorted(set(_reference_candidates(info)) - set(found)), spec, on_face)
     if not any(found.values()):
         raise SkipVideo(f"no face found in {len(found)} frames sampled across the video")
     tracks = track_faces((i, [face for face, _ in found[i]]) for i in sorted(found))[:max_people]
@@ -80,7 +85,8 @@ def sample_faces(video: Video, analyzer: FaceAnalyzer, n_slots: int, spec: CropS
     missing = {(w, s) for person in people for w, window in enumerate(person) for s, f in enumerate(window) if f is None}
     if missing:
         alternates = {(w, s): _alternates(*slots[s], framings[w][s]) for w, s in missing}
-        found |= _detect(video, analyzer, sorted({i for frames in alternates.values() for i in frames} - set(found)), spec)
+        found |= _detect(video, analyzer, sorted({i for frames in alternates.values() for i in frames} - set(found)), spec,
+                         on_face)
         for person, track in zip(people, tracks):
             for w, s in missing:
                 if person[w][s] is None:
@@ -91,12 +97,14 @@ def sample_faces(video: Video, analyzer: FaceAnalyzer, n_slots: int, spec: CropS
         for p, (person, track) in enumerate(zip(people, tracks)):
             for w, window in enumerate(person):
                 if None in window:  # the first person as extract follows it; others from frames already read
-                    person[w], filled = _borrow(video, analyzer, spec, window, track, slots, framings[w], found, p == 0)
+                    person[w], filled = _borrow(video, analyzer, spec, window, track, slots, framings[w], found, p == 0,
+                                                on_face)
                     borrowed = filled if (p, w) == (0, 0) else borrowed
     return VideoFaces(info=info, slots=slots, people=people, borrowed=borrowed)
 
 
-def sample_reference(video: Video, analyzer: FaceAnalyzer, seq_len: int, spec: CropSpec, windows: int = 1) -> VideoFaces:
+def sample_reference(video: Video, analyzer: FaceAnalyzer, seq_len: int, spec: CropSpec, windows: int = 1,
+                     on_face: OnFace | None = None) -> VideoFaces:
     """The reference preprocessing's sampling: REFERENCE_CANDIDATES frames evenly spaced, read in order,
     the first `seq_len` with a face kept (one person, as its Face Mesh found one). A window short of
     faces is left with None in its last slots. Further windows shift every candidate by the same share
@@ -113,7 +121,7 @@ def sample_reference(video: Video, analyzer: FaceAnalyzer, seq_len: int, spec: C
         for index, frame in video.read(candidates.tolist()):  # distinct frames, in order, as the reference read them
             faces = analyzer.faces(frame)
             if faces:
-                kept.append(_face_frame(frame, index, faces[0], spec))
+                kept.append(_face_frame(frame, index, faces[0], spec, on_face))
                 if len(kept) == seq_len:
                     break
         person.append(kept + [None] * (seq_len - len(kept)))
@@ -124,7 +132,7 @@ def sample_reference(video: Video, analyzer: FaceAnalyzer, seq_len: int, spec: C
 
 def _borrow(video: Video, analyzer: FaceAnalyzer, spec: CropSpec, person: list[FaceFrame | None], track: Track,
             slots: list[tuple[int, int]], centres: list[int], found: dict,
-            search: bool = True) -> tuple[list[FaceFrame | None], int]:
+            search: bool = True, on_face: OnFace | None = None) -> tuple[list[FaceFrame | None], int]:
     """Fill empty slots with the person's face on the nearest frames not yet used; then sort by time.
 
     Distinct frames only: if the video has fewer frames with the face than slots, nothing is
@@ -139,7 +147,7 @@ def _borrow(video: Video, analyzer: FaceAnalyzer, spec: CropSpec, person: list[F
     if search and have + len(spare()) < len(person):
         more = set(_reference_candidates(video.info))
         more |= {i for (a, b), c in zip(slots, centres) for i in _alternates(a, b, c)}
-        found |= _detect(video, analyzer, sorted(more - set(found)), spec)
+        found |= _detect(video, analyzer, sorted(more - set(found)), spec, on_face)
     pool = spare()
     if have + len(pool) < len(person):
         return person, 0
@@ -154,15 +162,19 @@ def _reference_candidates(info: VideoInfo) -> list[int]:
     return np.linspace(0, info.frame_count - 1, REFERENCE_CANDIDATES, dtype=int).tolist()
 
 
-def _detect(video: Video, analyzer: FaceAnalyzer, indices: list[int], spec: CropSpec) -> dict[int, list[tuple[Face, FaceFrame]]]:
+def _detect(video: Video, analyzer: FaceAnalyzer, indices: list[int], spec: CropSpec,
+            on_face: OnFace | None = None) -> dict[int, list[tuple[Face, FaceFrame]]]:
     """Faces on each frame in `indices`, each with its crop (cut while the frame is in hand)."""
-    return {index: [(face, _face_frame(frame, index, face, spec)) for face in analyzer.faces(frame)]
+    return {index: [(face, _face_frame(frame, index, face, spec, on_face)) for face in analyzer.faces(frame)]
             for index, frame in video.read(indices)}
 
 
-def _face_frame(frame: np.ndarray, index: int, face: Face, spec: CropSpec) -> FaceFrame:
-    return FaceFrame(index, crop_face(frame, face, spec), landmark_vector(face.landmarks), face.score,
-                     crop_landmarks(face, frame.shape, spec))
+def _face_frame(frame: np.ndarray, index: int, face: Face, spec: CropSpec, on_face: OnFace | None = None) -> FaceFrame:
+    cut = FaceFrame(index, crop_face(frame, face, spec), landmark_vector(face.landmarks), face.score,
+                    crop_landmarks(face, frame.shape, spec))
+    if on_face is not None:
+        on_face(cut)
+    return cut
 
 
 def _pick(track: Track, candidates: list[tuple[Face, FaceFrame]], index: int) -> FaceFrame | None:

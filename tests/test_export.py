@@ -30,6 +30,7 @@ def exported(lite0_run, tmp_path_factory) -> Path:
     result = runner.invoke(app, ["export", str(lite0_run / "best.pt"), str(out), "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout.strip().splitlines()[-1])["max_difference"] < 1e-4
+    assert len(result.output.splitlines()) <= 3, result.output  # the result, not the exporter's log of its rewrites
     return out
 
 
@@ -41,15 +42,23 @@ def test_the_export_gives_the_checkpoints_scores_on_real_crops(lite0_run, export
     vectors = np.stack([load_vectors(extracted, s, SEQ_LEN) for s in samples])
     expected, expected_frames = score_windows(detector.model, torch.from_numpy(crops).permute(0, 1, 4, 2, 3),
                                               torch.from_numpy(vectors), detector.inputs, torch.device("cpu"), None)
-    score, member, inputs = load_onnx(exported, "cpu")
-    got, got_frames = score(crops, vectors)
+    model = load_onnx(exported, "cpu")
+    member, inputs = model.member, model.inputs
+    got, got_frames = model.score(crops, vectors)
     assert got.shape == (6,) and got_frames.shape == (6, SEQ_LEN)
     np.testing.assert_allclose(got, expected, atol=1e-4)
     np.testing.assert_allclose(got_frames, expected_frames, atol=1e-4)
     assert np.ptp(got) > 1e-3  # different videos, different scores: not a constant graph
     assert member.threshold == pytest.approx(detector.threshold) and inputs == detector.inputs
-    # The graph's own p_fake is calibrated, for those who run it without deepfake-cli.
-    calibrated, raw = onnx_session(exported, "cpu").run(["p_fake", "raw_p_fake"], {"crops": crops, "vectors": vectors})
+    # Crops sent through the backbone in pieces as predict sends them, then windows of their rows.
+    flat = crops.reshape(-1, *crops.shape[2:])
+    features = np.concatenate([model.embed(flat[:5]), model.embed(flat[5:])])
+    rows = np.arange(len(flat)).reshape(6, SEQ_LEN)
+    np.testing.assert_allclose(model.head(features, rows, vectors)[0], expected, atol=1e-4)
+    np.testing.assert_allclose(model.head(features, rows[::-1], vectors[::-1])[0], expected[::-1], atol=1e-4)
+    # The graph's own p_fake is calibrated, for those who run it without deepfake-cli, in one run.
+    calibrated, raw = onnx_session(exported, "cpu").run(["p_fake", "raw_p_fake"], {
+        "crops": flat, "features": np.zeros((0, features.shape[1]), np.float32), "vectors": vectors, "windows": rows})
     np.testing.assert_allclose(raw, got, atol=1e-6)
     np.testing.assert_allclose(calibrated, detector.calibrated(raw.astype(np.float64)), atol=1e-5)
     assert member.calibration == detector.calibration is not None
@@ -133,12 +142,51 @@ def test_an_onnx_file_that_is_not_ours_gets_one_line(exported, clips, tmp_path, 
     if kind == "garbage":
         path.write_bytes(b"\xff\xff\xff\xff not protobuf at all")
     else:
-        description = None if kind == "foreign" else {**read_description(exported), "format": "deepfake-cli-onnx/2"}
+        description = None if kind == "foreign" else {**read_description(exported), "format": "deepfake-cli-onnx/3"}
         _rewritten(exported, path, description)
     for command in (["predict", str(clips["real"])], ["evaluate", str(tmp_path)]):
         result = runner.invoke(app, [*command, "--model", str(path)])
         assert result.exit_code != 0
         assert message in result.output and "Traceback" not in result.output, result.output
+
+
+class _FormatOneGraph(torch.nn.Module):
+    """The graph `deepfake export` wrote before crops and windows came apart (deepfake-cli-onnx/1):
+    (N, T, S, S, 3) uint8 crops and (N, T, 5) distances in, P(fake) out."""
+
+    def __init__(self, detector):
+        super().__init__()
+        self.model, self.inputs = detector.model, detector.inputs
+
+    def forward(self, crops, vectors):
+        b, t = crops.shape[:2]
+        features = self.model.cnn(self.inputs.images(crops.permute(0, 1, 4, 2, 3)).flatten(0, 1)).view(b, t, -1)
+        sequence, frames = self.model.forward_parts(features, self.inputs.landmark_features(vectors))
+        logits = self.model.combine(sequence, frames)
+        return torch.sigmoid(logits), torch.sigmoid(logits), torch.sigmoid(frames)
+
+
+def test_a_file_of_the_first_export_format_still_scores(lite0_run, exported, clips, extracted, tmp_path):
+    detector = load_detector(lite0_run / "best.pt")
+    crops = torch.zeros((2, SEQ_LEN, detector.inputs.image_size, detector.inputs.image_size, 3), dtype=torch.uint8)
+    windows = torch.export.Dim("windows", min=1, max=64)
+    program = torch.onnx.export(_FormatOneGraph(detector).eval(), (crops, torch.ones((2, SEQ_LEN, 5))), dynamo=True,
+                                input_names=["crops", "vectors"], output_names=["p_fake", "raw_p_fake", "frame_p_fake"],
+                                dynamic_shapes={"crops": {0: windows}, "vectors": {0: windows}}, external_data=False)
+    program.model.metadata_props.update({METADATA_KEY: json.dumps({**read_description(exported),
+                                                                   "format": "deepfake-cli-onnx/1"})})
+    old = tmp_path / "old.onnx"
+    program.save(str(old))
+    scores = {}
+    for model in (old, exported):
+        result = runner.invoke(app, ["predict", str(clips["fake"]), "--model", str(model), "--json"])
+        assert result.exit_code == 0, result.output
+        scores[model] = json.loads(result.stdout.strip().splitlines()[-1])["raw_p_fake"]
+    assert scores[old] == pytest.approx(scores[exported], abs=1e-4)
+    from_old = evaluate(extracted, old, split="all")
+    from_new = evaluate(extracted, exported, split="all")
+    np.testing.assert_allclose([s["raw_p_fake"] for s in from_old["scores"]],
+                               [s["raw_p_fake"] for s in from_new["scores"]], atol=1e-4)
 
 
 def test_export_refuses_a_name_that_is_not_onnx_and_a_missing_checkpoint(lite0_run, tmp_path):

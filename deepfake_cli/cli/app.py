@@ -54,13 +54,13 @@ def _root(
         os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
         os.environ.setdefault("GLOG_minloglevel", "2")
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # This tool's own messages from INFO; other libraries' chatter (absl, matplotlib, the ONNX exporter's
+    # optimiser, which logs a line per graph rewrite) only from WARNING, unless asked for.
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
+        level=logging.DEBUG if verbose else logging.WARNING, format="%(message)s",
         handlers=[RichHandler(console=console, show_time=False, show_path=False)], force=True,
     )
-    # Third-party chatter (absl, matplotlib) stays quiet unless asked for.
-    for name in ("absl", "matplotlib", "PIL"):
-        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.WARNING)
+    logging.getLogger("deepfake_cli").setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
 def user_errors(command: Callable) -> Callable:
