@@ -117,10 +117,11 @@ def train(
 
     Writes RUN/best.pt, last.pt, config.json, split.json, metrics.csv and curves.png. Offline, the default backbone is EfficientNet-Lite0 on the ImageNet weights installed with the package. For several GPUs or nodes, launch the same command with torchrun.
     """
+    arguments = locals()  # as Typer converted them: ctx.params holds click's own values (a str for a Path before Typer 0.29)
     from deepfake_cli.train import configure, train as run_train
 
-    options = {name: value.value if isinstance(value, Enum) else value for name, value in ctx.params.items()
-               if name not in ("resume", "as_json", "config")}
+    options = {name: value.value if isinstance(value, Enum) else value for name, value in arguments.items()
+               if name in ctx.params and name not in ("resume", "as_json", "config")}
     if real_folders:
         options["real_folders"] = tuple(f.strip() for f in real_folders.split(",") if f.strip())
     cfg = configure(options, typed_options(ctx, ("resume", "as_json", "config")), resume, config)
