@@ -183,6 +183,12 @@ def test_a_file_of_the_first_export_format_still_scores(lite0_run, exported, cli
         assert result.exit_code == 0, result.output
         scores[model] = json.loads(result.stdout.strip().splitlines()[-1])["raw_p_fake"]
     assert scores[old] == pytest.approx(scores[exported], abs=1e-4)
+    alone = json.loads(result.stdout.strip().splitlines()[-1])["p_fake"]  # the export's, calibrated
+    # An ensemble of the two: one member streams its crops' features, the other takes whole windows.
+    result = runner.invoke(app, ["predict", str(clips["fake"]), "-m", str(old), "-m", str(exported), "--json"])
+    assert result.exit_code == 0, result.output
+    assert [m["p_fake"] for m in json.loads(result.stdout.strip().splitlines()[-1])["models"]] == \
+        pytest.approx([alone] * 2, abs=1e-4)
     from_old = evaluate(extracted, old, split="all")
     from_new = evaluate(extracted, exported, split="all")
     np.testing.assert_allclose([s["raw_p_fake"] for s in from_old["scores"]],
