@@ -58,7 +58,8 @@ def main() -> None:
     rows.append(common.row("windows scored", str(runs["this"][0]["windows"]), str(runs["baseline"][0]["windows"])))
     settings = {"baseline": str(args.baseline), "rounds": args.rounds, "windows": args.windows, "onnx": args.onnx,
                 "clip": str(clip.relative_to(common.REPO))}
-    common.save_results("bench_predict_baseline" + ("-onnx" if args.onnx else ""), False, idle, settings, {"runs": runs, "median": median}, rows)
+    common.save_results("bench_predict_baseline" + ("-onnx" if args.onnx else ""), False, idle, settings,
+                        {"runs": runs, "median": median}, rows)
     common.remove_scratch()
 
 

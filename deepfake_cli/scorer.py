@@ -16,7 +16,7 @@ import queue
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -172,22 +172,16 @@ class Model:
         return self.head(self.embed(crops.reshape(n * t, *crops.shape[2:])), np.arange(n * t).reshape(n, t), vectors)
 
 
-@dataclass
 class Models:
     """The members of an ensemble (or the one model) in the model process, with the crops of the clip
     being read: each member's features of them, or the crops themselves for a member that scores whole
     windows only."""
 
-    models: list[Model]
-    pending: list = field(default_factory=list)  # crops not yet through the backbones
-    features: list[list] = field(default_factory=list)  # per member, the features of the clip's crops so far
-    crops: list = field(default_factory=list)  # the clip's crops, where some member has no `embed`
-    seconds: float = 0.0  # spent on the clip so far
-
-    def __post_init__(self):
+    def __init__(self, models: list[Model]):
         from deepfake_cli.ensemble import check_inputs
 
-        check_inputs([(Path(m.member.path), m.inputs) for m in self.models])
+        check_inputs([(Path(m.member.path), m.inputs) for m in models])
+        self.models = models
         self.drop()
 
     @property
@@ -229,8 +223,10 @@ class Models:
         return np.stack([p for p, _ in scored]), np.mean(frames, axis=0) if frames else None, seconds
 
     def drop(self) -> None:
+        """Start a clip: no crops waiting for the backbones (`pending`), no features of crops per member
+        (`features`), no crops kept for members without `embed` (`crops`), no seconds spent (`seconds`)."""
         self.pending, self.crops, self.seconds = [], [], 0.0
-        self.features = [[] for _ in self.models]
+        self.features: list[list] = [[] for _ in self.models]
 
     def explain(self, crops: np.ndarray, vectors: np.ndarray) -> dict[str, np.ndarray]:
         from deepfake_cli.ensemble import mean_heatmaps
@@ -272,29 +268,22 @@ def load(checkpoint: Path, device: str = "auto") -> Model:
     import torch
 
     from deepfake_cli.checkpoint import load_detector
-    from deepfake_cli.device import autocast, resolve_amp, resolve_device
+    from deepfake_cli.device import resolve_amp, resolve_device
+    from deepfake_cli.inference import embed_frames, score_features
     from deepfake_cli.model import CPU_PIXELS_PER_PASS
 
     device_ = resolve_device(device)
     detector = load_detector(checkpoint, device_)
     amp = resolve_amp("auto", device_)
-    inputs, model = detector.inputs, detector.model.eval()
+    inputs, model = detector.inputs, detector.model
 
-    @torch.no_grad()
     def embed(crops: np.ndarray) -> np.ndarray:
-        frames = torch.from_numpy(inputs.frames(list(crops)))[None].permute(0, 1, 4, 2, 3)  # (1, N, 3, S, S)
-        with autocast(device_, amp):
-            return model.forward_features(inputs.images(frames.to(device_)))[0].float().cpu().numpy()  # (N, 1280)
+        frames = torch.from_numpy(inputs.frames(list(crops))).permute(0, 3, 1, 2)  # (N, 3, S, S)
+        return embed_frames(model, frames, inputs, device_, amp).float().cpu().numpy()  # (N, 1280)
 
-    @torch.no_grad()
     def head(features: np.ndarray, rows: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        windows = torch.from_numpy(features).to(device_)[torch.from_numpy(np.asarray(rows))]  # (N, T, 1280)
-        with autocast(device_, amp):
-            sequence, frames = model.forward_parts(windows, inputs.landmark_features(
-                torch.from_numpy(np.asarray(vectors)).to(device_)))
-            logits = model.combine(sequence, frames)
-        probs = lambda x: torch.sigmoid(x.float()).cpu().numpy().astype(np.float64)  # noqa: E731
-        return probs(logits), probs(frames) if frames is not None else None
+        windows = torch.from_numpy(features)[torch.from_numpy(np.asarray(rows))]  # (N, T, 1280)
+        return score_features(model, windows, torch.from_numpy(np.asarray(vectors)), inputs, device_, amp)
 
     # The first pass of each layer sets its kernels up (a few hundred ms on CPU): do it now,
     # while the parent is still finding faces, on one chunk of the shape the model will see.
