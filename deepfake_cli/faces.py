@@ -35,6 +35,7 @@ CROWD_MIN_SIDE = 1000
 class Face:
     landmarks: np.ndarray  # (468, 2) float64, source-frame pixels
     score: float  # face-detection confidence, 0..1
+    small: bool = False  # found by the second stage (full-range detection, then Face Mesh on its region)
 
     @functools.cached_property  # tracking asks for it hundreds of times per video
     def box(self) -> tuple[float, float, float, float]:
@@ -103,17 +104,19 @@ class FaceAnalyzer:
         self._max_faces, self._min_confidence, self._every_face = max_faces, min_confidence, every_face
         self._full_range = None  # started on the first frame that needs it
 
-    def faces(self, frame_bgr: np.ndarray) -> list[Face]:
+    def faces(self, frame_bgr: np.ndarray, beside: bool = True) -> list[Face]:
         """Faces in the frame, largest first.
 
         Face Mesh finds its own faces with a short-range detector (faces within about 2 m of
         the camera). On a frame where it finds none, MediaPipe's full-range detector looks for
         small ones, and Face Mesh runs again on an enlarged region around each, scaled so the
         face fills the mesh's input; the landmarks are mapped back to source-frame pixels.
+        With `every_face`, small faces are also looked for beside those Face Mesh found, unless
+        `beside` is False for this frame.
         """
         rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
         faces = self._mesh(rgb)
-        if not faces or (self._every_face and len(faces) < self._max_faces):
+        if not faces or (self._every_face and beside and len(faces) < self._max_faces):
             faces += self.small_faces(rgb, known=faces)
         return sorted(faces, key=lambda f: -f.size)[:self._max_faces]
 
@@ -151,7 +154,7 @@ class FaceAnalyzer:
             found = self._mesh(region)
             if found:
                 mesh = min(found, key=lambda f: np.hypot(*(f.center - REGION_SIZE / 2)))  # the face detected
-                faces.append(Face(landmarks=mesh.landmarks * (side / REGION_SIZE) + (x0, y0), score=score))
+                faces.append(Face(landmarks=mesh.landmarks * (side / REGION_SIZE) + (x0, y0), score=score, small=True))
             if len(known) + len(faces) == self._max_faces:
                 break
         return faces

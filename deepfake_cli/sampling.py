@@ -17,6 +17,12 @@ ALTERNATES_PER_SLOT = 4
 # The reference preprocessing's candidate frames (evenly spaced); borrowing searches them all,
 # so every video the reference keeps is kept here too.
 REFERENCE_CANDIDATES = 60
+# With an analyzer that looks for every face (predict's), the first pass over a video's frames looks
+# for small faces beside those Face Mesh finds on every SMALL_FACE_PROBE-th frame only, and on every
+# frame from the first one it finds on: a search costs as much as Face Mesh itself, and most clips
+# hold one person, near the camera. A face missed before that first find leaves its slots empty,
+# and their alternates are searched in full.
+SMALL_FACE_PROBE = 4
 
 
 class SkipVideo(DeepfakeError):
@@ -74,7 +80,7 @@ def sample_faces(video: Video, analyzer: FaceAnalyzer, n_slots: int, spec: CropS
     slots = [(round(i * info.frame_count / n_slots), round((i + 1) * info.frame_count / n_slots)) for i in range(n_slots)]
     framings = [[a + int(phase * (b - a)) for a, b in slots] for phase in window_phases(windows)]  # per window
 
-    found = _detect(video, analyzer, sorted({i for frames in framings for i in frames}), spec, on_face)
+    found = _detect(video, analyzer, sorted({i for frames in framings for i in frames}), spec, on_face, SMALL_FACE_PROBE)
     if borrow and not any(found.values()):  # a face in one short stretch only: look where the reference would
         found |= _detect(video, analyzer, sorted(set(_reference_candidates(info)) - set(found)), spec, on_face)
     if not any(found.values()):
@@ -162,11 +168,16 @@ def _reference_candidates(info: VideoInfo) -> list[int]:
     return np.linspace(0, info.frame_count - 1, REFERENCE_CANDIDATES, dtype=int).tolist()
 
 
-def _detect(video: Video, analyzer: FaceAnalyzer, indices: list[int], spec: CropSpec,
-            on_face: OnFace | None = None) -> dict[int, list[tuple[Face, FaceFrame]]]:
-    """Faces on each frame in `indices`, each with its crop (cut while the frame is in hand)."""
-    return {index: [(face, _face_frame(frame, index, face, spec, on_face)) for face in analyzer.faces(frame)]
-            for index, frame in video.read(indices)}
+def _detect(video: Video, analyzer: FaceAnalyzer, indices: list[int], spec: CropSpec, on_face: OnFace | None = None,
+            probe: int = 1) -> dict[int, list[tuple[Face, FaceFrame]]]:
+    """Faces on each frame in `indices`, each with its crop (cut while the frame is in hand). Small faces
+    beside Face Mesh's are looked for on every `probe`-th frame until one is found, then on every frame."""
+    found, searching = {}, probe <= 1
+    for k, (index, frame) in enumerate(video.read(indices)):
+        faces = analyzer.faces(frame, beside=searching or k % probe == 0)
+        searching = searching or any(face.small for face in faces)
+        found[index] = [(face, _face_frame(frame, index, face, spec, on_face)) for face in faces]
+    return found
 
 
 def _face_frame(frame: np.ndarray, index: int, face: Face, spec: CropSpec, on_face: OnFace | None = None) -> FaceFrame:

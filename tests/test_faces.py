@@ -148,4 +148,50 @@ def test_predicts_analyzer_finds_a_small_face_beside_a_large_one(tmp_path):
     with FaceAnalyzer() as extract_like, FaceAnalyzer(every_face=True) as predict_like:
         assert len(extract_like.faces(canvas)) == 1  # Face Mesh finds the near face; extract needs no more
         found = predict_like.faces(canvas)
+        assert len(predict_like.faces(canvas, beside=False)) == 1  # this frame not searched beside the near face
     assert len(found) == 2 and found[0].size > 300 and 90 < found[1].size < 130 and found[1].box[0] > 1400
+    assert [f.small for f in found] == [False, True]
+
+
+def near_and_far_clip(path, shots, far_from: int, frames: int = 24):
+    """A 720p clip: one person near the camera throughout, another far away (a 110 px face) from frame `far_from`."""
+    (near, _), (far, far_face) = shots
+    canvas = np.full((720, 1280, 3), 90, np.uint8)
+    big = cv2.resize(near, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC)
+    canvas[50:50 + big.shape[0], 50:50 + big.shape[1]] = big
+    with_far = canvas.copy()
+    small = cv2.resize(far, None, fx=110 / far_face.size, fy=110 / far_face.size, interpolation=cv2.INTER_AREA)
+    with_far[300:300 + small.shape[0], 880:880 + small.shape[1]] = small
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, (1280, 720))
+    for i in range(frames):
+        writer.write(with_far if i >= far_from else canvas)
+    writer.release()
+    return path
+
+
+def test_predict_looks_for_small_faces_on_every_fourth_frame_until_it_finds_one(tmp_path):
+    """A clip of one person is searched for small faces beside them on a quarter of its frames; a second, far
+    person who is there from the first frame is searched for on all of them, and one who comes in later is still
+    found on every slot they are in: the first search that sees them turns the search on for every frame, and the
+    slots read before it take their face from the segment's other frames."""
+    from deepfake_cli.predict import people_finder
+    from deepfake_cli.sampling import SMALL_FACE_PROBE, sample_faces
+
+    shots = close_ups(tmp_path, 2)
+    spec = CropSpec(size=64)
+    for far_from, searched in ((25, 8 // SMALL_FACE_PROBE), (0, 8), (3, None)):
+        clip = near_and_far_clip(tmp_path / f"far{far_from}.mp4", shots, far_from)
+        with people_finder() as analyzer, Video(clip) as video:
+            calls = []
+            full_range = analyzer._full_range_detections
+            analyzer._full_range_detections = lambda rgb: calls.append(1) or full_range(rgb)  # counts, still runs
+            sampled = sample_faces(video, analyzer, 4, spec, max_people=4, windows=2)  # 8 frames: 0, 3, 6, ... 21
+        people = sampled.people
+        if far_from == 25:  # one person
+            assert len(people) == 1 and len(calls) == searched
+            continue
+        first, second = people[1]  # the far person's two windows: frames 3, 9, 15, 21 and 0, 6, 12, 18
+        assert len(people) == 2 and None not in first and None not in second[far_from > 0:]  # not there on frames 0-2
+        assert all(f is not None for window in people[0] for f in window)  # the near person, on every slot
+        if searched:
+            assert len(calls) == searched
