@@ -3,6 +3,7 @@
     python benchmarks/bench_realworld.py DATA [--seeds 42,1] [--only lpo,lomo,self-blend]
                                               [--image-size 128] [--epochs 6] [--folds 5]
                                               [--set blend_fakes=true ...] [--label NAME] [--verdicts]
+                                              [--degrade 0.4,40]
 
 DATA is a dataset as it downloads (FaceForensics++'s `original_sequences/` and
 `manipulated_sequences/`; extracted once into results/data/, then cached) or an `extract`
@@ -21,6 +22,11 @@ that never saw its people):
 
 With `--verdicts`, each model also runs `deepfake predict` at its defaults on
 its held-out videos themselves: how many real clips and fakes end fake, uncertain and real.
+
+With `--degrade SCALE,QUALITY`, every model trains on a blurrier copy of the crops (each shrunk to SCALE of
+its side, enlarged back and saved at JPEG QUALITY; cached beside the extraction) and its held-out videos
+are scored both on that copy and on the original crops: a proxy for footage sharper than training's
+(a model trained on c40 and given c23 or a phone's video).
 
 With several seeds, each protocol is also scored by the ensemble of its seeds' models (evaluate's
 `--model` given once per seed); with lpo and self-blend both run, each seed's supervised and
@@ -59,6 +65,25 @@ def extracted(data: Path) -> Path:
     return out
 
 
+def degraded(out: Path, scale: float, quality: int) -> Path:
+    """A copy of the extract OUT folder whose crops are shrunk to `scale` of their side (area), enlarged back
+    (linear) and saved at JPEG `quality`; landmarks and labels as they were. Cached."""
+    import cv2
+
+    copy = out.parent / f"{out.name}-degraded-{scale:g}-{quality}"
+    if not (copy / "degraded.done").is_file():
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(out, copy, symlinks=True)
+        for path in copy.glob("*/*.jpg"):
+            image = cv2.imread(str(path))
+            side = image.shape[0]
+            small = cv2.resize(image, (round(side * scale),) * 2, interpolation=cv2.INTER_AREA)
+            image = cv2.resize(small, (side, side), interpolation=cv2.INTER_LINEAR)
+            cv2.imwrite(str(path), image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        (copy / "degraded.done").touch()
+    return copy
+
+
 def folds(groups: list[list], k: int) -> list[list]:
     """Identity groups dealt into k folds of about equal size (largest first, each to the smallest fold)."""
     dealt: list[list] = [[] for _ in range(k)]
@@ -67,8 +92,10 @@ def folds(groups: list[list], k: int) -> list[list]:
     return dealt
 
 
-def run_fold(out: Path, run: Path, train: list, test: list, seed: int, image_size: int, self_blend: bool) -> dict:
-    """Train on `train` (its own identity split for validation), score `test`; the scores and the threshold."""
+def run_fold(out: Path, run: Path, train: list, test: list, seed: int, image_size: int, self_blend: bool,
+             also: Path | None = None) -> dict:
+    """Train on `train` (its own identity split for validation), score `test`; the scores and the threshold.
+    `also`: another OUT folder holding the same videos (other crops of them), where `test` is scored too."""
     from deepfake_cli.data import identity_split
     from deepfake_cli.evaluate import evaluate
     from deepfake_cli.train import TrainConfig, train as run_train
@@ -87,8 +114,10 @@ def run_fold(out: Path, run: Path, train: list, test: list, seed: int, image_siz
     # The raw scores the calibration was fitted on: a calibration method can be compared on them afterwards.
     validated = evaluate(out, run / "run" / "best.pt", split="val")["scores"]
     heads = head_logits(out, run / "run" / "best.pt", test)
+    elsewhere = evaluate(also, run / "run" / "best.pt", split=str(split))["scores"] if also else []
     return {"seconds": round(seconds, 1), "threshold": threshold,
             "scores": [{**s, "threshold": threshold, **heads.get(s["video"], {})} for s in result["scores"]],
+            "also_scores": [{**s, "threshold": threshold} for s in elsewhere],
             "val_raw": [[s["label"], s["raw_p_fake"]] for s in validated]}
 
 
@@ -215,6 +244,8 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a training setting to change (TrainConfig's names; JSON values), e.g. blend_fakes=true")
     parser.add_argument("--label", default="", help="a name for this variant, in the results file's name")
+    parser.add_argument("--degrade", default="", metavar="SCALE,QUALITY",
+                        help="train on crops shrunk to SCALE and saved at JPEG QUALITY; also test on the originals")
     parser.add_argument("--verdicts", action="store_true",
                         help="also run `deepfake predict` on each fold's held-out videos (the files extract read)")
     args = parser.parse_args()
@@ -230,7 +261,11 @@ def main() -> None:
         parser.error(f"--only: unknown {', '.join(sorted(unknown))}; choose from {', '.join(PROTOCOLS)}")
     from deepfake_cli.data import scan
 
-    out = extracted(args.data)
+    original = extracted(args.data)
+    out = original
+    if args.degrade:
+        scale, quality = args.degrade.split(",")
+        out = degraded(original, float(scale), int(quality))
     samples = scan(out, 16)
     idle = common.wait_until_idle(False)
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -268,13 +303,15 @@ def main() -> None:
     tests = {}
     for protocol in protocols:
         for seed in seeds:
-            scores, seconds, clips, validated = [], [], [], {}
+            scores, seconds, clips, validated, on_original = [], [], [], {}, []
             for label, train, test, self_blend in protocol_runs(protocol, samples, args.folds):
                 where = common.scratch_dir(f"realworld-{protocol}-{seed}-{label}")
                 shutil.rmtree(where, ignore_errors=True)
-                fold = run_fold(out, where, train, test, seed, args.image_size, self_blend)
+                fold = run_fold(out, where, train, test, seed, args.image_size, self_blend,
+                                also=original if out != original else None)
                 trained[protocol, seed, label], tests[label] = where, test
                 scores += [{**s, "fold": label} for s in fold["scores"]]
+                on_original += [{**s, "fold": label} for s in fold["also_scores"]]
                 validated[label] = fold["val_raw"]
                 if verdicts_on and protocol != "lomo":
                     clips += verdicts(out, [where / "run" / "best.pt"], test, label)
@@ -282,6 +319,8 @@ def main() -> None:
                 print(f"{protocol} seed {seed} {label}: trained in {fold['seconds']} s", flush=True)
             report(f"{protocol}-seed{seed}", protocol, scores, seconds, clips)
             measured[f"{protocol}-seed{seed}"]["val_raw"] = validated
+            if on_original:  # the same models, on the held-out videos' original (sharper) crops
+                report(f"{protocol}-seed{seed}-on-original-crops", protocol, on_original, seconds)
     # Ensembles, through evaluate's --model given more than once: each fold's models of every seed, and
     # each seed's supervised and self-blend models of the same fold (they fail on different fakes).
     labels = {p: [label for label, *_ in protocol_runs(p, samples, args.folds)] for p in protocols}
@@ -294,7 +333,8 @@ def main() -> None:
                                                                        tests[label], label)] if verdicts_on else None
         report(f"lpo+self-blend-seed{seed}", "lpo",
                [s for label, runs in pairs.items() for s in ensemble_scores(out, runs, label)], clips=clips)
-    settings = {"data": str(args.data), "extracted": str(out), "seeds": args.seeds, "protocols": protocols,
+    settings = {"data": str(args.data), "extracted": str(out), "degrade": args.degrade, "seeds": args.seeds,
+                "protocols": protocols,
                 "image_size": args.image_size, "folds": args.folds, "recipe": RECIPE}
     common.save_results("bench_realworld" + (f"-{args.label}" if args.label else ""), False, idle, settings, measured, rows)
     common.remove_scratch()
