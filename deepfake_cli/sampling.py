@@ -19,9 +19,9 @@ ALTERNATES_PER_SLOT = 4
 REFERENCE_CANDIDATES = 60
 # With an analyzer that looks for every face (predict's), the first pass over a video's frames looks
 # for small faces beside those Face Mesh finds on every SMALL_FACE_PROBE-th frame only, and on every
-# frame from the first one it finds on: a search costs as much as Face Mesh itself, and most clips
-# hold one person, near the camera. A face missed before that first find leaves its slots empty,
-# and their alternates are searched in full.
+# frame after the first search that finds one: a search costs as much as Face Mesh itself, and most
+# clips hold one person, near the camera. A face missed before that first find leaves its slots
+# empty, and their alternates are searched in full.
 SMALL_FACE_PROBE = 4
 
 

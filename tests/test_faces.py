@@ -100,11 +100,11 @@ def close_ups(folder, count=4):
     return shots
 
 
-def wide_shot(frame, face, face_px, at=(1300, 500)):
-    """A 1920x1080 frame with `frame` shrunk so its face is `face_px` tall, and that scale."""
+def wide_shot(frame, face, face_px, at=(1300, 500), size=(1920, 1080)):
+    """A `size` (1080p) frame with `frame` shrunk so its face is `face_px` tall, and that scale."""
     scale = face_px / face.size
     small = cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    canvas = np.full((1080, 1920, 3), 90, np.uint8)
+    canvas = np.full((size[1], size[0], 3), 90, np.uint8)
     canvas[at[1]:at[1] + small.shape[0], at[0]:at[0] + small.shape[1]] = small
     return canvas, scale
 
@@ -156,12 +156,11 @@ def test_predicts_analyzer_finds_a_small_face_beside_a_large_one(tmp_path):
 def near_and_far_clip(path, shots, far_from: int, frames: int = 24):
     """A 720p clip: one person near the camera throughout, another far away (a 110 px face) from frame `far_from`."""
     (near, _), (far, far_face) = shots
-    canvas = np.full((720, 1280, 3), 90, np.uint8)
+    with_far, _ = wide_shot(far, far_face, 110, at=(880, 300), size=(1280, 720))
+    canvas = np.full_like(with_far, 90)
     big = cv2.resize(near, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC)
-    canvas[50:50 + big.shape[0], 50:50 + big.shape[1]] = big
-    with_far = canvas.copy()
-    small = cv2.resize(far, None, fx=110 / far_face.size, fy=110 / far_face.size, interpolation=cv2.INTER_AREA)
-    with_far[300:300 + small.shape[0], 880:880 + small.shape[1]] = small
+    for frame in (canvas, with_far):
+        frame[50:50 + big.shape[0], 50:50 + big.shape[1]] = big
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, (1280, 720))
     for i in range(frames):
         writer.write(with_far if i >= far_from else canvas)
