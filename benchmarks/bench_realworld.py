@@ -197,6 +197,9 @@ def summarise(scores: list[dict]) -> dict:
                  if len(set(labels[mine := np.array([s.get("fold") == f for s in scores])])) == 2]
     heads = {f"auc_{head}_head": float(roc_auc_score(labels, [s[f"{head}_logit"] for s in scores]))
              for head in ("sequence", "frames") if all(f"{head}_logit" in s for s in scores)}
+    # Pooled by the uncalibrated score: each fold's calibration, fitted on a few validation videos, adds its error.
+    if all(s.get("raw_p_fake") is not None for s in scores):
+        heads["auc_raw"] = float(roc_auc_score(labels, [s["raw_p_fake"] for s in scores]))
     return {"videos": len(scores), "real": int(real.sum()), "fake": int((~real).sum()), **heads,
             "auc": float(roc_auc_score(labels, probs)), "ap": float(average_precision_score(labels, probs)),
             "auc_fold_mean": float(np.mean(folds_auc)) if folds_auc else None,
@@ -275,16 +278,21 @@ def main() -> None:
                clips: list[dict] | None = None) -> None:
         if protocol == "lomo":  # each real video is scored once per method: one AUC per held-out method
             summary = lomo_summary(scores)
-            heads = {f"auc_mean_{k[4:]}": float(np.mean([v[k] for v in summary.values()]))
-                     for k in next(iter(summary.values())) if k.endswith("_head")}
+            means = {f"auc_mean{k[3:]}": float(np.mean([v[k] for v in summary.values()]))
+                     for k in next(iter(summary.values()))
+                     if (k.endswith("_head") or k in ("auc_fold_mean", "auc_raw"))
+                     and all(v[k] is not None for v in summary.values())}
             summary = {"per_held_out_method": summary, "auc_mean": float(np.mean([v["auc"] for v in summary.values()])),
-                       **heads}
+                       **means}
+            named = {"auc_mean_fold_mean": "per fold", "auc_mean_raw": "raw scores pooled"}
             figure = f"{summary['auc_mean']:.3f} (" + ", ".join(
                 f"{m} {v['auc']:.3f}" for m, v in summary["per_held_out_method"].items()) + "".join(
-                f"; {k[9:-5]} head alone {v:.3f}" for k, v in heads.items()) + ")"
+                f"; {named.get(k) or k[9:-5] + ' head alone'} {v:.3f}" for k, v in means.items()) + ")"
         else:
             summary = summarise(scores)
-            figure = (f"{summary['auc']:.3f} (per fold {summary['auc_fold_mean']:.3f}; AP {summary['ap']:.3f}; "
+            figure = (f"{summary['auc']:.3f} (per fold {summary['auc_fold_mean']:.3f}; "
+                      + (f"raw scores pooled {summary['auc_raw']:.3f}; " if "auc_raw" in summary else "")
+                      + f"AP {summary['ap']:.3f}; "
                       + ", ".join(f"{m} {a:.3f}" for m, a in summary["per_method"].items())
                       + f"; real called fake {summary['real_called_fake']}/{summary['real']}, fakes caught "
                         f"{summary['fakes_caught']}/{summary['fake']}; ECE {summary['ece']:.3f}"

@@ -176,7 +176,7 @@ class Predictor:
             with Video(path, threads=1, read_ahead=True) as video:  # the model process needs the other core
                 info = video.info
                 if info.frame_count < needed:
-                    raise SkipVideo(f"too short: {info.frame_count} frames, {needed} needed")
+                    raise SkipVideo.too_short(info.frame_count, needed)
                 # No more windows than a segment has frames: each window reads frames of its own.
                 windows = max(1, min(self.windows or auto_windows(info.duration), info.frame_count // needed))
                 if sampling.rule == "reference":

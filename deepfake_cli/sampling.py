@@ -28,6 +28,10 @@ SMALL_FACE_PROBE = 4
 class SkipVideo(DeepfakeError):
     """The video is readable but cannot yield what was asked (too short, too few faces)."""
 
+    @classmethod
+    def too_short(cls, frame_count: int, needed: int) -> "SkipVideo":
+        return cls(f"too short: {frame_count} frame{'s' * (frame_count != 1)}, {needed} needed")
+
 
 @dataclass(frozen=True)
 class FaceFrame:
@@ -76,7 +80,7 @@ def sample_faces(video: Video, analyzer: FaceAnalyzer, n_slots: int, spec: CropS
     """
     info = video.info
     if info.frame_count < n_slots:
-        raise SkipVideo(f"too short: {info.frame_count} frames, {n_slots} needed")
+        raise SkipVideo.too_short(info.frame_count, n_slots)
     slots = [(round(i * info.frame_count / n_slots), round((i + 1) * info.frame_count / n_slots)) for i in range(n_slots)]
     framings = [[a + int(phase * (b - a)) for a, b in slots] for phase in window_phases(windows)]  # per window
 
@@ -117,7 +121,7 @@ def sample_reference(video: Video, analyzer: FaceAnalyzer, seq_len: int, spec: C
     of their spacing (`window_phases`), the first window being the reference's own frames."""
     info = video.info
     if info.frame_count < seq_len:
-        raise SkipVideo(f"too short: {info.frame_count} frames, {seq_len} needed")
+        raise SkipVideo.too_short(info.frame_count, seq_len)
     spacing = (info.frame_count - 1) / (REFERENCE_CANDIDATES - 1)
     person = []
     for phase in window_phases(windows):

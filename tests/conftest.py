@@ -71,7 +71,7 @@ def clips(tmp_path_factory) -> dict[str, Path]:
         "fake": make_clip(root / "fake.mp4", identity=1, seed=3, manipulation="FaceSwap"),
         "two_people": make_clip(root / "two.mp4", identity=2, seed=4, faces=2),
         "no_face": make_no_face_clip(root / "noface.mp4"),
-        "short": make_clip(root / "short.mp4", identity=1, seconds=0.08),
+        "short": make_clip(root / "short.mp4", identity=1, seconds=0.04),  # one frame
         "text": root / "notes.mp4",
         "empty": root / "empty.mp4",
     }

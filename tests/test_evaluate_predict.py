@@ -2,6 +2,7 @@ import csv
 import json
 import os
 import pickle
+import re
 import shutil
 import time
 import zipfile
@@ -152,6 +153,7 @@ def test_predict_bad_inputs_get_a_status_and_the_others_carry_on(trained_run, cl
     assert [v["path"] for v in verdicts] == list(map(str, paths))  # input order, though scoring overlaps decoding
     assert [v["status"] for v in verdicts] == ["ok", "missing", "no_face", "unreadable", "ok", "unreadable", "too_short"]
     assert verdicts[1]["reason"] == "no such file; check the path"
+    assert re.fullmatch(r"too short: 1 frame, \d+ needed", verdicts[-1]["reason"])
 
 
 def test_predicting_many_clips_gives_each_the_score_it_gets_alone(trained_run, clips):
