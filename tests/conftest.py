@@ -37,7 +37,7 @@ def tiny_config(data: Path, run: Path, **overrides):
     from deepfake_cli.train import TrainConfig
 
     settings = dict(data=data, run=run, epochs=1, batch_size=4, seq_len=SEQ_LEN, image_size=IMAGE_SIZE,
-                    pretrained=False, workers=0, seed=0)
+                    pretrained=False, workers=0, seed=0, epoch_size=0)  # one pass: the default's passes are tested apart
     return TrainConfig(**(settings | overrides))
 
 

@@ -1,6 +1,7 @@
 """`train --config FILE`: a run's settings from TOML or JSON, typed options over them."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -31,6 +32,8 @@ def test_settings_come_from_the_file_and_typed_options_win(extracted, tmp_path):
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert (saved["epochs"], saved["seq_len"], saved["ema"], saved["lr"]) == (1, SEQ_LEN, 0.5, 3e-4)
     assert saved["seed"] == 42  # what neither gives: the default
+    assert saved["epoch_size"] == 96 and re.search(r"each epoch goes over the training set \d+ times \(--epoch-size 96\)",
+                                                   " ".join(result.output.split()))
 
 
 def test_a_runs_config_json_trains_the_same_run_again(trained_run, tmp_path):

@@ -22,7 +22,8 @@ from deepfake_cli.evaluate import evaluate
 from deepfake_cli.model import DeepfakeDetector
 from deepfake_cli.inputs import InputSpec
 from deepfake_cli.metrics import bce
-from deepfake_cli.train import train
+from deepfake_cli.train import TrainConfig, train
+from deepfake_cli.train.config import EPOCH_SIZE, resume_config
 from deepfake_cli.train.history import is_better
 from deepfake_cli.train.order import training_order
 
@@ -151,6 +152,20 @@ def test_an_epoch_size_goes_over_a_small_training_set_again_with_fresh_draws(ext
     video = first[0][0]
     later = next(k for k in passes[2] if k[0] == video)
     assert not torch.equal(dataset[first[0]][0], dataset[later][0])  # the same video, drawn anew
+
+
+def test_by_default_a_small_training_set_is_gone_over_until_an_epoch_shows_96_sequences(extracted, tmp_path):
+    """FaceForensics++'s 60 videos (48 in training) twice an epoch, a large dataset once; --self-blend once;
+    a run from before --epoch-size resumes as it began, once over its set."""
+    supervised = TrainConfig(extracted)
+    assert supervised.data.epoch_size == EPOCH_SIZE == 96
+    assert (supervised.data.passes(48), supervised.data.passes(95), supervised.data.passes(5000)) == (2, 2, 1)
+    assert TrainConfig(extracted, self_blend=True).data.epoch_size == 0
+    assert TrainConfig(extracted, epoch_size=0).data.passes(48) == 1
+    run = tmp_path / "old-run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({k: v for k, v in supervised.to_dict().items() if k != "epoch_size"}))
+    assert resume_config(run).data.epoch_size == 0
 
 
 def test_identity_split_never_leaks_a_person_across_ff_pairs():
@@ -513,7 +528,7 @@ def test_a_script_without_a_main_guard_trains_with_workers(extracted, tmp_path):
     script = tmp_path / "mine.py"
     script.write_text(f"from deepfake_cli.train import TrainConfig, train\n"
                       f"result = train(TrainConfig(data={str(extracted)!r}, run={str(tmp_path / 'r')!r}, epochs=1, "
-                      f"seq_len={SEQ_LEN}, image_size=32, pretrained=False, workers=2))\n"
+                      f"seq_len={SEQ_LEN}, image_size=32, pretrained=False, workers=2, epoch_size=0))\n"
                       f"print('trained', len(result.history))\n")
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.count("trained 1") == 1, done.stderr[-2000:]

@@ -82,7 +82,9 @@ def _train_start(info: dict, cfg) -> None:
                   f"backbone {info['backbone']} ({info['weights']}, {_frozen(info)}); best.pt by validation {info['select']}",
                   highlight=False)
     console.print("split (identity-aware): " + ", ".join(f"{k} {v['real']} real / {v['fake']} fake" for k, v in split.items())
-                  + f"; fake loss weight {info['pos_weight']:.3f}", highlight=False)
+                  + f"; fake loss weight {info['pos_weight']:.3f}"
+                  + (f"; each epoch goes over the training set {info['passes']} times (--epoch-size {cfg.data.epoch_size})"
+                     if info.get("passes", 1) > 1 else ""), highlight=False)
     console.print(f"crops: {info['crop']} ({info['crop_source']}); frames: {info['sampling']}; predict will cut "
                   "and sample the same", highlight=False)
     if info["self_blend"]:

