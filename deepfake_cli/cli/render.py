@@ -84,7 +84,7 @@ def _train_start(info: dict, cfg) -> None:
     console.print("split (identity-aware): " + ", ".join(f"{k} {v['real']} real / {v['fake']} fake" for k, v in split.items())
                   + f"; fake loss weight {info['pos_weight']:.3f}"
                   + (f"; each epoch goes over the training set {info['passes']} times (--epoch-size {cfg.data.epoch_size})"
-                     if info.get("passes", 1) > 1 else ""), highlight=False)
+                     if info["passes"] > 1 else ""), highlight=False)
     console.print(f"crops: {info['crop']} ({info['crop_source']}); frames: {info['sampling']}; predict will cut "
                   "and sample the same", highlight=False)
     if info["self_blend"]:
