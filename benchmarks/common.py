@@ -184,10 +184,11 @@ class Child:
     returncode: int
     stdout: str
     stderr: str
+    cpu_s: float = 0.0  # user + system time of the child and every process it waited for
 
 
 def run_child(args: list[str], env: dict | None = None, cwd: Path = REPO) -> Child:
-    """Run a command to completion under /usr/bin/time: its wall time and peak RSS.
+    """Run a command to completion under /usr/bin/time: its wall time, peak RSS and CPU time.
 
     Not wait4/RUSAGE_CHILDREN from here: Linux folds the memory a child had before exec (a
     copy of this process, which may be gigabytes after a training run) into its ru_maxrss.
@@ -196,11 +197,11 @@ def run_child(args: list[str], env: dict | None = None, cwd: Path = REPO) -> Chi
     with tempfile.TemporaryDirectory() as tmp:
         peak_file = Path(tmp) / "peak"
         started = time.perf_counter()
-        process = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", str(peak_file), *args], capture_output=True,
+        process = subprocess.run(["/usr/bin/time", "-f", "%M %U %S", "-o", str(peak_file), *args], capture_output=True,
                                  text=True, cwd=cwd, env={**os.environ, **(env or {})})
         seconds = time.perf_counter() - started
-        peak_kb = int(peak_file.read_text().split()[-1])
-    return Child(seconds, peak_kb / 1024, process.returncode, process.stdout, process.stderr)
+        peak_kb, user, system = peak_file.read_text().split()[-3:]
+    return Child(seconds, int(peak_kb) / 1024, process.returncode, process.stdout, process.stderr, float(user) + float(system))
 
 
 def other_release(source: Path) -> dict:
