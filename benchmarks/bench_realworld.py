@@ -180,7 +180,7 @@ def summarise(scores: list[dict]) -> dict:
     """Pooled video-level figures over every fold's held-out videos."""
     from sklearn.metrics import average_precision_score, roc_auc_score
 
-    from deepfake_cli.calibration import brier, expected_calibration_error
+    from deepfake_cli.calibration import brier, ece_if_calibrated, expected_calibration_error
 
     labels = np.array([s["label"] for s in scores])
     p_fake = np.array([s["p_fake"] for s in scores])
@@ -206,7 +206,8 @@ def summarise(scores: list[dict]) -> dict:
             "accuracy": float(np.mean(called == (labels == 1))),
             "real_called_fake": int(called[real].sum()), "fakes_caught": int(called[~real].sum()),
             "real_called_fake_at_0.5": int((p_fake[real] >= 0.5).sum()), "per_method": per_method,
-            "ece": expected_calibration_error(labels, p_fake), "brier": brier(labels, p_fake)}
+            "ece": expected_calibration_error(labels, p_fake), "ece_if_calibrated": ece_if_calibrated(p_fake),
+            "brier": brier(labels, p_fake)}
 
 
 def protocol_runs(name: str, samples: list, k: int) -> list[tuple[str, list, list, bool]]:
@@ -295,7 +296,8 @@ def main() -> None:
                       + f"AP {summary['ap']:.3f}; "
                       + ", ".join(f"{m} {a:.3f}" for m, a in summary["per_method"].items())
                       + f"; real called fake {summary['real_called_fake']}/{summary['real']}, fakes caught "
-                        f"{summary['fakes_caught']}/{summary['fake']}; ECE {summary['ece']:.3f}"
+                        f"{summary['fakes_caught']}/{summary['fake']}; ECE {summary['ece']:.3f}, by chance alone "
+                        f"below {summary['ece_if_calibrated']:.3f}"
                       + "".join(f"; {k[4:-5]} head alone {v:.3f}" for k, v in summary.items() if k.endswith("_head"))
                       + ")")
         measured[name] = {**summary, "train_seconds": seconds, "scores": scores}

@@ -22,6 +22,7 @@ PRIOR_WEIGHT = 1.0  # the pull towards (a, b) = (1, 0), in videos' worth of log-
 MIN_SLOPE = 0.05  # a calibration never turns the model's ranking round (AUC is the model's, calibrated or not)
 EPS = 1e-7
 BINS = 10  # expected calibration error: equal-width bins of P(fake)
+CONSISTENCY_DRAWS = 1000  # label draws behind `ece_if_calibrated`
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,27 @@ def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, bins: int 
         if mine.any():
             error += mine.sum() * abs(labels[mine].mean() - probs[mine].mean())
     return float(error / len(labels))
+
+
+def ece_if_calibrated(probs: np.ndarray, bins: int = BINS, share: float = 0.9, draws: int = CONSISTENCY_DRAWS,
+                      seed: int = 0) -> float:
+    """The expected calibration error that a perfectly calibrated model giving these same P(fake) stays under
+    `share` of the time: each draw takes every video's label from its own P(fake) (Broecker and Smith's
+    consistency resampling). ECE over a few dozen videos is never 0 by chance alone (about 0.1 on 80 videos);
+    an observed ECE above this bound is the model's miscalibration, not the sample's."""
+    probs = np.asarray(probs, np.float64)
+    if not len(probs):
+        return 0.0
+    which = np.minimum((probs * bins).astype(int), bins - 1)
+    members = (which[:, None] == np.arange(bins)).astype(np.float64)  # (N, bins) one-hot
+    expected = probs @ members  # (bins,) the sum of P(fake) in each bin
+    rng = np.random.default_rng(seed)
+    step = max(1, 4_000_000 // len(probs))  # draws at a time: a few million labels in memory
+    errors = []
+    for start in range(0, draws, step):
+        labels = (rng.random((min(step, draws - start), len(probs))) < probs).astype(np.float64)  # (draws, N)
+        errors.append(np.abs(labels @ members - expected).sum(1) / len(probs))  # each draw's ECE
+    return float(np.quantile(np.concatenate(errors), share))
 
 
 def reliability(labels: np.ndarray, probs: np.ndarray, bins: int = BINS) -> list[dict]:

@@ -238,7 +238,8 @@ def evaluate_report(result: dict, data: Path, plots: dict[str, bytes], gallery: 
     metrics = "".join(f"<tr><td>{k}</td><td>{fmt(at_t[k])}</td><td>{fmt(at_half[k])}</td></tr>"
                       for k in ("accuracy", "f1", "precision", "recall", "auc", "ap", "eer"))
     calibration = result["calibration"]
-    metrics += f"<tr><td>calibration: ECE, Brier</td><td>{calibration['ece']:.3f}, {calibration['brier']:.3f}</td><td></td></tr>"
+    metrics += (f"<tr><td>calibration: ECE, Brier</td><td>{calibration['ece']:.3f}, {calibration['brier']:.3f}</td><td></td></tr>"
+                f"<tr><td>ECE by chance alone (9 in 10 below)</td><td>{calibration['ece_if_calibrated']:.3f}</td><td></td></tr>")
     methods = "".join(f"<tr><td>{_esc(r['method'])}</td><td>{r['label']}</td><td>{r['n']}</td><td>{fmt(r['accuracy'])}</td>"
                       f"<td>{fmt(r['mean_p_fake'])}</td><td>{fmt(r['auc_vs_real'])}</td></tr>" for r in result["per_method"])
     body = (f"<h1>deepfake evaluate: {result['n']} videos</h1>"

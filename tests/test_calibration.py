@@ -7,7 +7,8 @@ import pytest
 from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
-from deepfake_cli.calibration import MIN_SLOPE, Calibration, expected_calibration_error, fit, logit, sigmoid
+from deepfake_cli.calibration import (CONSISTENCY_DRAWS, MIN_SLOPE, Calibration, ece_if_calibrated,
+                                      expected_calibration_error, fit, logit, sigmoid)
 from deepfake_cli.checkpoint import load_detector, read_checkpoint
 from deepfake_cli.cli import app
 
@@ -26,6 +27,17 @@ def test_platt_scaling_recovers_a_known_sigmoid():
     balanced = np.r_[np.flatnonzero(labels == 1)[:15000], np.flatnonzero(labels == 0)[:15000]]
     raw, calibrated = sigmoid(z[balanced]), fitted.apply(sigmoid(z[balanced]))
     assert expected_calibration_error(labels[balanced], calibrated) < 0.02 < expected_calibration_error(labels[balanced], raw)
+
+
+def test_ece_by_chance_alone_is_the_ece_of_labels_drawn_from_p_fake_itself():
+    probs = np.random.default_rng(1).random(79)
+    draws = np.random.default_rng(0).random((CONSISTENCY_DRAWS, 79)) < probs  # the draws it makes: a calibrated truth
+    by_chance = ece_if_calibrated(probs)
+    assert by_chance == pytest.approx(np.quantile([expected_calibration_error(d, probs) for d in draws], 0.9))
+    assert 0.1 < by_chance < 0.2  # 80 videos: a perfect calibration reads above the 0.1 one might hope for
+    assert ece_if_calibrated(np.random.default_rng(2).random(5000)) < 0.03  # the noise shrinks with the sample
+    overconfident = np.full(200, 0.9)  # real videos all given P(fake) 0.9
+    assert expected_calibration_error(np.zeros(200), overconfident) > 0.8 > ece_if_calibrated(overconfident)
 
 
 def test_a_few_videos_are_pulled_towards_the_model_as_it_is_and_never_reversed():

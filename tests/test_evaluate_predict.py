@@ -15,6 +15,7 @@ from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
 from conftest import FRAMES, SEQ_LEN
+from deepfake_cli.calibration import ece_if_calibrated
 from deepfake_cli.checkpoint import load_detector
 from deepfake_cli.cli import app
 from deepfake_cli.crop import REFERENCE_CROP
@@ -64,6 +65,7 @@ def test_end_to_end_evaluate_with_json_and_plots(trained_run, extracted, tmp_pat
         assert raw[key] == pytest.approx(float(best[key]), abs=1e-5), key
     assert at["threshold"] == 0.5 and metrics["calibration"]["fitted"]["videos"] == len(scores)
     assert metrics["calibration"]["brier"] == pytest.approx(np.mean((probs - labels) ** 2))
+    assert metrics["calibration"]["ece_if_calibrated"] == pytest.approx(ece_if_calibrated(probs))  # from its own scores
     for name in ("roc", "pr", "confusion", "scores", "reliability"):
         png = (tmp_path / "plots" / f"{name}.png").read_bytes()
         assert png[:4] == b"\x89PNG" and len(png) > 5000

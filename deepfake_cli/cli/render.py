@@ -163,6 +163,7 @@ def evaluation(result: dict, data: Path, to: Console) -> None:
     summary.add_row("confusion [tn fp; fn tp]", f"[{tn} {fp}; {fn} {tp}]", "[{} {}; {} {}]".format(*sum(at_half["confusion"], [])))
     calibration = result["calibration"]
     summary.add_row("calibration: ECE, Brier", f"{calibration['ece']:.3f}, {calibration['brier']:.3f}", "")
+    summary.add_row("  ECE by chance alone (9 in 10 below)", f"{calibration['ece_if_calibrated']:.3f}", "")
     to.print(summary)
     methods = Table(title="per method")
     for column in ("method", "label", "videos", "accuracy", "mean P(fake)", "AUC vs real"):
