@@ -133,7 +133,7 @@ def ece_if_calibrated(probs: np.ndarray, bins: int = BINS, share: float = 0.9, d
                       seed: int = 0) -> float:
     """The expected calibration error that a perfectly calibrated model giving these same P(fake) stays under
     `share` of the time: each draw takes every video's label from its own P(fake) (Broecker and Smith's
-    consistency resampling). ECE over a few dozen videos is never 0 by chance alone (about 0.1 on 80 videos);
+    consistency resampling). ECE over a few dozen videos is never 0 by chance alone (a median of 0.1 on 80);
     an observed ECE above this bound is the model's miscalibration, not the sample's."""
     probs = np.asarray(probs, np.float64)
     if not len(probs):
