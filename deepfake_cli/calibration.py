@@ -117,10 +117,15 @@ def _newton(x: np.ndarray, targets: np.ndarray, weights: np.ndarray, prior: np.n
     return params
 
 
+def _bin_index(probs: np.ndarray, bins: int) -> np.ndarray:
+    """Each P(fake)'s equal-width bin, 1.0 in the last: one binning for ECE, its chance bound and the diagram."""
+    return np.minimum((probs * bins).astype(int), bins - 1)
+
+
 def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, bins: int = BINS) -> float:
     """The mean |share of fakes - mean P(fake)| over equal-width bins, weighted by the videos in each."""
     labels, probs = np.asarray(labels, np.float64), np.asarray(probs, np.float64)
-    which = np.minimum((probs * bins).astype(int), bins - 1)
+    which = _bin_index(probs, bins)
     error = 0.0
     for b in range(bins):
         mine = which == b
@@ -138,7 +143,7 @@ def ece_if_calibrated(probs: np.ndarray, bins: int = BINS, share: float = 0.9, d
     probs = np.asarray(probs, np.float64)
     if not len(probs):
         return 0.0
-    which = np.minimum((probs * bins).astype(int), bins - 1)
+    which = _bin_index(probs, bins)
     members = (which[:, None] == np.arange(bins)).astype(np.float64)  # (N, bins) one-hot
     expected = probs @ members  # (bins,) the sum of P(fake) in each bin
     rng = np.random.default_rng(seed)
@@ -153,7 +158,7 @@ def ece_if_calibrated(probs: np.ndarray, bins: int = BINS, share: float = 0.9, d
 def reliability(labels: np.ndarray, probs: np.ndarray, bins: int = BINS) -> list[dict]:
     """Per bin of P(fake): its range, videos, mean P(fake) and share of fakes (what the diagram plots)."""
     labels, probs = np.asarray(labels, np.float64), np.asarray(probs, np.float64)
-    which = np.minimum((probs * bins).astype(int), bins - 1)
+    which = _bin_index(probs, bins)
     return [{"from": b / bins, "to": (b + 1) / bins, "videos": int((which == b).sum()),
              "mean_p_fake": float(probs[which == b].mean()), "share_fake": float(labels[which == b].mean())}
             for b in range(bins) if (which == b).any()]
