@@ -122,16 +122,21 @@ def _bin_index(probs: np.ndarray, bins: int) -> np.ndarray:
     return np.minimum((probs * bins).astype(int), bins - 1)
 
 
+def _ece(labels: np.ndarray, probs: np.ndarray, members: np.ndarray) -> np.ndarray:
+    """The ECE of (..., N) labels against N P(fake) in the (N, bins) one-hot `members`: per bin, |fakes - sum of
+    P(fake)| (the videos in it times |share of fakes - mean P(fake)|), summed and divided by N."""
+    return np.abs(labels @ members - probs @ members).sum(-1) / len(probs)
+
+
+def _members(probs: np.ndarray, bins: int) -> np.ndarray:
+    """(N, bins) float64 one-hot of each P(fake)'s bin."""
+    return (_bin_index(probs, bins)[:, None] == np.arange(bins)).astype(np.float64)
+
+
 def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, bins: int = BINS) -> float:
     """The mean |share of fakes - mean P(fake)| over equal-width bins, weighted by the videos in each."""
     labels, probs = np.asarray(labels, np.float64), np.asarray(probs, np.float64)
-    which = _bin_index(probs, bins)
-    error = 0.0
-    for b in range(bins):
-        mine = which == b
-        if mine.any():
-            error += mine.sum() * abs(labels[mine].mean() - probs[mine].mean())
-    return float(error / len(labels))
+    return float(_ece(labels, probs, _members(probs, bins)))
 
 
 def ece_if_calibrated(probs: np.ndarray, bins: int = BINS, share: float = 0.9, draws: int = CONSISTENCY_DRAWS,
@@ -143,15 +148,11 @@ def ece_if_calibrated(probs: np.ndarray, bins: int = BINS, share: float = 0.9, d
     probs = np.asarray(probs, np.float64)
     if not len(probs):
         return 0.0
-    which = _bin_index(probs, bins)
-    members = (which[:, None] == np.arange(bins)).astype(np.float64)  # (N, bins) one-hot
-    expected = probs @ members  # (bins,) the sum of P(fake) in each bin
+    members = _members(probs, bins)
     rng = np.random.default_rng(seed)
     step = max(1, 4_000_000 // len(probs))  # draws at a time: a few million labels in memory
-    errors = []
-    for start in range(0, draws, step):
-        labels = (rng.random((min(step, draws - start), len(probs))) < probs).astype(np.float64)  # (draws, N)
-        errors.append(np.abs(labels @ members - expected).sum(1) / len(probs))  # each draw's ECE
+    errors = [_ece((rng.random((min(step, draws - start), len(probs))) < probs).astype(np.float64), probs, members)
+              for start in range(0, draws, step)]  # each (draws, N) block of labels -> each draw's ECE
     return float(np.quantile(np.concatenate(errors), share))
 
 
