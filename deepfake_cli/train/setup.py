@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 
 from deepfake_cli import backbones, data as D, distributed
 from deepfake_cli.checkpoint import read_checkpoint
-from deepfake_cli.device import resolve_amp
+from deepfake_cli.device import keep_freed_memory, resolve_amp
 from deepfake_cli.efficientnet import PARTS as BACKBONE_PARTS
 from deepfake_cli.choices import LOADER_MOST, worker_count
 from deepfake_cli.errors import DeepfakeError
@@ -66,6 +66,8 @@ def setup(cfg: TrainConfig, resume: bool, rank: int, world: int, device: torch.d
     amp = resolve_amp(cfg.hardware.amp, device, cfg.data.image_size)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels
+    else:  # before the loader's workers fork, so that they keep theirs too
+        keep_freed_memory()
     state = read_checkpoint(run / "last.pt") if resume else None
     if not resume and main and (run / "last.pt").exists():
         raise DeepfakeError(f"{run} already holds a run; pass --resume to continue it, or choose another --run-dir")
