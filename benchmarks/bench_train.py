@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from deepfake_cli.checkpoint import read_checkpoint
 from deepfake_cli.data import scan
 
 import common
@@ -341,7 +342,7 @@ def kept_memory_cost(argv: list[str]) -> None:
                 child = common.check_child(common.run_child(
                     [common.PYTHON, "-m", "deepfake_cli", "train", str(data), "--epochs", str(epochs), "--batch-size", "8",
                      "--lr", "5e-4", "--amp", amp, "--run-dir", str(run), *size], env=env), f"train --amp {amp} ({name})")
-                losses = [line.split(",")[1] for line in (run / "metrics.csv").read_text().splitlines()[1:]]
+                losses = [row["train_loss"] for row in read_checkpoint(run / "last.pt")["history"]]  # exact floats
                 measured.setdefault(f"{amp}_{name}", []).append({"seconds": round(child.seconds, 1),
                                                                  "peak_rss_mb": round(child.peak_rss_mb), "train_loss": losses})
                 print(f"--amp {amp}, {name}: {child.seconds:.0f} s, peak {child.peak_rss_mb:.0f} MB", flush=True)

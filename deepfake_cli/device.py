@@ -65,18 +65,23 @@ M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_MAX = -1, -2, -4
 KEPT_TOP = 1 << 30  # freed memory at the top of the heap kept for the next step, in bytes
 
 
+def sets_malloc(name: str) -> bool:
+    """Whether the environment variable `name` tunes glibc's malloc (the user's choice, left as it is)."""
+    return name.startswith("MALLOC_") or name == "GLIBC_TUNABLES"
+
+
 def keep_freed_memory() -> bool:
     """Have glibc's malloc keep the memory a CPU training step frees, for the next step to reuse.
 
     A step allocates and frees the same few GB of activations. glibc serves each block over its mmap
-    threshold (128 KB, rising to 32 MB at most) with a fresh mapping and unmaps it when freed, so every
-    step faults its activations in again, page by page, each page zeroed by the kernel: half of an fp32 training step at 256 px on 2
-    cores (docs/performance.md, "Memory the step frees"). From the heap, never trimmed, they are
-    reused as they are. The price: the process keeps its peak, plus fragmentation (up to 1.6x the
-    peak resident memory). False where the C library is not glibc, or the user tuned malloc
-    through the environment (left as they set it).
+    threshold (128 KB, rising to 32 MB at most) with a fresh mapping and unmaps it when freed, so
+    every step faults its activations in again, page by page, each page zeroed by the kernel: half of
+    an fp32 training step at 256 px on 2 cores (docs/performance.md, "Memory the step frees"). From
+    the heap, never trimmed, they are reused as they are. The price: the process keeps its peak, plus
+    fragmentation (up to 1.6x the peak resident memory). False where the C library is not glibc, or
+    the user tuned malloc through the environment (`sets_malloc`).
     """
-    if platform.libc_ver()[0] != "glibc" or any(k.startswith("MALLOC_") or k == "GLIBC_TUNABLES" for k in os.environ):
+    if platform.libc_ver()[0] != "glibc" or any(map(sets_malloc, os.environ)):
         return False
     mallopt = ctypes.CDLL(None).mallopt
     limit = 2**31 - 1  # mallopt takes a C int
