@@ -4,6 +4,8 @@ checkpoint exported to ONNX (`deepfake export`), against bare `import torch` and
 and an ensemble of the two checkpoints (`--model` twice, one model process) against each alone.
 
     python benchmarks/bench_predict.py [--quick] [--folder-clips N] [--rounds R]
+    python benchmarks/bench_predict.py --keep-memory [DATA] [--rounds 3] [--folder-clips 10] [--quick]
+                                       # predict and evaluate, freed memory kept vs glibc's default
 
 The checkpoints are small ones trained here once (1 epoch, --freeze-backbone, no ImageNet
 weights) at the size under test, and cached; their weights do not change the speed. The cold
@@ -12,9 +14,11 @@ start is measured for an EfficientNet-B0 and an EfficientNet-Lite0 checkpoint, a
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import common
@@ -39,11 +43,11 @@ def checkpoint(data: Path, image_size: int, backbone: str = "efficientnet_b0") -
     return run / "best.pt"
 
 
-def predict_child(inputs: list[str], *models: Path) -> tuple[common.Child, list[dict]]:
+def predict_child(inputs: list[str], *models: Path, env: dict | None = None) -> tuple[common.Child, list[dict]]:
     """`deepfake predict ... --json` as a fresh process, with one model or an ensemble; its verdicts
     (one JSON line per input)."""
     child = common.run_child([common.PYTHON, "-m", "deepfake_cli", "predict", *inputs,
-                              *[a for m in models for a in ("--model", str(m))], "--json"])
+                              *[a for m in models for a in ("--model", str(m))], "--json"], env=env)
     if child.returncode not in (0, 1):  # 1: some input got no verdict; its status says why
         common.check_child(child, "deepfake predict")
     verdicts = [json.loads(line) for line in child.stdout.splitlines() if line.startswith("{")]
@@ -204,5 +208,67 @@ def main() -> None:
     common.remove_scratch()
 
 
+def kept_memory_cost(argv: list[str]) -> None:
+    """A cold `deepfake predict` of one clip, `predict` of a folder of clips and `evaluate --split all` of
+    DATA, each a whole command in a child process with the 256 px Lite0 checkpoint, the memory a pass
+    frees kept for the next (the default on glibc, `device.keep_freed_memory`) against glibc's own
+    behaviour, rounds interleaved: wall time, the model's seconds, peak RSS, and whether the scores are
+    the same. DATA: an `extract` OUT folder (the FaceForensics++ sample's); without it, generated videos."""
+    p = argparse.ArgumentParser(prog="bench_predict.py --keep-memory")
+    p.add_argument("data", type=Path, nargs="?")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--folder-clips", type=int, default=10)
+    p.add_argument("--quick", action="store_true", help="a small clip and model: a smoke check")
+    a = p.parse_args(argv)
+    s = QUICK if a.quick else FULL
+    clips = sorted(common.face_clips(2, seconds=s["clip_seconds"], size=s["clip_size"]).glob("clip_*.mp4"))
+    example = common.example_dataset(s["identities"])
+    model = checkpoint(example, s["image_size"], "efficientnet_lite0")
+    data = (a.data or example).resolve()  # the commands run from the repository
+    folder = clip_folder(clips, a.folder_clips)
+    idle = common.wait_until_idle(a.quick)
+    measured: dict = {"kept": [], "glibc": []}
+    for _ in range(a.rounds):
+        for name, env in (("kept", {}), ("glibc", common.GLIBC_DEFAULT)):
+            one, (verdict,) = predict_child([str(clips[0])], model, env=env)
+            many, verdicts = predict_child([str(folder)], model, env=env)
+            evaluated = common.check_child(common.run_child(
+                [common.PYTHON, "-m", "deepfake_cli", "evaluate", str(data), "--model", str(model), "--split", "all",
+                 "--json"], env=env), f"evaluate ({name})")
+            result = json.loads(evaluated.stdout)
+            measured[name].append({
+                "cold_s": round(one.seconds, 3), "cold_model_s": verdict["timings"]["model"],
+                "cold_peak_rss_mb": round(one.peak_rss_mb), "folder_s": round(many.seconds, 2),
+                "folder_model_s": round(sum(v["timings"]["model"] for v in verdicts if v["status"] == "ok"), 2),
+                "evaluate_s": round(evaluated.seconds, 2), "evaluate_peak_rss_mb": round(evaluated.peak_rss_mb),
+                "p_fake": [v.get("p_fake") for v in [verdict, *verdicts]] + [r["p_fake"] for r in result["scores"]]})
+            print(f"{name}: " + ", ".join(f"{k} {v}" for k, v in measured[name][-1].items() if k != "p_fake"), flush=True)
+    kept, glibc = ({key: common.median([r[key] for r in measured[name]]) for key in measured[name][0] if key != "p_fake"}
+                   for name in ("kept", "glibc"))
+    videos = len(json.loads(evaluated.stdout)["scores"])
+
+    def compared(figure: str, key: str, unit: str = "s") -> dict:
+        digits = 0 if unit == "MB" else 2
+        return common.row(figure, f"{kept[key]:.{digits}f} {unit}", f"glibc's default {glibc[key]:.{digits}f} {unit}",
+                          f"{kept[key] / glibc[key]:.2f}x")
+
+    rows = [compared(f"cold predict, one clip (Lite0, {s['image_size']} px): wall", "cold_s"),
+            compared("  its model stage", "cold_model_s"),
+            compared("  peak RSS", "cold_peak_rss_mb", "MB"),
+            compared(f"predict, a folder of {a.folder_clips} clips, one process: wall", "folder_s"),
+            compared("  its model stage, all clips", "folder_model_s"),
+            compared(f"evaluate --split all, {videos} videos: wall", "evaluate_s"),
+            compared("  peak RSS", "evaluate_peak_rss_mb", "MB"),
+            common.row("the same P(fake), every clip and video, every round",
+                       "yes" if all(r["p_fake"] == measured["kept"][0]["p_fake"] for rs in measured.values() for r in rs)
+                       else "no")]
+    common.save_results("bench_predict-keep-memory", a.quick, idle, {"data": str(data), "model": str(model),
+                        "clip": str(clips[0]), "folder_clips": a.folder_clips, "rounds": a.rounds}, measured, rows)
+    common.remove_scratch()
+
+
 if __name__ == "__main__":
-    main()
+    if "--keep-memory" in sys.argv:
+        kept_memory_cost([a for a in sys.argv[1:] if a != "--keep-memory"])
+    else:
+        main()

@@ -313,10 +313,6 @@ def frozen_stages_cost(quick: bool) -> None:
     common.remove_scratch()
 
 
-# glibc's own default for MALLOC_MMAP_MAX_: setting it changes nothing in glibc and turns keep_freed_memory() off.
-GLIBC_DEFAULT = {"MALLOC_MMAP_MAX_": "65536"}
-
-
 def kept_memory_cost(argv: list[str]) -> None:
     """`deepfake train DATA --epochs 6 --batch-size 8 --lr 5e-4` (the acceptance command; 256 px) as a whole
     command in a child process, with the memory a step frees kept for the next (the default on glibc,
@@ -337,7 +333,7 @@ def kept_memory_cost(argv: list[str]) -> None:
     measured: dict = {}
     for _ in range(a.rounds):
         for amp in a.amp.split(","):
-            for name, env in (("kept", {}), ("glibc", GLIBC_DEFAULT)):
+            for name, env in (("kept", {}), ("glibc", common.GLIBC_DEFAULT)):
                 run = common.scratch_dir(f"train-keep-{amp}-{name}") / "run"
                 child = common.check_child(common.run_child(
                     [common.PYTHON, "-m", "deepfake_cli", "train", str(data), "--epochs", str(epochs), "--batch-size", "8",

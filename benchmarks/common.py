@@ -204,6 +204,11 @@ def run_child(args: list[str], env: dict | None = None, cwd: Path = REPO) -> Chi
     return Child(seconds, int(peak_kb) / 1024, process.returncode, process.stdout, process.stderr, float(user) + float(system))
 
 
+# glibc's own default for MALLOC_MMAP_MAX_: in a child's environment it changes nothing in glibc and turns
+# device.keep_freed_memory() off, the baseline of the benchmarks of that setting.
+GLIBC_DEFAULT = {"MALLOC_MMAP_MAX_": "65536"}
+
+
 def other_release(source: Path) -> dict:
     """`run_child`'s env and cwd for `python -m deepfake_cli` from another release's source tree. The
     cwd matters: `-m` puts it first on sys.path, so from this checkout its own package would win over

@@ -71,15 +71,17 @@ def sets_malloc(name: str) -> bool:
 
 
 def keep_freed_memory() -> bool:
-    """Have glibc's malloc keep the memory a CPU training step frees, for the next step to reuse.
+    """Have glibc's malloc keep the memory a CPU pass frees, for the next pass to reuse.
 
-    A step allocates and frees the same few GB of activations. glibc serves each block over its mmap
-    threshold (128 KB, rising to 32 MB at most) with a fresh mapping and unmaps it when freed, so
-    every step faults its activations in again, page by page, each page zeroed by the kernel: half of
-    an fp32 training step at 256 px on 2 cores (docs/performance.md, "Memory the step frees"). From
-    the heap, never trimmed, they are reused as they are. The price: the process keeps its peak, plus
-    fragmentation (up to 1.6x the peak resident memory). False where the C library is not glibc, or
-    the user tuned malloc through the environment (`sets_malloc`).
+    A training step allocates and frees the same few GB of activations; an inference pass, the same
+    hundreds of MB. glibc serves each block over its mmap threshold (128 KB, rising to 32 MB at most)
+    with a fresh mapping and unmaps it when freed, or trims the heap's top once 2x that threshold is
+    free, so every pass faults its activations in again, page by page, each page zeroed by the kernel:
+    half of an fp32 training step at 256 px on 2 cores, a third of the backbone's inference time
+    (docs/performance.md, "Memory the step frees"). From the heap, never trimmed, they are reused as
+    they are. The price: the process keeps its peak, plus fragmentation (up to 1.6x the peak resident
+    memory in training). False where the C library is not glibc, or the user tuned malloc through
+    the environment (`sets_malloc`).
     """
     if platform.libc_ver()[0] != "glibc" or any(map(sets_malloc, os.environ)):
         return False

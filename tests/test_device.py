@@ -51,12 +51,16 @@ def test_asking_for_a_missing_gpu_is_one_clear_line(extracted, tmp_path):
 
 STEPS = """
 import resource, sys, torch
+from pathlib import Path
 from deepfake_cli.device import keep_freed_memory
 kept = keep_freed_memory() if sys.argv[1] == "keep" else False
 if sys.argv[1] == "train":  # a CPU training run, left to tune malloc itself
     from deepfake_cli.train import TrainConfig, train
     train(TrainConfig(sys.argv[2], run=sys.argv[3], epochs=1, batch_size=4, seq_len=4, image_size=32, pretrained=False,
                       workers=0, epoch_size=0, device="cpu"))
+if sys.argv[1] == "load":  # a model loaded for inference on CPU, as evaluate and predict load it
+    from deepfake_cli.checkpoint import load_detector
+    load_detector(Path(sys.argv[2]), "cpu")
 x = torch.randn(8, 32, 128, 128, requires_grad=True)
 conv = torch.nn.Conv2d(32, 64, 3, padding=1)
 faults = []
@@ -92,6 +96,10 @@ def test_memory_a_training_step_frees_is_reused_without_faulting_it_in_again(unt
 
 def test_cpu_training_keeps_the_memory_its_steps_free(extracted, tmp_path, untuned_faults):
     assert _steps("train", UNTUNED, str(extracted), str(tmp_path / "run"))[1] < untuned_faults / 5
+
+
+def test_cpu_inference_keeps_the_memory_its_passes_free(trained_run, untuned_faults):
+    assert _steps("load", UNTUNED, str(trained_run / "best.pt"))[1] < untuned_faults / 5
 
 
 def test_malloc_tuned_by_the_user_is_left_as_it_is():
