@@ -5,7 +5,7 @@
                                                        # the GPU half alone, on extracted DATA
     python benchmarks/bench_train.py --self-blend      # a --self-blend epoch against a plain one
     python benchmarks/bench_train.py --freeze-stages   # the default's frozen stem and stages against none
-    python benchmarks/bench_train.py --keep-memory [DATA] [--epochs 6] [--amp auto,off] [--rounds 1]
+    python benchmarks/bench_train.py --keep-memory [DATA] [--epochs 6] [--amp auto,off] [--rounds 1] [--self-blend]
                                                        # the acceptance command, freed memory kept vs glibc's default
 
 Both sides train EfficientNet-B0 + BiLSTM on the same extracted example videos, 16 frames,
@@ -317,18 +317,20 @@ def kept_memory_cost(argv: list[str]) -> None:
     """`deepfake train DATA --epochs 6 --batch-size 8 --lr 5e-4` (the acceptance command; 256 px) as a whole
     command in a child process, with the memory a step frees kept for the next (the default on glibc,
     `device.keep_freed_memory`) against glibc's own behaviour, for each --amp given (`off` is what a CPU
-    without native bf16 runs), rounds interleaved: wall time and peak RSS. DATA: an `extract` OUT folder
-    (the FaceForensics++ sample's); without it, generated videos."""
+    without native bf16 runs), rounds interleaved: wall time and peak RSS; with `--self-blend`, the acceptance's
+    other command. DATA: an `extract` OUT folder (the FaceForensics++ sample's); without it, generated videos."""
     p = argparse.ArgumentParser(prog="bench_train.py --keep-memory")
     p.add_argument("data", type=Path, nargs="?")
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--amp", default="auto,off", help="--amp values, comma-separated")
     p.add_argument("--rounds", type=int, default=1)
+    p.add_argument("--self-blend", action="store_true", help="the --self-blend acceptance command: DATA's real videos")
     p.add_argument("--quick", action="store_true", help="generated videos, 32 px, one epoch: a smoke check")
     a = p.parse_args(argv)
     data = (a.data or common.example_dataset(4 if a.quick else 16)).resolve()  # the commands run from the repository
     size = ["--image-size", "32"] if a.quick else []
     epochs = 1 if a.quick else a.epochs
+    flags = ["--epochs", str(epochs), "--batch-size", "8", "--lr", "5e-4", *(["--self-blend"] if a.self_blend else [])]
     idle = common.wait_until_idle(a.quick)
     measured: dict = {}
     for _ in range(a.rounds):
@@ -336,8 +338,8 @@ def kept_memory_cost(argv: list[str]) -> None:
             for name, env in (("kept", {}), ("glibc", common.GLIBC_DEFAULT)):
                 run = common.scratch_dir(f"train-keep-{amp}-{name}") / "run"
                 child = common.check_child(common.run_child(
-                    [common.PYTHON, "-m", "deepfake_cli", "train", str(data), "--epochs", str(epochs), "--batch-size", "8",
-                     "--lr", "5e-4", "--amp", amp, "--run-dir", str(run), *size], env=env), f"train --amp {amp} ({name})")
+                    [common.PYTHON, "-m", "deepfake_cli", "train", str(data), *flags, "--amp", amp, "--run-dir", str(run),
+                     *size], env=env), f"train --amp {amp} ({name})")
                 losses = [row["train_loss"] for row in read_checkpoint(run / "last.pt")["history"]]  # exact floats
                 measured.setdefault(f"{amp}_{name}", []).append({"seconds": round(child.seconds, 1),
                                                                  "peak_rss_mb": round(child.peak_rss_mb), "train_loss": losses})
@@ -347,14 +349,15 @@ def kept_memory_cost(argv: list[str]) -> None:
         kept, glibc = (measured[f"{amp}_{name}"] for name in ("kept", "glibc"))
         t_kept, t_glibc = (common.median([r["seconds"] for r in runs]) for runs in (kept, glibc))
         m_kept, m_glibc = (common.median([r["peak_rss_mb"] for r in runs]) for runs in (kept, glibc))
-        rows += [common.row(f"train --epochs {epochs} --batch-size 8 --lr 5e-4 --amp {amp}, freed memory kept",
+        rows += [common.row(f"train {' '.join(flags)} --amp {amp}, freed memory kept",
                             f"{t_kept:.0f} s", f"glibc's default {t_glibc:.0f} s", f"{t_kept / t_glibc:.2f}x the time"),
                  common.row(f"  peak RSS, --amp {amp}", f"{m_kept:.0f} MB", f"glibc's default {m_glibc:.0f} MB",
                             f"{m_kept / m_glibc:.2f}x"),
                  common.row(f"  the same training losses, every epoch, --amp {amp}",
                             "yes" if all(r["train_loss"] == kept[0]["train_loss"] for r in kept + glibc) else "no")]
-    common.save_results("bench_train-keep-memory", a.quick, idle, {"data": str(data), "epochs": epochs,
-                        "amp": a.amp, "rounds": a.rounds}, measured, rows)
+    common.save_results("bench_train-keep-memory" + "-self-blend" * a.self_blend, a.quick, idle,
+                        {"data": str(data), "epochs": epochs, "amp": a.amp, "rounds": a.rounds, "flags": flags},
+                        measured, rows)
     common.remove_scratch()
 
 
@@ -400,12 +403,12 @@ def main() -> None:
         p.add_argument("--label", default="", help="appended to the results' name: bench_train-gpu<LABEL>.json")
         a = p.parse_args(sys.argv[sys.argv.index("--gpu-only") + 1:])
         return gpu_only(a.data, a.blend_data, a.copies, tuple(int(b) for b in a.batches.split(",")), a.label)
+    if "--keep-memory" in sys.argv:  # before --self-blend, which it takes as an option of its own
+        return kept_memory_cost([a for a in sys.argv[1:] if a != "--keep-memory"])
     if "--self-blend" in sys.argv:
         return self_blend_cost("--quick" in sys.argv)
     if "--freeze-stages" in sys.argv:
         return frozen_stages_cost("--quick" in sys.argv)
-    if "--keep-memory" in sys.argv:
-        return kept_memory_cost([a for a in sys.argv[1:] if a != "--keep-memory"])
     p, quick = common.settings(__doc__, FULL, QUICK, "tiny images, one timed step: a smoke check",
                                steps="timed steps after the warm-up (default 2; 1 with --quick)")
     size, steps = p["image_size"], p["steps"]
