@@ -142,7 +142,7 @@ def _ready(model: DeepfakeDetector, device: str | torch.device) -> DeepfakeDetec
             block[0], block[1] = fuse_conv_bn_eval(block[0], block[1]), torch.nn.Identity()
     model.cnn.to(memory_format=torch.channels_last)
     if torch.device(device).type == "cpu":
-        keep_freed_memory()  # 0.6-0.75x the backbone's time a frame at 256 px on 2 cores
+        keep_freed_memory()  # 0.6-0.8x the backbone's time at 256 px on 2 cores
     return model
 
 

@@ -75,10 +75,10 @@ def keep_freed_memory() -> bool:
 
     A training step allocates and frees the same few GB of activations; an inference pass, the same
     hundreds of MB. glibc serves each block over its mmap threshold (128 KB, rising to 32 MB at most)
-    with a fresh mapping and unmaps it when freed, or trims the heap's top once 2x that threshold is
-    free, so every pass faults its activations in again, page by page, each page zeroed by the kernel:
-    half of an fp32 training step at 256 px on 2 cores, a third of the backbone's inference time
-    (docs/performance.md, "Memory the step frees"). From the heap, never trimmed, they are reused as
+    with a fresh mapping and unmaps it when freed, so every pass faults its activations in again, page
+    by page, each page zeroed by the kernel: half of an fp32 training step at 256 px on 2 cores, a
+    quarter to two fifths of the backbone's time at inference (docs/performance.md, "Memory the step
+    frees" and "Memory an inference pass frees"). From the heap, never trimmed, they are reused as
     they are. The price: the process keeps its peak, plus fragmentation (up to 1.6x the peak resident
     memory in training). False where the C library is not glibc, or the user tuned malloc through
     the environment (`sets_malloc`).
