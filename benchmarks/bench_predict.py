@@ -211,7 +211,7 @@ def main() -> None:
 def kept_memory_cost(argv: list[str]) -> None:
     """A cold `deepfake predict` of one clip, `predict` of a folder of clips and `evaluate --split all` of
     DATA, each a whole command in a child process with the 256 px Lite0 checkpoint, the memory a pass
-    frees kept for the next (the default on glibc, `device.keep_freed_memory`) against glibc's own
+    frees kept for the next (the default on glibc, `memory.keep_freed_memory`) against glibc's own
     behaviour, rounds interleaved: wall time, the model's seconds, peak RSS, and whether the scores are
     the same. DATA: an `extract` OUT folder (the FaceForensics++ sample's); without it, generated videos."""
     p = argparse.ArgumentParser(prog="bench_predict.py --keep-memory")

@@ -316,7 +316,7 @@ def frozen_stages_cost(quick: bool) -> None:
 def kept_memory_cost(argv: list[str]) -> None:
     """`deepfake train DATA --epochs 6 --batch-size 8 --lr 5e-4` (the acceptance command; 256 px) as a whole
     command in a child process, with the memory a step frees kept for the next (the default on glibc,
-    `device.keep_freed_memory`) against glibc's own behaviour, for each --amp given (`off` is what a CPU
+    `memory.keep_freed_memory`) against glibc's own behaviour, for each --amp given (`off` is what a CPU
     without native bf16 runs), rounds interleaved: wall time and peak RSS; with `--self-blend`, the acceptance's
     other command. DATA: an `extract` OUT folder (the FaceForensics++ sample's); without it, generated videos."""
     p = argparse.ArgumentParser(prog="bench_train.py --keep-memory")

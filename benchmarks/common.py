@@ -205,7 +205,7 @@ def run_child(args: list[str], env: dict | None = None, cwd: Path = REPO) -> Chi
 
 
 # glibc's own default for MALLOC_MMAP_MAX_: in a child's environment it changes nothing in glibc and turns
-# device.keep_freed_memory() off, the baseline of the benchmarks of that setting.
+# memory.keep_freed_memory() off, the baseline of the benchmarks of that setting.
 GLIBC_DEFAULT = {"MALLOC_MMAP_MAX_": "65536"}
 
 

@@ -18,7 +18,7 @@ import torch
 from deepfake_cli import __version__
 from deepfake_cli.backbones import BACKBONES
 from deepfake_cli.calibration import Calibration, describe_threshold
-from deepfake_cli.device import keep_freed_memory
+from deepfake_cli.memory import keep_freed_memory
 from deepfake_cli.errors import DeepfakeError
 from deepfake_cli.files import atomic_write_bytes
 from deepfake_cli.inputs import REFERENCE_INPUTS, InputSpec
@@ -86,7 +86,7 @@ def load_detector(path: Path, device: str | torch.device = "cpu") -> Detector:
     """The model for inference on `device`: eval mode, BatchNorm folded into the convolutions
     and the backbone in channels_last (together 2x faster on CPU; the same numbers to float
     rounding). Not for training: the folded model has no BatchNorm layers left. On CPU the
-    process also keeps the memory each pass frees (`device.keep_freed_memory`)."""
+    process also keeps the memory each pass frees (`memory.keep_freed_memory`)."""
     payload = read_checkpoint(path)
     if payload.get("format") == FORMAT:
         _check_complete(payload, path)

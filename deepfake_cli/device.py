@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import os
-import platform
 
 import torch
 
@@ -58,34 +55,3 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-# glibc's mallopt() parameters (malloc.h).
-M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_MAX = -1, -2, -4
-KEPT_TOP = 1 << 30  # freed memory at the top of the heap kept for the next step, in bytes
-
-
-def sets_malloc(name: str) -> bool:
-    """Whether the environment variable `name` tunes glibc's malloc (the user's choice, left as it is)."""
-    return name.startswith("MALLOC_") or name == "GLIBC_TUNABLES"
-
-
-def keep_freed_memory() -> bool:
-    """Have glibc's malloc keep the memory a CPU pass frees, for the next pass to reuse.
-
-    A training step allocates and frees the same few GB of activations; an inference pass, the same
-    hundreds of MB. glibc serves each block over its mmap threshold (128 KB, rising to 32 MB at most)
-    with a fresh mapping and unmaps it when freed, so every pass faults its activations in again, page
-    by page, each page zeroed by the kernel: half of an fp32 training step at 256 px on 2 cores, a
-    quarter to two fifths of the backbone's time at inference (docs/performance.md, "Memory the step
-    frees" and "Memory an inference pass frees"). From the heap, never trimmed, they are reused as
-    they are. The price: the process keeps its peak, plus fragmentation (up to 1.6x the peak resident
-    memory in training). False where the C library is not glibc, or the user tuned malloc through
-    the environment (`sets_malloc`).
-    """
-    if platform.libc_ver()[0] != "glibc" or any(map(sets_malloc, os.environ)):
-        return False
-    mallopt = ctypes.CDLL(None).mallopt
-    limit = 2**31 - 1  # mallopt takes a C int
-    return all(mallopt(param, value) == 1 for param, value in
-               ((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, limit), (M_TOP_PAD, KEPT_TOP)))

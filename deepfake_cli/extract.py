@@ -36,8 +36,9 @@ from deepfake_cli.errors import DeepfakeError
 from deepfake_cli.faces import FaceAnalyzer
 from deepfake_cli.files import atomic_write_bytes, atomic_write_json
 from deepfake_cli.layout import META_DIR, REAL_FOLDERS, labels_path, landmarks_path
+from deepfake_cli.memory import reuse_frame_memory
 from deepfake_cli.sampling import SkipVideo, sample_faces
-from deepfake_cli.video import Video, reuse_frame_memory
+from deepfake_cli.video import Video
 
 log = logging.getLogger(__name__)
 

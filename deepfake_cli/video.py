@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import queue
 import sys
@@ -85,26 +84,6 @@ def sample_frame_indices(start: int, stop: int, n: int) -> list[int]:
     """`n` frame indices spread evenly over [start, stop): the centre of each of n equal segments."""
     length = stop - start
     return [start + int((i + 0.5) * length / n) for i in range(n)]
-
-
-def reuse_frame_memory() -> None:
-    """Keep freed frame-sized buffers in this process's heap, for the next frame to reuse.
-
-    Every frame passes through several multi-megabyte arrays (decoded picture, BGR and RGB
-    copies, MediaPipe's image). glibc's defaults hand such blocks back to the kernel soon after
-    they are freed, and the next frame then page-faults its memory in afresh: two thirds of an
-    extract worker's page faults, about 5% of its time. These limits keep up to 64 MB of
-    freed memory, so the memory a process uses stays flat. It is process-wide, so only
-    processes of our own call it: extract's workers and the `deepfake extract` command.
-    A no-op where the C library has no `mallopt` (not glibc).
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
-    if mallopt is not None:
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        mallopt(m_mmap_threshold, 32 << 20)  # glibc's ceiling: blocks up to a 4K BGR frame come from the heap
-        mallopt(m_trim_threshold, 64 << 20)
 
 
 class Video:

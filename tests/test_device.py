@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from deepfake_cli import device
-from deepfake_cli.device import CPU_BF16_MIN_IMAGE_SIZE, resolve_amp, resolve_device, sets_malloc
+from deepfake_cli.device import CPU_BF16_MIN_IMAGE_SIZE, resolve_amp, resolve_device
+from deepfake_cli.memory import sets_malloc
 from deepfake_cli.errors import DeepfakeError
 
 CPU = torch.device("cpu")
@@ -52,7 +53,7 @@ def test_asking_for_a_missing_gpu_is_one_clear_line(extracted, tmp_path):
 STEPS = """
 import resource, sys, torch
 from pathlib import Path
-from deepfake_cli.device import keep_freed_memory
+from deepfake_cli.memory import keep_freed_memory
 kept = keep_freed_memory() if sys.argv[1] == "keep" else False
 if sys.argv[1] == "train":  # a CPU training run, left to tune malloc itself
     from deepfake_cli.train import TrainConfig, train

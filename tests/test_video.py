@@ -164,7 +164,8 @@ def test_reused_frame_memory_is_not_page_faulted_in_again_for_every_frame(tmp_pa
     code = """if True:
         import resource, sys
         from pathlib import Path
-        from deepfake_cli.video import Video, reuse_frame_memory
+        from deepfake_cli.memory import reuse_frame_memory
+        from deepfake_cli.video import Video
         if sys.argv[2] == "reuse":
             reuse_frame_memory()
         def read_all():

@@ -36,7 +36,7 @@ def extract(
     """
     from deepfake_cli.extract import ExtractConfig, extract as run_extract, parse_shard, summary_dict
     from deepfake_cli.crop import CropSpec
-    from deepfake_cli.video import reuse_frame_memory
+    from deepfake_cli.memory import reuse_frame_memory
 
     reuse_frame_memory()  # for --workers 0 or 1, where this process decodes
 

@@ -14,7 +14,8 @@ from torch.utils.data import DataLoader
 
 from deepfake_cli import backbones, data as D, distributed
 from deepfake_cli.checkpoint import read_checkpoint
-from deepfake_cli.device import keep_freed_memory, resolve_amp
+from deepfake_cli.device import resolve_amp
+from deepfake_cli.memory import keep_freed_memory
 from deepfake_cli.efficientnet import PARTS as BACKBONE_PARTS
 from deepfake_cli.choices import LOADER_MOST, worker_count
 from deepfake_cli.errors import DeepfakeError
