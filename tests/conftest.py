@@ -3,11 +3,13 @@
 Tiny sizes keep the suite fast; nothing is mocked.
 """
 
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 
+from deepfake_cli.memory import sets_malloc
 from make_dataset import make_clip, make_dataset, make_no_face_clip
 
 FRAMES = 8  # frames extracted per video in the tests (the CLI default is 16)
@@ -83,3 +85,10 @@ def copy_of(tmp_path):
     def copy(folder: Path, name: str = "copy") -> Path:
         return Path(shutil.copytree(folder, tmp_path / name, symlinks=True))
     return copy
+
+
+@pytest.fixture(scope="session")
+def untuned_env() -> dict[str, str]:
+    """This environment less any variable that tunes glibc's malloc, which would turn deepfake_cli.memory's
+    settings off: for subprocesses that count what those settings save."""
+    return {k: v for k, v in os.environ.items() if not sets_malloc(k)}

@@ -7,7 +7,6 @@ import torch
 
 from deepfake_cli import device
 from deepfake_cli.device import CPU_BF16_MIN_IMAGE_SIZE, resolve_amp, resolve_device
-from deepfake_cli.memory import sets_malloc
 from deepfake_cli.errors import DeepfakeError
 
 CPU = torch.device("cpu")
@@ -79,28 +78,25 @@ def _steps(mode: str, env: dict, *args: str) -> tuple[str, int]:
     return kept, int(faults)
 
 
-UNTUNED = {k: v for k, v in os.environ.items() if not sets_malloc(k)}
-
-
 @pytest.fixture(scope="module")
-def untuned_faults() -> int:
+def untuned_faults(untuned_env) -> int:
     """The steps' page faults with glibc as it comes."""
-    return _steps("default", UNTUNED)[1]
+    return _steps("default", untuned_env)[1]
 
 
-def test_memory_a_training_step_frees_is_reused_without_faulting_it_in_again(untuned_faults):
+def test_memory_a_training_step_frees_is_reused_without_faulting_it_in_again(untuned_faults, untuned_env):
     """What keep_freed_memory() is for, counted in page faults: by default every step faults its
     activations in again (about 94,000 pages a step here); kept, later steps fault in a block or two at most."""
-    kept, faults = _steps("keep", UNTUNED)
+    kept, faults = _steps("keep", untuned_env)
     assert untuned_faults > 5 * 50_000 and kept == "True" and faults < untuned_faults / 5
 
 
-def test_cpu_training_keeps_the_memory_its_steps_free(extracted, tmp_path, untuned_faults):
-    assert _steps("train", UNTUNED, str(extracted), str(tmp_path / "run"))[1] < untuned_faults / 5
+def test_cpu_training_keeps_the_memory_its_steps_free(extracted, tmp_path, untuned_faults, untuned_env):
+    assert _steps("train", untuned_env, str(extracted), str(tmp_path / "run"))[1] < untuned_faults / 5
 
 
-def test_cpu_inference_keeps_the_memory_its_passes_free(trained_run, untuned_faults):
-    assert _steps("load", UNTUNED, str(trained_run / "best.pt"))[1] < untuned_faults / 5
+def test_cpu_inference_keeps_the_memory_its_passes_free(trained_run, untuned_faults, untuned_env):
+    assert _steps("load", untuned_env, str(trained_run / "best.pt"))[1] < untuned_faults / 5
 
 
 def test_malloc_tuned_by_the_user_is_left_as_it_is():
