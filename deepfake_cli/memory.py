@@ -46,8 +46,26 @@ def keep_freed_memory() -> bool:
     inference pass frees"). From the heap, never trimmed, they are reused as they are. The price:
     the process keeps its peak, plus fragmentation (up to 1.6x the peak resident memory in training).
     Called by `train` on CPU and by `checkpoint.load_detector` for a CPU device.
+
+    A process forked after that (a loader's workers) would share all the kept memory copy-on-write,
+    and hold the old pages for as long as it lives while this process's next pass writes, and so
+    copies, each of them: up to twice the memory. So before every fork the free memory goes back to
+    the kernel (`malloc_trim`), and the pass after it faults that in once, as glibc's default would.
     """
-    return _mallopt(((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, C_INT_MAX), (M_TOP_PAD, KEPT_TOP)))
+    kept = _mallopt(((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, C_INT_MAX), (M_TOP_PAD, KEPT_TOP)))
+    if kept and not _trims_before_fork:
+        _trim_before_every_fork()
+    return kept
+
+
+_trims_before_fork = False
+
+
+def _trim_before_every_fork() -> None:
+    global _trims_before_fork
+    libc = ctypes.CDLL(None)
+    os.register_at_fork(before=lambda: libc.malloc_trim(0))
+    _trims_before_fork = True
 
 
 def reuse_frame_memory() -> bool:
