@@ -18,10 +18,10 @@ import torch
 from deepfake_cli import __version__
 from deepfake_cli.backbones import BACKBONES
 from deepfake_cli.calibration import Calibration, describe_threshold
-from deepfake_cli.memory import keep_freed_memory
 from deepfake_cli.errors import DeepfakeError
 from deepfake_cli.files import atomic_write_bytes
 from deepfake_cli.inputs import REFERENCE_INPUTS, InputSpec
+from deepfake_cli.memory import keep_freed_memory
 from deepfake_cli.model import FEATURE_DIM, DeepfakeDetector, MaskHead
 
 FORMAT = "deepfake-cli/1"

@@ -12,6 +12,7 @@ No torch here: extract's workers import this and must start light.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import platform
 
@@ -53,19 +54,15 @@ def keep_freed_memory() -> bool:
     the kernel (`malloc_trim`), and the pass after it faults that in once, as glibc's default would.
     """
     kept = _mallopt(((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, C_INT_MAX), (M_TOP_PAD, KEPT_TOP)))
-    if kept and not _trims_before_fork:
+    if kept:
         _trim_before_every_fork()
     return kept
 
 
-_trims_before_fork = False
-
-
+@functools.cache  # one hook a process, however often the memory is kept
 def _trim_before_every_fork() -> None:
-    global _trims_before_fork
     libc = ctypes.CDLL(None)
     os.register_at_fork(before=lambda: libc.malloc_trim(0))
-    _trims_before_fork = True
 
 
 def reuse_frame_memory() -> bool:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
-import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path

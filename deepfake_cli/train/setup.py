@@ -15,12 +15,12 @@ from torch.utils.data import DataLoader
 from deepfake_cli import backbones, data as D, distributed
 from deepfake_cli.checkpoint import read_checkpoint
 from deepfake_cli.device import resolve_amp
-from deepfake_cli.memory import keep_freed_memory
 from deepfake_cli.efficientnet import PARTS as BACKBONE_PARTS
 from deepfake_cli.choices import LOADER_MOST, worker_count
 from deepfake_cli.errors import DeepfakeError
 from deepfake_cli.files import atomic_write_bytes, atomic_write_json
 from deepfake_cli.inputs import InputSpec, face_scale
+from deepfake_cli.memory import keep_freed_memory
 from deepfake_cli.model import DeepfakeDetector, MaskHead
 from deepfake_cli.train.average import WeightAverage
 from deepfake_cli.train.config import FROZEN_STAGES, TrainConfig
