@@ -241,6 +241,7 @@ def kept_memory_cost(argv: list[str]) -> None:
                 "cold_peak_rss_mb": round(one.peak_rss_mb), "folder_s": round(many.seconds, 2),
                 "folder_model_s": round(sum(v["timings"]["model"] for v in verdicts if v["status"] == "ok"), 2),
                 "evaluate_s": round(evaluated.seconds, 2), "evaluate_peak_rss_mb": round(evaluated.peak_rss_mb),
+                "evaluate_tree_pss_mb": round(evaluated.tree_pss_mb),
                 "p_fake": [v.get("p_fake") for v in [verdict, *verdicts]] + [r["p_fake"] for r in result["scores"]]})
             print(f"{name}: " + ", ".join(f"{k} {v}" for k, v in measured[name][-1].items() if k != "p_fake"), flush=True)
     kept, glibc = ({key: common.median([r[key] for r in measured[name]]) for key in measured[name][0] if key != "p_fake"}
@@ -259,6 +260,7 @@ def kept_memory_cost(argv: list[str]) -> None:
             compared("  its model stage, all clips", "folder_model_s"),
             compared(f"evaluate --split all, {videos} videos: wall", "evaluate_s"),
             compared("  peak RSS", "evaluate_peak_rss_mb", "MB"),
+            compared("  peak PSS of the process tree (loader workers included)", "evaluate_tree_pss_mb", "MB"),
             common.row("the same P(fake), every clip and video, every round",
                        "yes" if all(r["p_fake"] == measured["kept"][0]["p_fake"] for rs in measured.values() for r in rs)
                        else "no")]

@@ -342,17 +342,23 @@ def kept_memory_cost(argv: list[str]) -> None:
                      *size], env=env), f"train --amp {amp} ({name})")
                 losses = [row["train_loss"] for row in read_checkpoint(run / "last.pt")["history"]]  # exact floats
                 measured.setdefault(f"{amp}_{name}", []).append({"seconds": round(child.seconds, 1),
-                                                                 "peak_rss_mb": round(child.peak_rss_mb), "train_loss": losses})
-                print(f"--amp {amp}, {name}: {child.seconds:.0f} s, peak {child.peak_rss_mb:.0f} MB", flush=True)
+                                                                 "peak_rss_mb": round(child.peak_rss_mb),
+                                                                 "tree_pss_mb": round(child.tree_pss_mb), "train_loss": losses})
+                print(f"--amp {amp}, {name}: {child.seconds:.0f} s, peak {child.peak_rss_mb:.0f} MB, "
+                      f"tree {child.tree_pss_mb:.0f} MB", flush=True)
     rows = []
     for amp in a.amp.split(","):
         kept, glibc = (measured[f"{amp}_{name}"] for name in ("kept", "glibc"))
         t_kept, t_glibc = (common.median([r["seconds"] for r in runs]) for runs in (kept, glibc))
         m_kept, m_glibc = (common.median([r["peak_rss_mb"] for r in runs]) for runs in (kept, glibc))
+        t_kept_pss, t_glibc_pss = (common.median([r["tree_pss_mb"] for r in runs]) for runs in (kept, glibc))
         rows += [common.row(f"train {' '.join(flags)} --amp {amp}, freed memory kept",
                             f"{t_kept:.0f} s", f"glibc's default {t_glibc:.0f} s", f"{t_kept / t_glibc:.2f}x the time"),
                  common.row(f"  peak RSS, --amp {amp}", f"{m_kept:.0f} MB", f"glibc's default {m_glibc:.0f} MB",
                             f"{m_kept / m_glibc:.2f}x"),
+                 common.row(f"  peak PSS of the process tree (loader workers included), --amp {amp}",
+                            f"{t_kept_pss:.0f} MB", f"glibc's default {t_glibc_pss:.0f} MB",
+                            f"{t_kept_pss / t_glibc_pss:.2f}x"),
                  common.row(f"  the same training losses, every epoch, --amp {amp}",
                             "yes" if all(r["train_loss"] == kept[0]["train_loss"] for r in kept + glibc) else "no")]
     common.save_results("bench_train-keep-memory" + "-self-blend" * a.self_blend, a.quick, idle,
@@ -442,8 +448,8 @@ def main() -> None:
     memory = {data.parent.name: train_memory(data, p["memory_image_size"]) for data in memory_data}
     # --freeze-backbone runs the backbone over every video before training: its peak, at full size.
     frozen_memory = train_memory(memory_data[-1], size, freeze=True)
-    measured["memory"] = {name: {"peak_rss_mb": round(c.peak_rss_mb, 1), "seconds": round(c.seconds, 1)}
-                          for name, c in memory.items()}
+    measured["memory"] = {name: {"peak_rss_mb": round(c.peak_rss_mb, 1), "tree_pss_mb": round(c.tree_pss_mb, 1),
+                                 "seconds": round(c.seconds, 1)} for name, c in memory.items()}
     measured["memory"]["frozen_" + memory_data[-1].parent.name] = {"peak_rss_mb": round(frozen_memory.peak_rss_mb, 1),
                                                                   "seconds": round(frozen_memory.seconds, 1)}
     if torch.cuda.is_available():
@@ -478,6 +484,9 @@ def main() -> None:
                    f"{large.peak_rss_mb:.0f} MB", f"{n_small} videos {small.peak_rss_mb:.0f} MB",
                    f"{large.peak_rss_mb / small.peak_rss_mb:.2f}x", "flat (~1.0x)",
                    large.peak_rss_mb <= 1.1 * small.peak_rss_mb),
+        common.row("  peak PSS of the process tree (loader workers included)", f"{large.tree_pss_mb:.0f} MB",
+                   f"{n_small} videos {small.tree_pss_mb:.0f} MB", f"{large.tree_pss_mb / small.tree_pss_mb:.2f}x",
+                   "flat (~1.0x)", large.tree_pss_mb <= 1.1 * small.tree_pss_mb),
         common.row(f"peak RSS, train --freeze-backbone 1 epoch ({size} px), {n_large} videos",
                    f"{frozen_memory.peak_rss_mb:.0f} MB", f"full fine-tuning ({p['memory_image_size']} px) "
                    f"{large.peak_rss_mb:.0f} MB"),

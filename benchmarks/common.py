@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -185,23 +186,76 @@ class Child:
     stdout: str
     stderr: str
     cpu_s: float = 0.0  # user + system time of the child and every process it waited for
+    tree_pss_mb: float = 0.0  # the whole tree's proportional set size at its largest, sampled (PSS_INTERVAL_S)
+
+
+# How often run_child sums the tree's memory. A pass over /proc costs a few milliseconds; a peak that
+# lasts less than this can be missed, so for short commands peak_rss_mb is the firmer figure.
+PSS_INTERVAL_S = 0.5
+
+
+def process_tree(root: int) -> list[int]:
+    """root and every process descended from it, read from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                parent = int(Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue  # gone between the listing and the read
+            children.setdefault(parent, []).append(int(entry.name))
+    tree, todo = [], [root]
+    while todo:
+        tree.append(todo.pop())
+        todo += children.get(tree[-1], [])
+    return tree
+
+
+def tree_pss_mb(root: int) -> float:
+    """The memory a process tree holds, each shared page counted once over the processes sharing it
+    (PSS): a forked worker's copy-on-write pages count only as far as they were copied."""
+    total_kb = 0
+    for pid in process_tree(root):
+        try:
+            total_kb += sum(int(line.split()[1]) for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
+                            if line.startswith("Pss:"))
+        except OSError:
+            continue
+    return total_kb / 1024
 
 
 def run_child(args: list[str], env: dict | None = None, cwd: Path = REPO) -> Child:
-    """Run a command to completion under /usr/bin/time: its wall time, peak RSS and CPU time.
+    """Run a command to completion under /usr/bin/time: its wall time, peak RSS and CPU time, and the
+    largest PSS of its whole process tree (workers included), sampled every PSS_INTERVAL_S.
 
     Not wait4/RUSAGE_CHILDREN from here: Linux folds the memory a child had before exec (a
     copy of this process, which may be gigabytes after a training run) into its ru_maxrss.
-    /usr/bin/time is a tiny parent, so what it reports is the command's own peak.
+    /usr/bin/time is a tiny parent, so what it reports is the command's own peak. It is also the
+    largest single process only: a tree of workers can hold several times that (a forked worker keeps
+    the pages its parent writes after the fork), which the tree's PSS shows.
     """
     with tempfile.TemporaryDirectory() as tmp:
         peak_file = Path(tmp) / "peak"
         started = time.perf_counter()
-        process = subprocess.run(["/usr/bin/time", "-f", "%M %U %S", "-o", str(peak_file), *args], capture_output=True,
-                                 text=True, cwd=cwd, env={**os.environ, **(env or {})})
+        process = subprocess.Popen(["/usr/bin/time", "-f", "%M %U %S", "-o", str(peak_file), *args], cwd=cwd,
+                                   env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True)
+        peak_pss = [0.0]
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.wait(PSS_INTERVAL_S):
+                peak_pss[0] = max(peak_pss[0], tree_pss_mb(process.pid))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        stdout, stderr = process.communicate()
         seconds = time.perf_counter() - started
+        done.set()
+        sampler.join()
         peak_kb, user, system = peak_file.read_text().split()[-3:]
-    return Child(seconds, int(peak_kb) / 1024, process.returncode, process.stdout, process.stderr, float(user) + float(system))
+    return Child(seconds, int(peak_kb) / 1024, process.returncode, stdout, stderr, float(user) + float(system),
+                 peak_pss[0])
 
 
 # glibc's own default for MALLOC_MMAP_MAX_: in a child's environment it changes nothing in glibc and turns
