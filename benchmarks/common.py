@@ -186,12 +186,15 @@ class Child:
     stdout: str
     stderr: str
     cpu_s: float = 0.0  # user + system time of the child and every process it waited for
-    tree_pss_mb: float = 0.0  # the whole tree's proportional set size at its largest, sampled (PSS_INTERVAL_S)
+    tree_pss_mb: float = 0.0  # the whole tree's proportional set size at its largest, sampled (see run_child)
 
 
-# How often run_child sums the tree's memory. A pass over /proc costs a few milliseconds; a peak that
-# lasts less than this can be missed, so for short commands peak_rss_mb is the firmer figure.
+# How often run_child sums the tree's memory: every PSS_INTERVAL_S at most, and never more than
+# PSS_CPU_SHARE of one core. Reading a process's PSS walks its page tables: about 80 ms for a 6 GB
+# training process, 40 ms for each of its loader workers, so a training run's tree is sampled every
+# few seconds. A peak shorter than that can be missed; for short commands peak_rss_mb is the firmer figure.
 PSS_INTERVAL_S = 0.5
+PSS_CPU_SHARE = 0.05
 
 
 def process_tree(root: int) -> list[int]:
@@ -226,7 +229,8 @@ def tree_pss_mb(root: int) -> float:
 
 def run_child(args: list[str], env: dict | None = None, cwd: Path = REPO) -> Child:
     """Run a command to completion under /usr/bin/time: its wall time, peak RSS and CPU time, and the
-    largest PSS of its whole process tree (workers included), sampled every PSS_INTERVAL_S.
+    largest PSS of its whole process tree (workers included), sampled as often as costs at most
+    PSS_CPU_SHARE of a core (the sampler competes with the command for the CPU).
 
     Not wait4/RUSAGE_CHILDREN from here: Linux folds the memory a child had before exec (a
     copy of this process, which may be gigabytes after a training run) into its ru_maxrss.
@@ -244,8 +248,11 @@ def run_child(args: list[str], env: dict | None = None, cwd: Path = REPO) -> Chi
         done = threading.Event()
 
         def sample() -> None:
-            while not done.wait(PSS_INTERVAL_S):
+            interval = PSS_INTERVAL_S
+            while not done.wait(interval):
+                started_cpu = time.thread_time()
                 peak_pss[0] = max(peak_pss[0], tree_pss_mb(process.pid))
+                interval = max(PSS_INTERVAL_S, (time.thread_time() - started_cpu) / PSS_CPU_SHARE)
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
