@@ -351,14 +351,14 @@ def kept_memory_cost(argv: list[str]) -> None:
         kept, glibc = (measured[f"{amp}_{name}"] for name in ("kept", "glibc"))
         t_kept, t_glibc = (common.median([r["seconds"] for r in runs]) for runs in (kept, glibc))
         m_kept, m_glibc = (common.median([r["peak_rss_mb"] for r in runs]) for runs in (kept, glibc))
-        t_kept_pss, t_glibc_pss = (common.median([r["tree_pss_mb"] for r in runs]) for runs in (kept, glibc))
+        pss_kept, pss_glibc = (common.median([r["tree_pss_mb"] for r in runs]) for runs in (kept, glibc))
         rows += [common.row(f"train {' '.join(flags)} --amp {amp}, freed memory kept",
                             f"{t_kept:.0f} s", f"glibc's default {t_glibc:.0f} s", f"{t_kept / t_glibc:.2f}x the time"),
                  common.row(f"  peak RSS, --amp {amp}", f"{m_kept:.0f} MB", f"glibc's default {m_glibc:.0f} MB",
                             f"{m_kept / m_glibc:.2f}x"),
                  common.row(f"  peak PSS of the process tree (loader workers included), --amp {amp}",
-                            f"{t_kept_pss:.0f} MB", f"glibc's default {t_glibc_pss:.0f} MB",
-                            f"{t_kept_pss / t_glibc_pss:.2f}x"),
+                            f"{pss_kept:.0f} MB", f"glibc's default {pss_glibc:.0f} MB",
+                            f"{pss_kept / pss_glibc:.2f}x"),
                  common.row(f"  the same training losses, every epoch, --amp {amp}",
                             "yes" if all(r["train_loss"] == kept[0]["train_loss"] for r in kept + glibc) else "no")]
     common.save_results("bench_train-keep-memory" + "-self-blend" * a.self_blend, a.quick, idle,
