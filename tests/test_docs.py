@@ -41,9 +41,15 @@ def test_every_figure_in_a_readme_table_names_the_command_that_measured_it(start
 def test_the_scripts_and_documents_the_readme_names_exist():
     for path in set(re.findall(r"(benchmarks/\w+\.(?:py|sh)|docs/\w+\.md|examples/\w+\.(?:py|sh))", README)):
         assert (ROOT / path).is_file(), path
-    for link in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", README):
+
+
+@pytest.mark.parametrize("document", ["README.md", *sorted(p.name for p in (ROOT / "docs").glob("*.md"))])
+def test_the_links_in_the_documents_lead_to_files(document):
+    """A relative link resolves from the document's own folder, as GitHub renders it."""
+    path = ROOT / document if document == "README.md" else ROOT / "docs" / document
+    for link in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", path.read_text()):
         if not link.startswith("http"):
-            assert (ROOT / link).exists(), link
+            assert (path.parent / link).exists(), f"{document}: {link}"
 
 
 def test_the_options_in_the_readmes_examples_exist():
