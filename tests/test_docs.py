@@ -43,10 +43,10 @@ def test_the_scripts_and_documents_the_readme_names_exist():
         assert (ROOT / path).is_file(), path
 
 
-@pytest.mark.parametrize("document", ["README.md", *sorted(p.name for p in (ROOT / "docs").glob("*.md"))])
+@pytest.mark.parametrize("document", ["README.md", *sorted(f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md"))])
 def test_the_links_in_the_documents_lead_to_files(document):
     """A relative link resolves from the document's own folder, as GitHub renders it."""
-    path = ROOT / document if document == "README.md" else ROOT / "docs" / document
+    path = ROOT / document
     for link in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", path.read_text()):
         if not link.startswith("http"):
             assert (path.parent / link).exists(), f"{document}: {link}"
