@@ -11,6 +11,7 @@ import functools
 import hashlib
 import importlib.util
 import json
+import logging
 import os
 import platform
 import shutil
@@ -38,6 +39,24 @@ SLOWDOWN = 8
 for _name, _level in (("OPENCV_FFMPEG_LOGLEVEL", "-8"), ("OPENCV_LOG_LEVEL", "ERROR"), ("GLOG_minloglevel", "2"),
                       ("TF_CPP_MIN_LOG_LEVEL", "3")):
     os.environ.setdefault(_name, _level)
+
+
+class _FirstTime(logging.Filter):
+    """Lets each distinct message through once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        new = message not in self.seen
+        self.seen.add(message)
+        return new
+
+
+# Benchmarks train many models in one process, and each run would repeat why it trains the offline backbone.
+logging.getLogger("deepfake_cli.backbones").addFilter(_FirstTime())
 
 
 # ---- test clips -------------------------------------------------------------------------------
