@@ -33,11 +33,14 @@ With several seeds, each protocol is also scored by the ensemble of its seeds' m
 self-blend models of a fold are scored as an ensemble too. Reported per protocol and seed: video-level AUC and AP, accuracy at each model's own threshold,
 AUC per method, real videos called fake, at the checkpoint's threshold and at 0.5, and how well
 the calibrated P(fake) holds on held-out people (expected calibration error, Brier score).
+Beside each model's `best.pt`, the folds' held-out videos are also scored by each head alone and by
+the last epoch's weights (`last.pt`), and each fold prints the epoch `best.pt` holds.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import hashlib
 import json
 import shutil
@@ -115,8 +118,14 @@ def run_fold(out: Path, run: Path, train: list, test: list, seed: int, image_siz
     validated = evaluate(out, run / "run" / "best.pt", split="val")["scores"]
     heads = head_logits(out, run / "run" / "best.pt", test)
     elsewhere = evaluate(also, run / "run" / "best.pt", split=str(split))["scores"] if also else []
-    return {"seconds": round(seconds, 1), "threshold": threshold,
-            "scores": [{**s, "threshold": threshold, **heads.get(s["video"], {})} for s in result["scores"]],
+    # The last epoch's (averaged) weights: does choosing an epoch on a few validation videos beat taking the last?
+    last = {s["video"]: {"last_rank": s["rank"], "last_raw_p_fake": s["raw_p_fake"]}
+            for s in evaluate(out, run / "run" / "last.pt", split=str(split))["scores"]}
+    with open(run / "run" / "metrics.csv") as f:
+        best_epoch = next(int(row["epoch"]) for row in csv.DictReader(f) if row["best"] == "1")
+    return {"seconds": round(seconds, 1), "threshold": threshold, "best_epoch": best_epoch,
+            "scores": [{**s, "threshold": threshold, **heads.get(s["video"], {}), **last[s["video"]]}
+                       for s in result["scores"]],
             "also_scores": [{**s, "threshold": threshold} for s in elsewhere],
             "val_raw": [[s["label"], s["raw_p_fake"]] for s in validated]}
 
@@ -200,6 +209,9 @@ def summarise(scores: list[dict]) -> dict:
     # Pooled by the uncalibrated score: each fold's calibration, fitted on a few validation videos, adds its error.
     if all(s.get("raw_p_fake") is not None for s in scores):
         heads["auc_raw"] = float(roc_auc_score(labels, [s["raw_p_fake"] for s in scores]))
+    if all("last_rank" in s for s in scores):  # the last epoch's weights instead of best.pt's
+        heads["auc_last"] = float(roc_auc_score(labels, [s["last_rank"] for s in scores]))
+        heads["auc_last_raw"] = float(roc_auc_score(labels, [s["last_raw_p_fake"] for s in scores]))
     return {"videos": len(scores), "real": int(real.sum()), "fake": int((~real).sum()), **heads,
             "auc": float(roc_auc_score(labels, probs)), "ap": float(average_precision_score(labels, probs)),
             "auc_fold_mean": float(np.mean(folds_auc)) if folds_auc else None,
@@ -281,11 +293,12 @@ def main() -> None:
             summary = lomo_summary(scores)
             means = {f"auc_mean{k[3:]}": float(np.mean([v[k] for v in summary.values()]))
                      for k in next(iter(summary.values()))
-                     if (k.endswith("_head") or k in ("auc_fold_mean", "auc_raw"))
+                     if (k.endswith("_head") or k in ("auc_fold_mean", "auc_raw", "auc_last", "auc_last_raw"))
                      and all(v[k] is not None for v in summary.values())}
             summary = {"per_held_out_method": summary, "auc_mean": float(np.mean([v["auc"] for v in summary.values()])),
                        **means}
-            named = {"auc_mean_fold_mean": "per fold", "auc_mean_raw": "raw scores pooled"}
+            named = {"auc_mean_fold_mean": "per fold", "auc_mean_raw": "raw scores pooled",
+                     "auc_mean_last": "last epoch's weights", "auc_mean_last_raw": "last epoch's raw scores"}
             figure = f"{summary['auc_mean']:.3f} (" + ", ".join(
                 f"{m} {v['auc']:.3f}" for m, v in summary["per_held_out_method"].items()) + "".join(
                 f"; {named.get(k) or k[9:-5] + ' head alone'} {v:.3f}" for k, v in means.items()) + ")"
@@ -293,6 +306,8 @@ def main() -> None:
             summary = summarise(scores)
             figure = (f"{summary['auc']:.3f} (per fold {summary['auc_fold_mean']:.3f}; "
                       + (f"raw scores pooled {summary['auc_raw']:.3f}; " if "auc_raw" in summary else "")
+                      + (f"last epoch's weights {summary['auc_last']:.3f}, raw {summary['auc_last_raw']:.3f}; "
+                         if "auc_last" in summary else "")
                       + f"AP {summary['ap']:.3f}; "
                       + ", ".join(f"{m} {a:.3f}" for m, a in summary["per_method"].items())
                       + f"; real called fake {summary['real_called_fake']}/{summary['real']}, fakes caught "
@@ -313,7 +328,7 @@ def main() -> None:
     tests = {}
     for protocol in protocols:
         for seed in seeds:
-            scores, seconds, clips, validated, on_original = [], [], [], {}, []
+            scores, seconds, clips, validated, on_original, best_epochs = [], [], [], {}, [], {}
             for label, train, test, self_blend in protocol_runs(protocol, samples, args.folds):
                 where = common.scratch_dir(f"realworld-{protocol}-{seed}-{label}")
                 shutil.rmtree(where, ignore_errors=True)
@@ -322,13 +337,14 @@ def main() -> None:
                 trained[protocol, seed, label], tests[label] = where, test
                 scores += [{**s, "fold": label} for s in fold["scores"]]
                 on_original += [{**s, "fold": label} for s in fold["also_scores"]]
-                validated[label] = fold["val_raw"]
+                validated[label], best_epochs[label] = fold["val_raw"], fold["best_epoch"]
                 if verdicts_on and protocol != "lomo":
                     clips += verdicts(out, [where / "run" / "best.pt"], test, label)
                 seconds.append(fold["seconds"])
-                print(f"{protocol} seed {seed} {label}: trained in {fold['seconds']} s", flush=True)
+                print(f"{protocol} seed {seed} {label}: trained in {fold['seconds']} s, best.pt is epoch "
+                      f"{fold['best_epoch']}", flush=True)
             report(f"{protocol}-seed{seed}", protocol, scores, seconds, clips)
-            measured[f"{protocol}-seed{seed}"]["val_raw"] = validated
+            measured[f"{protocol}-seed{seed}"].update(val_raw=validated, best_epochs=best_epochs)
             if on_original:  # the same models, on the held-out videos' original (sharper) crops
                 report(f"{protocol}-seed{seed}-on-original-crops", protocol, on_original, seconds)
     # Ensembles, through evaluate's --model given more than once: each fold's models of every seed, and
