@@ -1,6 +1,7 @@
 """Detection quality on people the detector never saw, the way the field reports it.
 
     python benchmarks/bench_quality.py [--quick] [--seeds 42,1] [--only ours,graded,cross,self-blend,predict,reference]
+                                       [--train='--val-fraction 0.4']
     BASELINE=SRC python benchmarks/bench_quality.py   # predict's figures beside another release's (SRC/deepfake_cli)
 
 Generated sets (examples/make_dataset.py, all four methods, one fake per person as in the
@@ -22,7 +23,9 @@ AP and AUC per manipulation method, next to the CPU time it took:
 Each run trains once per `--seeds` seed (train's `--seed`; default 42, train's own default), so
 the per-seed tables can be re-run; `--only` picks runs (predict and reference need run 1's model,
 which they then train). Run 1 also reports how well its calibrated P(fake) holds on B's unseen
-people (expected calibration error and Brier score, as `evaluate` gives them); with several
+people (expected calibration error and Brier score, as `evaluate` gives them), on B and on B's
+people in three more generations (seeds 3-5: other scenes, motions and fakes; 4 x 80 videos, where
+a perfectly calibrated model's ECE is about half what it is on B's 80 alone); with several
 seeds, the seeds' run-1 models are also scored as one ensemble (`evaluate --model` once each).
 
 5. The reference notebook's recipe (BGR 0..1 input, last-step read-out, Adam 1e-4, batch 4,
@@ -48,6 +51,7 @@ QUICK = dict(train_people=8, test_people=8, epochs=1, image_size=64, batch_size=
 LR = 5e-4
 CROSS_METHODS = ("FaceSwap", "SelfBlend")
 RUNS = ("ours", "graded", "cross", "self-blend", "predict", "reference")
+MORE_B = (3, 4, 5)  # generation seeds of B's people again, for calibration measured on more videos
 
 
 def generated(name: str, people: int, first: int, seed: int, variety: bool) -> Path:
@@ -81,7 +85,8 @@ def deepfake(*args: str) -> dict:
     return {"seconds": time.perf_counter() - started, "stdout": result.stdout}
 
 
-def train_and_test(name: str, train_data: Path, test_data: Path, p: dict, *options: str) -> dict:
+def train_and_test(name: str, train_data: Path, test_data: Path, p: dict, *options: str,
+                   more_tests: tuple[Path, ...] = ()) -> dict:
     run = common.scratch_dir(f"quality-run-{name}") / "run"
     trained = deepfake("train", str(train_data), "--run-dir", str(run), "--epochs", str(p["epochs"]), "--image-size",
                        str(p["image_size"]), "--batch-size", str(p["batch_size"]), "--lr", str(LR), "--json", *options)
@@ -90,6 +95,8 @@ def train_and_test(name: str, train_data: Path, test_data: Path, p: dict, *optio
     deepfake("evaluate", str(test_data), "--model", str(run / "best.pt"), "--split", "all", "--out", str(report))
     tested = json.loads(report.read_text())
     result = summarise(tested)
+    if more_tests:
+        result["calibration_more"] = calibration_on([test_data, *more_tests], [run / "best.pt"])
     # The raw scores the calibration was fitted on and those it is judged on: a calibration method can be
     # compared on them afterwards without training again.
     validated = run.parent / "val.json"
@@ -119,6 +126,22 @@ def predict_scores(videos: Path, ckpt: Path, package: Path | None = None) -> dic
     return {"clips": len(verdicts), "scored": len(scored), "auc": float(roc_auc_score(labels, probs)),
             "accuracy": float(np.mean(called == (labels == 1))), "seconds": round(child.seconds, 1),
             "windows": sorted({v["windows"] for v in scored})}
+
+
+def calibration_on(sets: list[Path], models: list[Path]) -> dict:
+    """Expected calibration error and Brier score of the (ensembled) `models` over every video of `sets`."""
+    from deepfake_cli.calibration import brier, ece_if_calibrated, expected_calibration_error
+
+    scores = []
+    for i, data in enumerate(sets):
+        report = models[0].parent.parent / f"calibration-{len(models)}-{i}.json"
+        deepfake("evaluate", str(data), *[a for m in models for a in ("--model", str(m))], "--split", "all",
+                 "--out", str(report))
+        scores += json.loads(report.read_text())["scores"]
+    labels, p_fake = np.array([s["label"] for s in scores]), np.array([s["p_fake"] for s in scores])
+    return {"videos": len(scores), "ece": expected_calibration_error(labels, p_fake),
+            "ece_if_calibrated": ece_if_calibrated(p_fake), "brier": brier(labels, p_fake),
+            "raw_scores": [[s["label"], s["raw_p_fake"]] for s in scores]}  # to compare calibrations offline
 
 
 def summarise(report: dict) -> dict:
@@ -188,7 +211,9 @@ def reference_recipe(train_data: Path, split: dict, test_data: Path, seconds: fl
 def main() -> None:
     p, quick = common.settings(__doc__, FULL, QUICK, "8 + 8 people, 1 epoch, 64 px: a smoke check",
                                text={"seeds": ("42", "comma-separated training seeds"),
-                                     "only": (",".join(RUNS), "the runs to do")})
+                                     "only": (",".join(RUNS), "the runs to do"),
+                                     "train": ("", "more `deepfake train` options for every run, "
+                                                   "e.g. --train='--val-fraction 0.4'")})
     runs = {r.strip() for r in p["only"].split(",") if r.strip()}
     if unknown := runs - set(RUNS):
         raise SystemExit(f"--only: unknown {', '.join(sorted(unknown))}; choose from {', '.join(RUNS)}")
@@ -197,12 +222,13 @@ def main() -> None:
     seeds = [int(s) for s in p["seeds"].split(",")]
     people_a, people_b = p["train_people"], p["test_people"]
     a, b = generated("A", people_a, 0, 1, variety=False), generated("B", people_b, 60, 2, variety=False)
+    more_b = tuple(generated("B", people_b, 60, s, variety=False) for s in MORE_B) if "ours" in runs else ()
     graded_a, graded_b = (generated("A", people_a, 0, 1, variety=True), generated("B", people_b, 60, 2, variety=True)) \
         if "graded" in runs else (None, None)
     idle = common.wait_until_idle(quick)
     measured, rows = {}, []
     for seed in seeds:
-        mine = run_seed(seed, runs, p, a, b, graded_a, graded_b)
+        mine = run_seed(seed, runs, p, a, b, graded_a, graded_b, more_b)
         measured.update({f"{name}-seed{seed}" if len(seeds) > 1 else name: value for name, value in mine.items()})
         rows += [{**row, "figure": f"seed {seed}: {row['figure']}"} if len(seeds) > 1 else row
                  for row in quality_rows(mine, people_b)]
@@ -211,21 +237,24 @@ def main() -> None:
         report = members[0].parent.parent / "ensemble.json"
         deepfake("evaluate", str(b), *[a for m in members for a in ("--model", str(m))], "--split", "all", "--out", str(report))
         ensemble = measured["ours-ensemble"] = summarise(json.loads(report.read_text()))
+        ensemble["calibration_more"] = calibration_on([b, *more_b], members)
         rows.append(common.row(f"ensemble of the {len(seeds)} seeds' run-1 models: AUC; accuracy; ECE",
                                f"{ensemble['auc']:.3f}; {ensemble['accuracy']:.3f}; {ensemble['ece']:.3f}",
                                "members alone: AUC " + ", ".join(f"{measured[f'ours-seed{seed}']['auc']:.3f}" for seed in seeds),
                                f"{ensemble['auc'] - np.mean([measured[f'ours-seed{seed}']['auc'] for seed in seeds]):+.3f}"))
+        rows.append(calibration_row("the ensemble", ensemble["calibration_more"]))
     settings = {**p, "lr": LR, "train_set": str(a), "test_set": str(b), "graded_sets": [str(graded_a), str(graded_b)]}
     common.save_results("bench_quality", quick, idle, settings, measured, rows)
     common.remove_scratch()
 
 
-def run_seed(seed: int, runs: set[str], p: dict, a: Path, b: Path, graded_a: Path | None, graded_b: Path | None) -> dict:
+def run_seed(seed: int, runs: set[str], p: dict, a: Path, b: Path, graded_a: Path | None, graded_b: Path | None,
+             more_b: tuple[Path, ...] = ()) -> dict:
     """The chosen runs, each trained with this seed."""
-    option = ("--seed", str(seed))
+    option = ("--seed", str(seed), *p["train"].split())
     measured = {}
     if "ours" in runs:
-        measured["ours"] = train_and_test(f"ours-{seed}", a, b, p, *option)
+        measured["ours"] = train_and_test(f"ours-{seed}", a, b, p, *option, more_tests=more_b)
     if "graded" in runs:
         measured["ours_graded"] = train_and_test(f"ours-graded-{seed}", graded_a, graded_b, p, *option)
     for method in CROSS_METHODS if "cross" in runs else ():
@@ -243,6 +272,13 @@ def run_seed(seed: int, runs: set[str], p: dict, a: Path, b: Path, graded_a: Pat
     return measured
 
 
+def calibration_row(what: str, more: dict) -> dict:
+    return common.row(f"{what} on B's people in {len(MORE_B) + 1} generations ({more['videos']} videos): ECE; Brier",
+                      f"{more['ece']:.3f}; {more['brier']:.3f}",
+                      f"a calibrated model by chance alone: below {more['ece_if_calibrated']:.3f} 9 in 10", "-",
+                      "ECE <= 0.1", more["ece"] <= 0.1)
+
+
 def quality_rows(measured: dict, people_b: int) -> list[dict]:
     """The table of whichever runs `measured` holds."""
     rows = []
@@ -256,6 +292,7 @@ def quality_rows(measured: dict, people_b: int) -> list[dict]:
             common.row("calibration on unseen people: ECE; Brier", f"{ours['ece']:.3f}; {ours['brier']:.3f}",
                        f"a calibrated model by chance alone: below {ours['ece_if_calibrated']:.3f} 9 in 10", "-",
                        "ECE <= 0.1", ours["ece"] <= 0.1),
+            *([calibration_row("the same", ours["calibration_more"])] if "calibration_more" in ours else []),
             common.row("average precision", f"{ours['ap']:.3f}", f"reference {ref['ap']:.3f}" if ref else "-"),
             common.row("training time (CPU)", f"{ours['train_seconds']:.0f} s",
                        f"reference {ref['train_seconds']:.0f} s ({ref['epochs']} epochs)" if ref else "-"),

@@ -103,7 +103,7 @@ def run_fold(out: Path, run: Path, train: list, test: list, seed: int, image_siz
     from deepfake_cli.evaluate import evaluate
     from deepfake_cli.train import TrainConfig, train as run_train
 
-    inner = identity_split(train, 0.2, seed)
+    inner = identity_split(train, RECIPE.get("val_fraction", 0.2), seed)  # as train's own --val-fraction
     split = run / "split-file.json"
     run.mkdir(parents=True, exist_ok=True)
     split.write_text(json.dumps({part: [s.key for s in chosen] for part, chosen in
