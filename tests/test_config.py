@@ -34,6 +34,8 @@ def test_settings_come_from_the_file_and_typed_options_win(extracted, tmp_path):
     assert saved["seed"] == 42  # what neither gives: the default
     assert saved["epoch_size"] == 96 and re.search(r"each epoch goes over the training set \d+ times \(--epoch-size 96\)",
                                                    " ".join(result.output.split()))
+    # a few validation videos: train says its calibration will not hold on other people
+    assert re.search(r"calibration: P\(fake\) is fitted on \d+ validation videos, too few", " ".join(result.output.split()))
 
 
 def test_a_runs_config_json_trains_the_same_run_again(trained_run, tmp_path):

@@ -76,6 +76,11 @@ def _frozen(info: dict) -> str:
     return {0: "every stage trained", 1: "stem kept as is"}.get(stages, f"stem and {stages - 1} stages kept as they are")
 
 
+# Under this many validation videos, the Platt fit does not hold on other people: with 24 and 48 its calibration
+# error on 311 unseen ones was 0.13-0.17 and 0.10-0.13 (docs/experiments.md, "Calibration on 311 videos").
+CALIBRATION_VIDEOS = 100
+
+
 def _train_start(info: dict, cfg) -> None:
     split = info["split"]
     console.print(f"run {info['run']}: device {info['device']}, amp {info['amp']}, {info['world_size']} process(es); "
@@ -85,6 +90,11 @@ def _train_start(info: dict, cfg) -> None:
                   + f"; fake loss weight {info['pos_weight']:.3f}"
                   + (f"; each epoch goes over the training set {info['passes']} times (--epoch-size {cfg.data.epoch_size})"
                      if info["passes"] > 1 else ""), highlight=False)
+    validating = sum(split.get("val", {}).values())
+    if 0 < validating < CALIBRATION_VIDEOS:
+        console.print(f"calibration: P(fake) is fitted on {validating} validation videos, too few for it to hold on "
+                      "other people (off by 0.1-0.2 at this size; more videos, or a larger --val-fraction at some cost "
+                      "in training data, calibrate it better)", highlight=False)
     console.print(f"crops: {info['crop']} ({info['crop_source']}); frames: {info['sampling']}; predict will cut "
                   "and sample the same", highlight=False)
     if info["self_blend"]:
