@@ -93,8 +93,8 @@ def _train_start(info: dict, cfg) -> None:
     validating = sum(split.get("val", {}).values())
     if 0 < validating < CALIBRATION_VIDEOS:
         console.print(f"calibration: P(fake) is fitted on {validating} validation videos, too few for it to hold on "
-                      "other people (off by 0.1-0.2 at this size; more videos, or a larger --val-fraction at some cost "
-                      "in training data, calibrate it better)", highlight=False)
+                      "other people (off by 0.1-0.2 at this size; more videos calibrate it better, or a larger --val-fraction "
+                      "at a cost in detection)", highlight=False)
     console.print(f"crops: {info['crop']} ({info['crop_source']}); frames: {info['sampling']}; predict will cut "
                   "and sample the same", highlight=False)
     if info["self_blend"]:
