@@ -91,18 +91,15 @@ def train_and_test(name: str, train_data: Path, test_data: Path, p: dict, *optio
     trained = deepfake("train", str(train_data), "--run-dir", str(run), "--epochs", str(p["epochs"]), "--image-size",
                        str(p["image_size"]), "--batch-size", str(p["batch_size"]), "--lr", str(LR), "--json", *options)
     best = json.loads(trained["stdout"].splitlines()[-1])["best"]
-    report = run.parent / "test.json"
-    deepfake("evaluate", str(test_data), "--model", str(run / "best.pt"), "--split", "all", "--out", str(report))
-    tested = json.loads(report.read_text())
+    tested = evaluated(test_data, [run / "best.pt"], run.parent / "test.json")
     result = summarise(tested)
     if more_tests:
-        result["calibration_more"] = calibration_on([test_data, *more_tests], [run / "best.pt"])
+        result["calibration_more"] = calibration_on(tested["scores"], more_tests, [run / "best.pt"])
     # The raw scores the calibration was fitted on and those it is judged on: a calibration method can be
     # compared on them afterwards without training again.
-    validated = run.parent / "val.json"
-    deepfake("evaluate", str(train_data), "--model", str(run / "best.pt"), "--split", "val", "--out", str(validated))
-    result["raw_scores"] = {part: [[s["label"], s["raw_p_fake"]] for s in json.loads(path.read_text())["scores"]]
-                            for part, path in (("val", validated), ("test", report))}
+    validated = evaluated(train_data, [run / "best.pt"], run.parent / "val.json", split="val")
+    result["raw_scores"] = {part: [[s["label"], s["raw_p_fake"]] for s in report["scores"]]
+                            for part, report in (("val", validated), ("test", tested))}
     result.update(train_seconds=round(trained["seconds"], 1), val_auc=best["auc"], best_epoch=best["epoch"],
                   run=str(run))
     print(f"{name}: AUC {result['auc']:.3f}, accuracy {result['accuracy']:.3f} on unseen people "
@@ -128,16 +125,21 @@ def predict_scores(videos: Path, ckpt: Path, package: Path | None = None) -> dic
             "windows": sorted({v["windows"] for v in scored})}
 
 
-def calibration_on(sets: list[Path], models: list[Path]) -> dict:
-    """Expected calibration error and Brier score of the (ensembled) `models` over every video of `sets`."""
+def evaluated(data: Path, models: list[Path], report: Path, split: str = "all") -> dict:
+    """`deepfake evaluate` of `data` by `models` (one, or an ensemble); the report it wrote to `report`."""
+    deepfake("evaluate", str(data), *[a for m in models for a in ("--model", str(m))], "--split", split,
+             "--out", str(report))
+    return json.loads(report.read_text())
+
+
+def calibration_on(scored: list[dict], more: tuple[Path, ...], models: list[Path]) -> dict:
+    """Expected calibration error and Brier score of the (ensembled) `models` over the videos they `scored`
+    already and every video of the `more` sets."""
     from deepfake_cli.calibration import brier, ece_if_calibrated, expected_calibration_error
 
-    scores = []
-    for i, data in enumerate(sets):
-        report = models[0].parent.parent / f"calibration-{len(models)}-{i}.json"
-        deepfake("evaluate", str(data), *[a for m in models for a in ("--model", str(m))], "--split", "all",
-                 "--out", str(report))
-        scores += json.loads(report.read_text())["scores"]
+    scores = list(scored)
+    for i, data in enumerate(more):
+        scores += evaluated(data, models, models[0].parent.parent / f"calibration-{len(models)}-{i}.json")["scores"]
     labels, p_fake = np.array([s["label"] for s in scores]), np.array([s["p_fake"] for s in scores])
     return {"videos": len(scores), "ece": expected_calibration_error(labels, p_fake),
             "ece_if_calibrated": ece_if_calibrated(p_fake), "brier": brier(labels, p_fake),
@@ -234,10 +236,9 @@ def main() -> None:
                  for row in quality_rows(mine, people_b)]
     if len(seeds) > 1 and "ours" in runs:  # the seeds' run-1 models as one ensemble (evaluate's --model, once each)
         members = [Path(measured[f"ours-seed{seed}"]["run"]) / "best.pt" for seed in seeds]
-        report = members[0].parent.parent / "ensemble.json"
-        deepfake("evaluate", str(b), *[a for m in members for a in ("--model", str(m))], "--split", "all", "--out", str(report))
-        ensemble = measured["ours-ensemble"] = summarise(json.loads(report.read_text()))
-        ensemble["calibration_more"] = calibration_on([b, *more_b], members)
+        scored = evaluated(b, members, members[0].parent.parent / "ensemble.json")
+        ensemble = measured["ours-ensemble"] = summarise(scored)
+        ensemble["calibration_more"] = calibration_on(scored["scores"], more_b, members)
         rows.append(common.row(f"ensemble of the {len(seeds)} seeds' run-1 models: AUC; accuracy; ECE",
                                f"{ensemble['auc']:.3f}; {ensemble['accuracy']:.3f}; {ensemble['ece']:.3f}",
                                "members alone: AUC " + ", ".join(f"{measured[f'ours-seed{seed}']['auc']:.3f}" for seed in seeds),

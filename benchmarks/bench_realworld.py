@@ -40,7 +40,6 @@ the last epoch's weights (`last.pt`), and each fold prints the epoch `best.pt` h
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
 import json
 import shutil
@@ -109,8 +108,8 @@ def run_fold(out: Path, run: Path, train: list, test: list, seed: int, image_siz
     split.write_text(json.dumps({part: [s.key for s in chosen] for part, chosen in
                                  (("train", inner["train"]), ("val", inner["val"]), ("test", test))}))
     started = time.perf_counter()
-    run_train(TrainConfig(data=out, run=run / "run", split_file=split, seed=seed, image_size=image_size,
-                          **{**RECIPE, "self_blend": self_blend or RECIPE.get("self_blend", False)}))
+    trained = run_train(TrainConfig(data=out, run=run / "run", split_file=split, seed=seed, image_size=image_size,
+                                    **{**RECIPE, "self_blend": self_blend or RECIPE.get("self_blend", False)}))
     seconds = time.perf_counter() - started
     result = evaluate(out, run / "run" / "best.pt", split=str(split))
     threshold = result["at_threshold"]["threshold"]
@@ -121,9 +120,7 @@ def run_fold(out: Path, run: Path, train: list, test: list, seed: int, image_siz
     # The last epoch's (averaged) weights: does choosing an epoch on a few validation videos beat taking the last?
     last = {s["video"]: {"last_rank": s["rank"], "last_raw_p_fake": s["raw_p_fake"]}
             for s in evaluate(out, run / "run" / "last.pt", split=str(split))["scores"]}
-    with open(run / "run" / "metrics.csv") as f:
-        best_epoch = next(int(row["epoch"]) for row in csv.DictReader(f) if row["best"] == "1")
-    return {"seconds": round(seconds, 1), "threshold": threshold, "best_epoch": best_epoch,
+    return {"seconds": round(seconds, 1), "threshold": threshold, "best_epoch": trained.best["epoch"],
             "scores": [{**s, "threshold": threshold, **heads.get(s["video"], {}), **last[s["video"]]}
                        for s in result["scores"]],
             "also_scores": [{**s, "threshold": threshold} for s in elsewhere],
